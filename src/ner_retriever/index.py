@@ -1,0 +1,288 @@
+"""The on-disk index: a SQLite catalog (documents, mentions, committed segments) plus a vector
+store. The catalog transaction is the single commit point, so a batch is all-or-nothing and an
+interrupted run leaves the last committed state intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ner_retriever.errors import ConfigError, DuplicateDocumentError, IndexStateError
+from ner_retriever.store import STORES, Segment, VectorStore
+from ner_retriever.types import Document, Mention
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+CATALOG_NAME = "catalog.sqlite"
+LOCK_NAME = "write.lock"
+IfExists = Literal["error", "skip", "update"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, metadata TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mentions (
+    row INTEGER PRIMARY KEY, doc_key INTEGER NOT NULL, start INTEGER NOT NULL,
+    end INTEGER NOT NULL, text TEXT NOT NULL, label TEXT);
+CREATE INDEX IF NOT EXISTS mentions_doc ON mentions(doc_key);
+CREATE TABLE IF NOT EXISTS segments (
+    name TEXT PRIMARY KEY, first_row INTEGER NOT NULL, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);
+"""
+
+
+class IndexConfig(BaseModel):
+    """Everything needed to embed queries exactly as the indexed mentions were embedded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    encoder: dict[str, Any]
+    raw_dim: int
+    dim: int
+    head: dict[str, Any] | None  # None = no head: raw vectors, L2-normalised
+    detector: dict[str, Any]
+    store: str = "faiss"
+    created: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMention:
+    row: int
+    doc_id: str
+    start: int
+    end: int
+    text: str
+
+
+def write_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Index:
+    """Open with :meth:`create` or :meth:`open`; writers hold a file lock, readers don't."""
+
+    def __init__(self, path: Path, config: IndexConfig, writable: bool):
+        self.path = path
+        self.config = config
+        self.writable = writable
+        self._lock: FileLock | None = None
+        if writable:
+            self._lock = FileLock(str(path / LOCK_NAME))
+            try:
+                self._lock.acquire(timeout=0)
+            except Timeout:
+                raise IndexStateError(
+                    f"index {path} is being written by another process (lock {path / LOCK_NAME})"
+                ) from None
+        self._db = sqlite3.connect(str(path / CATALOG_NAME), check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        if writable:
+            self._db.executescript(_SCHEMA)
+        self._mutex = threading.RLock()
+        try:
+            store_cls = STORES[config.store]
+        except KeyError:
+            raise IndexStateError(f"{path / CONFIG_NAME}: unknown store {config.store!r}") from None
+        self.store: VectorStore = store_cls(path / "vectors", config.dim)
+        segments = self.segments()
+        if writable:
+            self.store.discard_uncommitted(segments)
+        self.store.load(segments)
+        self._row_doc = self._load_row_doc()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, config: IndexConfig) -> Index:
+        path = Path(path)
+        if (path / CONFIG_NAME).exists():
+            raise IndexStateError(f"{path} already holds an index")
+        path.mkdir(parents=True, exist_ok=True)
+        config = config.model_copy(
+            update={"created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        index = cls.__new__(cls)
+        # Catalog first, config last: a directory without config.json is not an index yet.
+        db = sqlite3.connect(str(path / CATALOG_NAME))
+        db.executescript(_SCHEMA)
+        db.close()
+        write_atomic(path / CONFIG_NAME, config.model_dump_json(indent=2))
+        index.__init__(path, config, writable=True)
+        return index
+
+    @classmethod
+    def read_config(cls, path: str | Path) -> IndexConfig:
+        path = Path(path)
+        cfg = path / CONFIG_NAME
+        if not path.is_dir():
+            raise IndexStateError(f"no index at {path} (no such directory)")
+        if not cfg.is_file():
+            raise IndexStateError(f"no index at {path} (missing {CONFIG_NAME})")
+        try:
+            config = IndexConfig.model_validate_json(cfg.read_text(encoding="utf-8"))
+        except (ValidationError, UnicodeDecodeError) as exc:
+            raise IndexStateError(f"{cfg}: not a valid index config: {exc}") from None
+        if config.format_version != FORMAT_VERSION:
+            raise IndexStateError(f"{cfg}: index format {config.format_version} is not supported")
+        return config
+
+    @classmethod
+    def open(cls, path: str | Path, writable: bool = False) -> Index:
+        path = Path(path)
+        return cls(path, cls.read_config(path), writable)
+
+    def close(self) -> None:
+        self._db.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reads ---------------------------------------------------------------------------------
+    def segments(self) -> list[Segment]:
+        rows = self._db.execute(
+            "SELECT name, first_row, rows, sha256 FROM segments ORDER BY first_row").fetchall()
+        return [Segment(*r) for r in rows]
+
+    def _load_row_doc(self) -> np.ndarray:
+        total = sum(seg.rows for seg in self.segments())
+        row_doc = np.full(self._next_row(), -1, dtype=np.int64)
+        if total:
+            data = np.array(self._db.execute("SELECT row, doc_key FROM mentions").fetchall(),
+                            dtype=np.int64).reshape(-1, 2)
+            row_doc[data[:, 0]] = data[:, 1]
+        return row_doc
+
+    def _next_row(self) -> int:
+        (value,) = self._db.execute(
+            "SELECT COALESCE(MAX(first_row + rows), 0) FROM segments").fetchone()
+        return int(value)
+
+    def row_doc_keys(self, rows: np.ndarray) -> np.ndarray:
+        """Document key per mention row; -1 for padding or mentions of removed documents."""
+        row_doc = self._row_doc
+        valid = (rows >= 0) & (rows < len(row_doc))
+        out = np.full(rows.shape, -1, dtype=np.int64)
+        out[valid] = row_doc[rows[valid]]
+        return out
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+
+    def num_mentions(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM mentions").fetchone()[0]
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i: i + 500]
+            q = f"SELECT id FROM documents WHERE id IN ({','.join('?' * len(part))})"
+            found.update(r[0] for r in self._db.execute(q, part))
+        return found
+
+    def documents_by_key(self, keys: Sequence[int]) -> dict[int, Document]:
+        if not keys:
+            return {}
+        q = f"SELECT key, id, text, metadata FROM documents WHERE key IN ({','.join('?' * len(keys))})"
+        return {k: Document(id=i, text=t, metadata=json.loads(m))
+                for k, i, t, m in self._db.execute(q, list(keys))}
+
+    def get_document(self, doc_id: str) -> Document | None:
+        row = self._db.execute("SELECT id, text, metadata FROM documents WHERE id = ?",
+                               (doc_id,)).fetchone()
+        return Document(id=row[0], text=row[1], metadata=json.loads(row[2])) if row else None
+
+    def mentions_of(self, doc_id: str) -> list[Mention]:
+        q = ("SELECT m.start, m.end, m.text, m.label FROM mentions m JOIN documents d "
+             "ON m.doc_key = d.key WHERE d.id = ? ORDER BY m.start")
+        return [Mention(doc_id, s, e, t, lab) for s, e, t, lab in self._db.execute(q, (doc_id,))]
+
+    def mention_rows(self, rows: Sequence[int]) -> dict[int, tuple[int, int, str]]:
+        if not rows:
+            return {}
+        q = f"SELECT row, start, end, text FROM mentions WHERE row IN ({','.join('?' * len(rows))})"
+        return {r: (s, e, t) for r, s, e, t in self._db.execute(q, [int(x) for x in rows])}
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._mutex:
+            return self.store.search(queries, k)
+
+    @property
+    def ntotal(self) -> int:
+        return self.store.ntotal
+
+    # -- writes --------------------------------------------------------------------------------
+    def add(self, docs: Sequence[Document], mentions: Sequence[Sequence[Mention]],
+            vectors: Sequence[np.ndarray], if_exists: IfExists = "error") -> int:
+        """Commit one batch atomically; returns the number of documents written."""
+        if not self.writable:
+            raise IndexStateError(f"index {self.path} was opened read-only")
+        if if_exists not in ("error", "skip", "update"):
+            raise ConfigError(f"if_exists must be error, skip or update, not {if_exists!r}")
+        with self._mutex:
+            present = self.existing_ids(d.id for d in docs)
+            if present and if_exists == "error":
+                doc = next(d for d in docs if d.id in present)
+                raise DuplicateDocumentError(doc.id, doc.source)
+            keep = [i for i, d in enumerate(docs) if not (d.id in present and if_exists == "skip")]
+            if not keep:
+                return 0
+            stacked = [np.asarray(vectors[i], dtype=np.float32).reshape(-1, self.config.dim)
+                       for i in keep]
+            first_row = self._next_row()
+            total = sum(len(v) for v in stacked)
+            segment = (self.store.write_segment(first_row, np.concatenate(stacked))
+                       if total else None)
+            self._commit(docs, mentions, keep, present, first_row, segment)
+            if segment is not None:
+                self.store.load([segment])
+            self._row_doc = self._load_row_doc()
+            return len(keep)
+
+    def _commit(self, docs, mentions, keep, present, first_row, segment) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if present:
+                ids = list(present)
+                marks = ",".join("?" * len(ids))
+                db.execute(f"DELETE FROM mentions WHERE doc_key IN "
+                           f"(SELECT key FROM documents WHERE id IN ({marks}))", ids)
+                db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids)
+            row = first_row
+            for i in keep:
+                doc = docs[i]
+                cur = db.execute("INSERT INTO documents (id, text, metadata) VALUES (?, ?, ?)",
+                                 (doc.id, doc.text, json.dumps(doc.metadata, ensure_ascii=False)))
+                key = cur.lastrowid
+                for m in mentions[i]:
+                    db.execute("INSERT INTO mentions VALUES (?, ?, ?, ?, ?, ?)",
+                               (row, key, m.start, m.end, m.text, m.label))
+                    row += 1
+            if segment is not None:
+                db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)",
+                           (segment.name, segment.first_row, segment.rows, segment.sha256))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

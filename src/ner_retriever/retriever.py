@@ -1,0 +1,242 @@
+"""The public entry point: detector + encoder + head + index, behind three verbs
+(add, search, info).
+
+>>> from ner_retriever import Retriever, Document                      # doctest: +SKIP
+>>> r = Retriever.create("my-index")                                   # doctest: +SKIP
+>>> r.add([Document("1", "Angela Merkel met Emmanuel Macron in Paris.")])  # doctest: +SKIP
+>>> r.search("politician", k=5)[0].doc_id                              # doctest: +SKIP
+'1'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ner_retriever.corpus import iter_batches
+from ner_retriever.detect import Detector, build_detector
+from ner_retriever.encode import Encoder, EncoderConfig, TransformerEncoder
+from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentError
+from ner_retriever.head import ProjectionHead, describe
+from ner_retriever.index import IfExists, Index, IndexConfig
+from ner_retriever.search import snippet, top_documents
+from ner_retriever.types import Document, Mention, MentionHit, SearchResult
+
+HEAD_DIR = "head"
+MAX_K = 10_000
+
+
+@dataclass
+class AddStats:
+    documents: int = 0
+    skipped: int = 0
+    mentions: int = 0
+    seconds: float = 0.0
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class Retriever:
+    """Index documents by their entity mentions and find them by a free-text entity type."""
+
+    def __init__(self, index: Index, encoder: Encoder, detector: Detector,
+                 head: ProjectionHead | None = None):
+        self.index, self.encoder, self.detector, self.head = index, encoder, detector, head
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, encoder: Encoder | EncoderConfig | None = None,
+               detector: Detector | str | dict = "spacy",
+               head: ProjectionHead | str | Path | None = None) -> Retriever:
+        """Start a new index at ``path`` (``head=None`` stores raw normalised vectors)."""
+        encoder = _as_encoder(encoder)
+        detector = build_detector(detector) if isinstance(detector, (str, dict)) else detector
+        head = ProjectionHead.load(head) if isinstance(head, (str, Path)) else head
+        if head is not None and head.config.input_dim != encoder.dim:
+            raise ConfigError(f"head expects {head.config.input_dim}-d vectors but "
+                              f"{encoder.config.model} block {encoder.config.block} "
+                              f"{encoder.config.component} gives {encoder.dim}-d")
+        config = IndexConfig(
+            encoder=encoder.config.identity(), raw_dim=encoder.dim,
+            dim=head.config.output_dim if head else encoder.dim,
+            head=describe(head), detector=detector.config())
+        index = Index.create(path, config)
+        if head is not None:
+            head.save(index.path / HEAD_DIR)
+        return cls(index, encoder, detector, head)
+
+    @classmethod
+    def open(cls, path: str | Path, writable: bool = False,
+             encoder: Encoder | None = None) -> Retriever:
+        """Reopen an index with the encoder, head and detector it was built with."""
+        config = Index.read_config(path)
+        expected = EncoderConfig(**config.encoder)
+        if encoder is not None and encoder.config.identity() != expected.identity():
+            raise ConfigError(f"index {path} was built with encoder {expected.identity()}, "
+                              f"not {encoder.config.identity()}")
+        head = None
+        if config.head is not None:
+            head = ProjectionHead.load(Path(path) / HEAD_DIR)
+            if head.checksum() != config.head["checksum"]:
+                raise ConfigError(f"index {path}: head weights do not match the recorded checksum")
+        encoder = encoder or TransformerEncoder(expected)
+        detector = build_detector(config.detector)
+        return cls(Index.open(path, writable=writable), encoder, detector, head)
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, **kwargs) -> Retriever:
+        """Append to an existing index (settings must agree) or create a new one."""
+        if (Path(path) / "config.json").exists():
+            retriever = cls.open(path, writable=True)
+            retriever._check_settings(**kwargs)
+            return retriever
+        return cls.create(path, **kwargs)
+
+    def _check_settings(self, encoder=None, detector=None, head=None) -> None:
+        if isinstance(encoder, EncoderConfig):
+            wanted = {k: v for k, v in encoder.identity().items()
+                      if v is not None and v != EncoderConfig.model_fields[k].default}
+            have = self.encoder.config.identity()
+            clash = {k: v for k, v in wanted.items() if have.get(k) != v}
+            if clash:
+                raise ConfigError(f"index {self.index.path} was built with "
+                                  f"{ {k: have[k] for k in clash} }; cannot add with {clash}")
+        if isinstance(detector, str) and build_detector(detector).config() != self.detector.config():
+            raise ConfigError(f"index {self.index.path} was built with detector "
+                              f"{self.detector.config()}, not {detector!r}")
+        if head is not None:
+            raise ConfigError(f"index {self.index.path} already exists; its head cannot change")
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- embedding -----------------------------------------------------------------------------
+    def _project(self, raw: np.ndarray) -> np.ndarray:
+        return self.head.project(raw) if self.head is not None else normalize(raw)
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self._project(self.encoder.encode_queries(queries))
+
+    def embed_mentions(self, docs: Sequence[Document], spans) -> list[np.ndarray]:
+        raw = self.encoder.encode_spans([d.text for d in docs],
+                                        [[(s.start, s.end) for s in sp] for sp in spans])
+        dim = self.index.config.dim
+        return [self._project(r) if len(r) else np.zeros((0, dim), np.float32) for r in raw]
+
+    # -- verbs ---------------------------------------------------------------------------------
+    def add(self, docs: Iterable[Document], if_exists: IfExists = "error", commit_every: int = 256,
+            progress: Callable[[int, int], None] | None = None) -> AddStats:
+        """Detect, embed and commit documents in batches; each batch is atomic.
+
+        ``if_exists="skip"`` resumes an interrupted run; ``"update"`` replaces documents."""
+        import time
+
+        stats, start, seen = AddStats(), time.perf_counter(), set()
+        for batch in iter_batches(docs, commit_every):
+            for doc in batch:
+                _validate(doc)
+                if doc.id in seen:
+                    raise DuplicateDocumentError(doc.id, doc.source)
+                seen.add(doc.id)
+            if if_exists == "skip":
+                present = self.index.existing_ids(d.id for d in batch)
+                stats.skipped += len(present)
+                batch = [d for d in batch if d.id not in present]
+            elif if_exists == "error":
+                present = self.index.existing_ids(d.id for d in batch)
+                if present:
+                    doc = next(d for d in batch if d.id in present)
+                    raise DuplicateDocumentError(doc.id, doc.source)
+            if batch:
+                spans = self.detector.detect(batch)
+                mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label)
+                             for s in sp] for d, sp in zip(batch, spans)]
+                vectors = self.embed_mentions(batch, spans)
+                stats.documents += self.index.add(batch, mentions, vectors, if_exists=if_exists)
+                stats.mentions += sum(len(m) for m in mentions)
+            if progress is not None:
+                progress(len(batch), sum(len(m) for m in mentions) if batch else 0)
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+    def search(self, query: str, k: int = 10, per_doc: int = 3) -> list[SearchResult]:
+        return self.search_batch([query], k, per_doc)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10,
+                     per_doc: int = 3) -> list[list[SearchResult]]:
+        if not 1 <= k <= MAX_K:
+            raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
+        for q in queries:
+            if not q or not q.strip():
+                raise ConfigError("query is empty")
+        vectors = self.embed_queries(queries)
+        return [self._rank(v, k, per_doc) for v in vectors]
+
+    def search_vector(self, vector: np.ndarray, k: int = 10, per_doc: int = 3) -> list[SearchResult]:
+        """Search with an already-embedded (normalised, projected) query vector."""
+        return self._rank(vector, k, per_doc)
+
+    def _rank(self, vector: np.ndarray, k: int, per_doc: int) -> list[SearchResult]:
+        grouped = top_documents(lambda n: tuple(a[0] for a in self.index.search(vector[None], n)),
+                                self.index.row_doc_keys, k, self.index.ntotal, per_doc)
+        docs = self.index.documents_by_key([g.doc_key for g in grouped])
+        rows = self.index.mention_rows([r for g in grouped for r, _ in g.hits])
+        results = []
+        for g in grouped:
+            doc = docs[g.doc_key]
+            hits = [MentionHit(*rows[r], score=float(s)) for r, s in g.hits]
+            best = hits[0]
+            results.append(SearchResult(doc.id, float(g.score), hits,
+                                        snippet(doc.text, best.start, best.end)))
+        return results
+
+    def info(self) -> dict:
+        return index_info(self.index)
+
+
+def index_info(index: Index) -> dict:
+    """Counts and settings of an index; needs no model, so ``info`` is instant."""
+    cfg = index.config
+    size = sum(f.stat().st_size for f in index.path.rglob("*") if f.is_file())
+    return {
+        "path": str(index.path),
+        "documents": len(index),
+        "mentions": index.num_mentions(),
+        "model": cfg.encoder["model"],
+        "block": cfg.encoder["block"],
+        "component": cfg.encoder["component"],
+        "head": cfg.head,
+        "detector": cfg.detector,
+        "store": cfg.store,
+        "dim": cfg.dim,
+        "created": cfg.created,
+        "size_bytes": size,
+        "config": cfg.model_dump(),
+    }
+
+
+def _as_encoder(encoder: Encoder | EncoderConfig | None) -> Encoder:
+    if encoder is None or isinstance(encoder, EncoderConfig):
+        return TransformerEncoder(encoder)
+    return encoder
+
+
+def _validate(doc: Document) -> None:
+    where = doc.source or f"document {doc.id!r}"
+    if not isinstance(doc.id, str) or not doc.id.strip():
+        raise CorpusError("document id is missing or empty", where)
+    if not isinstance(doc.text, str) or not doc.text.strip():
+        raise CorpusError(f"document {doc.id!r} has empty text", where)
+
