@@ -1,0 +1,123 @@
+"""The CLI end to end, in-process (typer's runner), on the real default model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ner_retriever.cli import app
+
+runner = CliRunner()
+
+CORPUS = [
+    {"id": "a", "text": "Angela Merkel met Emmanuel Macron in Berlin.", "source": "news"},
+    {"id": "b", "text": "The Danube flows through Vienna and Budapest."},
+    {"id": "c", "text": "Manchester United signed a striker from Ajax."},
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def built_index(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    corpus = write_jsonl(tmp / "corpus.jsonl", CORPUS)
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp / "idx")])
+    assert result.exit_code == 0, result.output
+    return tmp / "idx"
+
+
+def test_search_json_contract(built_index):
+    result = runner.invoke(app, ["search", str(built_index), "politician", "-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"query", "results"} and data["query"] == "politician"
+    assert len(data["results"]) == 2
+    for r in data["results"]:
+        assert set(r) == {"doc_id", "score", "mentions", "snippet"}
+        text = next(c["text"] for c in CORPUS if c["id"] == r["doc_id"])
+        for m in r["mentions"]:
+            assert set(m) == {"start", "end", "text", "score"}
+            assert text[m["start"]:m["end"]] == m["text"]
+
+
+def test_search_table_and_info(built_index):
+    result = runner.invoke(app, ["search", str(built_index), "river"])
+    assert result.exit_code == 0 and "river" in result.stdout
+    info = runner.invoke(app, ["info", str(built_index), "--json"])
+    data = json.loads(info.stdout)
+    assert data["documents"] == 3 and data["mentions"] >= 6
+    assert (data["model"], data["block"], data["component"]) == ("smollm2-135m", 10, "value")
+    assert data["head"] is None and data["detector"]["name"] == "spacy"
+
+
+def test_reindex_same_corpus_needs_if_exists(built_index, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS[:1])
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(built_index)])
+    assert result.exit_code == 1 and "--if-exists skip" in result.stderr
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(built_index),
+                                 "--if-exists", "skip"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(built_index),
+                                 "--layer", "3"])
+    assert result.exit_code == 1 and "was built with" in result.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"id": "1", "text": "Paris."}\n{"id": "2", "text": "  "}\n', "c.jsonl:2"),
+    (b'{"id": "1", "text": "Paris."}\n{"text": "Rome."}\n', "c.jsonl:2"),
+    (b'{"id": "1", "text": "Paris."}\n{"id": "2", "text": \n', "c.jsonl:2"),
+    (b'{"id": "1", "text": "Paris."}\n{"id": "1", "text": "Rome."}\n', "c.jsonl:2"),
+    (b'{"id": "1", "text": "Paris \xff."}\n', "c.jsonl:1"),
+])
+def test_bad_corpus_is_one_line_error_and_no_index(tmp_path, content, message):
+    (tmp_path / "c.jsonl").write_bytes(content)
+    result = runner.invoke(app, ["index", str(tmp_path / "c.jsonl"), "--index",
+                                 str(tmp_path / "idx")])
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/no/such/model"], "no such folder"),
+    (["--layer", "99"], "out of range"),
+])
+def test_bad_model_options(tmp_path, args, message):
+    corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS[:1])
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "idx"), *args])
+    assert result.exit_code == 1 and message in result.stderr
+    assert not (tmp_path / "idx" / "config.json").exists()
+
+
+def test_unknown_component_is_rejected(tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS[:1])
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "i"),
+                                 "--component", "attention"])
+    assert result.exit_code == 2 and "attention" in result.output
+
+
+def test_empty_query_and_missing_index(built_index, tmp_path):
+    result = runner.invoke(app, ["search", str(built_index), "   "])
+    assert result.exit_code == 1 and "query is empty" in result.stderr
+    result = runner.invoke(app, ["search", str(tmp_path / "nope"), "city"])
+    assert result.exit_code == 1 and "no index at" in result.stderr
+    result = runner.invoke(app, ["info", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "no index at" in result.stderr
+
+
+def test_conll_corpus_with_gold_detector(tmp_path):
+    (tmp_path / "g.conll").write_text(
+        "Angela\tB-person\nMerkel\tI-person\nvisited\tO\nParis\tB-location\n.\tO\n\n"
+        "Rome\tB-location\nis\tO\nold\tO\n\n")
+    result = runner.invoke(app, ["index", str(tmp_path / "g.conll"), "--index",
+                                 str(tmp_path / "idx"), "--detector", "gold"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["info", str(tmp_path / "idx"), "--json"]).stdout)
+    assert (info["documents"], info["mentions"]) == (2, 3)

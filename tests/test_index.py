@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ner_retriever import Document, DuplicateDocumentError, IndexStateError
+from ner_retriever.errors import ConfigError
+from ner_retriever.index import Index
+from ner_retriever.retriever import Retriever
+from ner_retriever.search import group_by_document, snippet, top_documents
+
+DOCS = [
+    Document("pol", "Angela Merkel and Emmanuel Macron met in Berlin on Monday."),
+    Document("river", "The Danube flows through Vienna and Budapest before reaching the Black Sea."),
+    Document("team", "Manchester United beat Liverpool at Old Trafford."),
+    Document("car", "The Volkswagen Golf and the Ford Focus are popular cars."),
+    Document("none", "it rained all day and nobody went outside."),
+]
+
+
+@pytest.fixture()
+def retriever(tmp_path, smol_encoder):
+    r = Retriever.create(tmp_path / "idx", encoder=smol_encoder, detector="spacy")
+    r.add(DOCS)
+    yield r
+    r.close()
+
+
+def test_add_and_search_returns_each_document_once(retriever):
+    assert len(retriever.index) == 5
+    results = retriever.search("politician", k=4)
+    assert len(results) == 4
+    assert len({r.doc_id for r in results}) == 4
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+    for r in results:
+        doc = retriever.index.get_document(r.doc_id)
+        for m in r.mentions:
+            assert doc.text[m.start:m.end] == m.text
+        assert r.score == pytest.approx(r.mentions[0].score)
+        assert r.mentions[0].text in r.snippet
+
+
+def test_k_larger_than_documents_returns_all_with_mentions(retriever):
+    results = retriever.search("city", k=50)
+    assert {r.doc_id for r in results} == {"pol", "river", "team", "car"}  # "none" has no mention
+
+
+def test_reopen_gives_same_results_and_append(tmp_path, retriever, smol_encoder):
+    before = [r.to_dict() for r in retriever.search("river", k=3)]
+    retriever.close()
+    with Retriever.open(tmp_path / "idx", encoder=smol_encoder) as reopened:
+        assert [r.to_dict() for r in reopened.search("river", k=3)] == before
+    with Retriever.open(tmp_path / "idx", writable=True, encoder=smol_encoder) as writer:
+        writer.add([Document("new", "Barack Obama visited Paris.")])
+        assert len(writer.index) == 6
+        assert "new" in {r.doc_id for r in writer.search("politician", k=6)}
+    with Retriever.open(tmp_path / "idx", encoder=smol_encoder) as reader:
+        assert len(reader.index) == 6
+
+
+def test_duplicate_ids_error_skip_update(retriever):
+    with pytest.raises(DuplicateDocumentError, match="'pol'"):
+        retriever.add([Document("pol", "Someone else.")])
+    stats = retriever.add([DOCS[0], Document("extra", "Tokyo is large.")], if_exists="skip")
+    assert (stats.documents, stats.skipped) == (1, 1)
+    retriever.add([Document("pol", "Joe Biden spoke in Ohio.")], if_exists="update")
+    assert retriever.index.get_document("pol").text == "Joe Biden spoke in Ohio."
+    texts = {m.text for m in retriever.index.mentions_of("pol")}
+    assert "Angela Merkel" not in texts and texts
+    for r in retriever.search("politician", k=6):  # no stale mentions of the old text
+        doc = retriever.index.get_document(r.doc_id)
+        assert all(doc.text[m.start:m.end] == m.text for m in r.mentions)
+    with pytest.raises(DuplicateDocumentError):
+        retriever.add([Document("a", "Rome."), Document("a", "Milan.")])
+
+
+def test_interrupted_add_keeps_committed_batches_and_resumes(tmp_path, smol_encoder):
+    docs = [Document(str(i), f"Document {i} mentions Paris and Angela Merkel.") for i in range(7)]
+
+    def crashing():
+        yield from docs[:5]
+        raise RuntimeError("input stream broke")
+
+    path = tmp_path / "idx"
+    with Retriever.create(path, encoder=smol_encoder, detector="spacy-ents") as r:
+        with pytest.raises(RuntimeError):
+            r.add(crashing(), commit_every=2)
+        assert len(r.index) == 4  # two committed batches, the third never committed
+    with Retriever.open(path, writable=True, encoder=smol_encoder) as r:
+        assert len(r.index) == 4
+        stats = r.add(docs, if_exists="skip", commit_every=2)
+        assert (stats.documents, stats.skipped) == (3, 4)
+        assert len(r.index) == 7
+        assert r.index.num_mentions() == r.index.ntotal >= 14
+
+
+def test_single_writer_lock(retriever, smol_encoder):
+    with pytest.raises(IndexStateError, match="another process"):
+        Retriever.open(retriever.index.path, writable=True, encoder=smol_encoder)
+    with Retriever.open(retriever.index.path, encoder=smol_encoder) as reader:  # readers are fine
+        assert len(reader.index) == 5
+
+
+def test_opening_with_another_encoder_is_an_error(retriever, minilm_tokenizer):
+    from transformers import BertConfig, BertModel
+
+    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+
+    model = BertModel(BertConfig(vocab_size=len(minilm_tokenizer), hidden_size=32,
+                                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
+    other = TransformerEncoder(EncoderConfig(model="tiny-bert", block=1), model=model,
+                               tokenizer=minilm_tokenizer)
+    with pytest.raises(ConfigError, match="was built with encoder"):
+        Retriever.open(retriever.index.path, encoder=other)
+
+
+def test_corrupt_and_missing_index(tmp_path, retriever):
+    path = retriever.index.path
+    retriever.close()
+    segment = next((path / "vectors").glob("seg-*.npy"))
+    data = bytearray(segment.read_bytes())
+    data[-5] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(IndexStateError, match="checksum"):
+        Index.open(path)
+    with pytest.raises(IndexStateError, match="no such directory"):
+        Index.open(tmp_path / "nope")
+
+
+def test_head_is_recorded_and_reloaded(tmp_path, smol_encoder):
+    from ner_retriever.head import HeadConfig, ProjectionHead
+
+    head = ProjectionHead(HeadConfig(input_dim=smol_encoder.dim))
+    with Retriever.create(tmp_path / "h", encoder=smol_encoder, head=head) as r:
+        r.add(DOCS[:2])
+        first = r.search("city", k=2)
+        assert r.info()["head"]["checksum"] == head.checksum() and r.info()["dim"] == 500
+    with Retriever.open(tmp_path / "h", encoder=smol_encoder) as r:
+        assert [x.to_dict() for x in r.search("city", k=2)] == [x.to_dict() for x in first]
+
+
+def test_top_documents_widens_until_k_documents():
+    # 100 near-duplicate hits from doc 0 come first; docs 1..3 sit further down.
+    scores = np.concatenate([np.linspace(1.0, 0.9, 100), [0.5, 0.4, 0.3]]).astype(np.float32)
+    rows = np.arange(103)
+    keys = np.array([0] * 100 + [1, 2, 3])
+    calls = []
+
+    def search(n):
+        calls.append(n)
+        return scores[:n], rows[:n]
+
+    grouped = top_documents(search, lambda r: keys[r], k=3, ntotal=103, per_doc=2)
+    assert [g.doc_key for g in grouped] == [0, 1, 2]
+    assert len(grouped[0].hits) == 2 and len(calls) > 1
+
+
+def test_group_by_document_skips_removed_rows():
+    grouped = group_by_document(np.array([0.9, 0.8, 0.7]), np.array([5, 6, 7]),
+                                np.array([-1, 3, 3]), per_doc=3)
+    assert [(g.doc_key, g.score, len(g.hits)) for g in grouped] == [(3, 0.8, 2)]
+
+
+def test_snippet_centres_on_the_mention():
+    text = "word " * 100 + "Paris" + " tail" * 100
+    start = text.index("Paris")
+    s = snippet(text, start, start + 5, width=60)
+    assert "Paris" in s and s.startswith("…") and s.endswith("…") and len(s) <= 62
+    assert snippet("short text", 0, 5) == "short text"
