@@ -1,0 +1,68 @@
+"""Indexing throughput and query latency of the default pipeline on this machine.
+
+Usage: python benchmarks/index_throughput.py [--docs 500] [--queries 50]
+Corpus: the first N sentences of Few-NERD INTER test (../shared/data), one document each.
+Prints documents/s, mentions/s (detector + encoder + commit) and query latency p50/p95,
+plus the encoder alone on gold spans as a reference measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ner_retriever.corpus import read_conll
+from ner_retriever.encode import TransformerEncoder
+from ner_retriever.retriever import Retriever
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+QUERIES = ["politician", "river", "car model", "sports team", "award", "disease", "software",
+           "athlete", "city", "newspaper"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docs", type=int, default=500)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--corpus", type=Path,
+                        default=DATA / "fewnerd" / "inter_bio_structshot" / "big_test.txt")
+    args = parser.parse_args()
+    docs = list(itertools.islice(read_conll(args.corpus), args.docs))
+    print(f"corpus: {args.corpus.name}, {len(docs)} documents, torch threads "
+          f"{torch.get_num_threads()}")
+
+    encoder = TransformerEncoder()
+    start = time.perf_counter()
+    gold = encoder.encode_spans([d.text for d in docs],
+                                [[(s.start, s.end) for s in d.spans] for d in docs])
+    enc_s = time.perf_counter() - start
+    n_gold = sum(len(g) for g in gold)
+    print(f"encoder only (gold spans): {len(docs) / enc_s:.1f} docs/s, {n_gold / enc_s:.1f} "
+          f"mentions/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with Retriever.create(Path(tmp) / "idx", encoder=encoder) as r:
+            stats = r.add(docs, commit_every=256)
+            print(f"index (spacy detector + encoder + commit): "
+                  f"{stats.documents / stats.seconds:.1f} docs/s, "
+                  f"{stats.mentions / stats.seconds:.1f} mentions/s "
+                  f"({stats.mentions} mentions, {stats.seconds:.1f} s)")
+            r.search("warm up", k=10)
+            latencies = []
+            for i in range(args.queries):
+                q = f"{QUERIES[i % len(QUERIES)]}"
+                t = time.perf_counter()
+                r.search(q, k=10)
+                latencies.append((time.perf_counter() - t) * 1000)
+            lat = sorted(latencies)
+            print(f"query latency over {len(lat)} queries (k=10, {r.index.ntotal} mentions): "
+                  f"p50 {statistics.median(lat):.1f} ms, p95 {lat[int(0.95 * len(lat)) - 1]:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
