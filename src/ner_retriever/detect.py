@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_EXCLUDE_LABELS",
     "DEFAULT_SPACY_MODEL",
     "DETECTOR_NAMES",
+    "SPACY_RULES_VERSION",
     "Detector",
     "GoldDetector",
     "SpacyDetector",
@@ -50,11 +51,15 @@ DEFAULT_EXCLUDE_LABELS: tuple[str, ...] = (
     "CARDINAL",
 )
 DEFAULT_DETECTOR = "spacy"
+# Bumped whenever the spaCy detector's span rules change, so that caches and
+# indexes keyed on ``config()`` notice.  Older values are accepted by
+# ``build_detector`` but the current rules are always what runs.
+SPACY_RULES_VERSION = 1
 DETECTOR_NAMES: tuple[str, ...] = ("spacy", "spacy-ents", "gold")
 
-# Longest piece of text handed to spaCy at once.  Longer documents are cut at a
-# newline / whitespace before this many characters and the offsets shifted back.
-# (spaCy's parser needs roughly 1 GB per 100k characters.)
+# Longest piece of text handed to spaCy at once (its parser needs roughly 1 GB
+# per 100k characters).  Longer documents are cut into pieces (see _pieces) and
+# the offsets shifted back.
 _MAX_CHUNK_CHARS = 100_000
 
 
@@ -82,16 +87,21 @@ class Detector(Protocol):
 # characters glued to a word; it leaves a final "." alone ("U.S.", "Inc.").
 _QUOTES = frozenset("\"'`´‘’‚‛“”„‟«»‹›")
 _EDGE_PUNCT = frozenset(",;:")
+_LEADING_ONLY = frozenset("@#")  # "@nytimes" -> "nytimes", "#MeToo" -> "MeToo"
 _OPEN, _CLOSE = "([{", ")]}"
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
-    """Shrink ``[start, end)`` past edge whitespace, quotes, ``,;:`` and unbalanced brackets."""
+    """Shrink ``[start, end)`` past edge whitespace, quotes, ``,;:``, a leading
+    ``@``/``#`` and unbalanced brackets."""
     changed = True
     while changed and start < end:
         changed = False
         while start < end and (
-            text[start].isspace() or text[start] in _QUOTES or text[start] in _EDGE_PUNCT
+            text[start].isspace()
+            or text[start] in _QUOTES
+            or text[start] in _EDGE_PUNCT
+            or text[start] in _LEADING_ONLY
         ):
             start, changed = start + 1, True
         while end > start and (
@@ -165,38 +175,37 @@ def match_spans(
 
 # --------------------------------------------------------------------------- spaCy
 
-# Tokens allowed *inside* a proper-noun run, between two PROPN tokens:
-# "Bank of America", "Bank of the West", "Procter & Gamble", "Rolls - Royce",
-# "Simon de Montfort".
-_CONNECTORS = frozenset({"of", "the", "de", "&", "-", "and"})
-_MAX_CONNECTORS = 2  # "of the"
-# Leading tokens stripped from noun chunks / entities.
-_LEADING_STRIP_POS = frozenset({"DET", "PRON", "PUNCT", "CCONJ", "ADP"})
-_NOUNISH = frozenset({"NOUN", "PROPN"})
-_CAP_RUN_POS = frozenset({"NOUN", "PROPN", "ADJ", "NUM", "X"})
-
-
-def _is_capitalised(tok: Any) -> bool:
-    t = tok.text
-    return bool(t) and t[0].isupper()
-
 
 class SpacyDetector:
     """spaCy NER entities plus rule-based candidates for other named things.
 
-    ``model`` is a spaCy pipeline name (loaded lazily on first ``detect``).
-    ``exclude_labels`` drops numeric/temporal entities, which are not names.
-    With ``candidates=True`` three rules add spans spaCy's NER misses:
+    ``model`` is a spaCy pipeline name, loaded lazily on first ``detect`` with
+    the pipes that are not needed disabled.  ``exclude_labels`` drops numeric and
+    temporal entities (they are not names) and also trims them off candidates
+    ("August 15" is not proposed).  With ``candidates=True`` these rules add
+    spans spaCy's 18 OntoNotes labels miss (see docs/DETECTION.md for their
+    measured effect):
 
-    * maximal runs of proper nouns (PROPN), allowing ``of``/``the``/``de``/
-      ``&``/``-``/``and`` between them ("Bank of America"), plus a trailing
-      number ("Windows 95", "Apollo 11");
-    * noun chunks whose root is a proper noun, without leading determiners or
-      possessives ("the USS Enterprise" -> "USS Enterprise");
-    * capitalised runs of two or more noun/adjective tokens that do not start a
-      sentence ("Nobel Prize", "Crohn Disease").
+    1. maximal runs of proper nouns (PROPN), bridging up to two of
+       ``of``/``the``/``de``/``&``/``-``/``and`` between them ("Bank of
+       America"), plus a trailing number ("Windows 95", "Apollo 11");
+    2. noun chunks whose root is a proper noun, without leading determiners,
+       possessives, lowercase modifiers or numbers ("the new USS Enterprise" ->
+       "USS Enterprise"); in text without any capital letter (lower-cased
+       corpora such as MultiCoNER) every noun chunk is a candidate, because
+       capitalisation, which the other rules rely on, carries no signal there;
+    3. capitalised runs of two or more noun/adjective/number tokens not starting
+       a sentence ("Nobel Prize", "Highly Cited Researchers");
+    4. Twitter handles after ``@``;
+    5. single nouns with drug/disease/procedure suffixes ("tetracycline",
+       "dermatitis", "appendectomy"; "aspirin" is not caught);
+    6. Latin binomials ("Pinus ponderosa", "A. grandis").
 
-    Overlaps are resolved keeping spaCy entities first, then longer candidates.
+    All spans lose edge punctuation, quotes, a leading ``the``/``a``/``an`` and a
+    leading year ("2006 London Marathon" -> "London Marathon", which is how
+    Few-NERD and MultiCoNER annotate) and are split at double quotes, URLs,
+    ``@``/``#`` and HTML escapes.  Overlaps are resolved keeping spaCy entities
+    first, then longer candidates.
     """
 
     def __init__(
@@ -208,8 +217,8 @@ class SpacyDetector:
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ConfigError(f"spaCy model must be a non-empty string, got {model!r}")
-        if isinstance(exclude_labels, str):
-            raise ConfigError("exclude_labels must be a list of labels, not a string")
+        if isinstance(exclude_labels, str) or not isinstance(exclude_labels, Iterable):
+            raise ConfigError(f"exclude_labels must be a list of labels, got {exclude_labels!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
@@ -217,7 +226,6 @@ class SpacyDetector:
         self.exclude_labels = tuple(str(label) for label in exclude_labels)
         self.batch_size = batch_size
         self.name = "spacy" if self.candidates else "spacy-ents"
-        self._nlp: Any = None
 
     def __repr__(self) -> str:
         return (
@@ -232,68 +240,68 @@ class SpacyDetector:
             "candidates": self.candidates,
             "exclude_labels": list(self.exclude_labels),
             "batch_size": self.batch_size,
+            "rules": SPACY_RULES_VERSION,
         }
-
-    # -- model ----------------------------------------------------------------
 
     @property
     def nlp(self) -> Any:
-        if self._nlp is None:
-            self._nlp = self._load()
-        return self._nlp
-
-    def _load(self) -> Any:
-        try:
-            import spacy
-        except ImportError as exc:  # pragma: no cover - spaCy is a hard dependency
-            raise ConfigError("the spacy detector needs the 'spacy' package") from exc
-        try:
-            nlp = spacy.load(self.model)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot load spaCy model {self.model!r} ({exc}); install it or pick "
-                f"another with --detector '{{\"name\": \"spacy\", \"model\": ...}}'"
-            ) from exc
-        if "ner" not in nlp.pipe_names:
-            raise ConfigError(f"spaCy model {self.model!r} has no 'ner' component")
-        needed = {"ner"}
-        if self.candidates:
-            # POS tags (tagger + attribute_ruler map tags to POS), sentence
-            # boundaries and noun chunks (parser).
-            needed |= {"tagger", "attribute_ruler", "parser", "morphologizer", "senter"}
-        # Keep shared tok2vec/transformer layers that a needed component listens to.
-        for pipe_name, pipe in nlp.pipeline:
-            listeners = getattr(pipe, "listening_components", None) or []
-            if any(listener in needed for listener in listeners):
-                needed.add(pipe_name)
-        disable = [p for p in nlp.pipe_names if p not in needed]
-        for p in disable:
-            nlp.disable_pipe(p)
-        if self.candidates and not nlp.has_pipe("parser") and "senter" not in nlp.pipe_names:
-            raise ConfigError(
-                f"spaCy model {self.model!r} has no parser; use candidates=false "
-                "(detector 'spacy-ents')"
-            )
-        return nlp
-
-    # -- detection ------------------------------------------------------------
+        """The loaded spaCy pipeline (shared between detectors with the same needs)."""
+        return _load_spacy(self.model, self.candidates)
 
     def detect(self, docs: Sequence[Document]) -> list[list[Span]]:
         docs = list(docs)
-        per_doc: list[list[list[Span]]] = [[[], []] for _ in docs]  # [ents, candidates]
-        pieces = list(_chunks(docs))
+        per_doc: list[tuple[list[Span], list[Span]]] = [([], []) for _ in docs]
+        pieces = list(_pieces(docs))
         if pieces:
+            excluded = frozenset(self.exclude_labels)
             texts = (text for _, _, text in pieces)
-            for (doc_idx, offset, _), sdoc in zip(
-                pieces, self.nlp.pipe(texts, batch_size=self.batch_size), strict=True
-            ):
-                ents, cands = self._spans_of(sdoc)
+            sdocs = self.nlp.pipe(texts, batch_size=self.batch_size)
+            for (doc_idx, offset, _), sdoc in zip(pieces, sdocs, strict=True):
+                ents, cands = _doc_spans(sdoc, excluded, self.candidates)
                 per_doc[doc_idx][0].extend(_shift(ents, offset))
                 per_doc[doc_idx][1].extend(_shift(cands, offset))
         return [resolve_overlaps([ents, cands]) for ents, cands in per_doc]
 
-    def _spans_of(self, sdoc: Any) -> tuple[list[Span], list[Span]]:
-        return _doc_spans(sdoc, frozenset(self.exclude_labels), self.candidates)
+
+_NLP_CACHE: dict[tuple[str, bool], Any] = {}
+
+
+def _load_spacy(model: str, candidates: bool) -> Any:
+    key = (model, candidates)
+    if key in _NLP_CACHE:
+        return _NLP_CACHE[key]
+    try:
+        import spacy
+    except ImportError as exc:  # pragma: no cover - spaCy is a hard dependency
+        raise ConfigError("the spacy detector needs the 'spacy' package") from exc
+    try:
+        nlp = spacy.load(model)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot load spaCy model {model!r}: {exc}; install the model package "
+            "or choose another detector"
+        ) from exc
+    if "ner" not in nlp.pipe_names:
+        raise ConfigError(f"spaCy model {model!r} has no 'ner' component")
+    needed = {"ner"}
+    if candidates:
+        # POS tags (tagger, attribute_ruler maps tags to POS; or a morphologizer),
+        # sentence starts and noun chunks (parser).
+        needed |= {"tagger", "attribute_ruler", "morphologizer", "parser"}
+        if "parser" not in nlp.pipe_names:
+            raise ConfigError(
+                f"spaCy model {model!r} has no parser, which candidate rules need; "
+                "use the 'spacy-ents' detector"
+            )
+    # keep shared embedding layers (tok2vec/transformer) a needed pipe listens to
+    for pipe_name, pipe in nlp.pipeline:
+        if any(listener in needed for listener in getattr(pipe, "listening_components", ())):
+            needed.add(pipe_name)
+    for pipe_name in nlp.pipe_names:
+        if pipe_name not in needed:
+            nlp.disable_pipe(pipe_name)
+    _NLP_CACHE[key] = nlp
+    return nlp
 
 
 def _shift(spans: list[Span], offset: int) -> Iterator[Span]:
@@ -304,8 +312,10 @@ def _shift(spans: list[Span], offset: int) -> Iterator[Span]:
             yield Span(s.start + offset, s.end + offset, s.label)
 
 
-def _chunks(docs: Sequence[Document]) -> Iterator[tuple[int, int, str]]:
-    """Yield ``(doc index, char offset, text)`` pieces of at most _MAX_CHUNK_CHARS."""
+def _pieces(docs: Sequence[Document]) -> Iterator[tuple[int, int, str]]:
+    """Yield ``(doc index, char offset, text)`` pieces of at most _MAX_CHUNK_CHARS,
+    cut in the second half of the window at a newline, else after a sentence end,
+    else at a space (a name may be cut there; only documents over 100k characters)."""
     for i, doc in enumerate(docs):
         text = doc.text
         if len(text) <= _MAX_CHUNK_CHARS:
@@ -315,62 +325,110 @@ def _chunks(docs: Sequence[Document]) -> Iterator[tuple[int, int, str]]:
         while pos < len(text):
             end = min(pos + _MAX_CHUNK_CHARS, len(text))
             if end < len(text):
-                cut = text.rfind("\n", pos + _MAX_CHUNK_CHARS // 2, end)
-                if cut < 0:
-                    cut = max(
-                        text.rfind(" ", pos + _MAX_CHUNK_CHARS // 2, end),
-                        text.rfind("\t", pos + _MAX_CHUNK_CHARS // 2, end),
-                    )
-                if cut > pos:
+                lo = pos + _MAX_CHUNK_CHARS // 2
+                cut = text.rfind("\n", lo, end)
+                if cut < 0:  # else a sentence end, else any space
+                    cut = max(text.rfind(p, lo, end - 1) for p in (". ", "! ", "? "))
+                    cut = cut + 1 if cut >= 0 else text.rfind(" ", lo, end)
+                if cut >= lo:
                     end = cut + 1
             yield i, pos, text[pos:end]
             pos = end
 
 
-_OPTS: dict[str, Any] = {
-    "ent_det": "lower",  # strip leading determiners from entities: none|lower|all
-    "split_quotes": True,
-    "propn_num": True,
-    "rule_propn": True,
-    "rule_chunks": True,
-    "rule_caps": True,
-    "caps_sent_start": False,
-    "medical": False,
-    "cap_compound": False,
-}
+# -- span extraction from a parsed spaCy Doc ---------------------------------------
+
 _DETERMINERS = frozenset({"the", "a", "an"})
+# Tokens a proper-noun run may bridge: "Bank of America", "Bank of the West",
+# "Procter & Gamble", "Rolls - Royce", "Simon de Montfort".
+_CONNECTORS = frozenset({"of", "the", "de", "&", "-", "and"})
+_MAX_CONNECTORS = 2  # "of the"
+_LEADING_STRIP_POS = frozenset({"DET", "PRON", "PUNCT", "CCONJ", "ADP"})
+_NOUNISH = frozenset({"NOUN", "PROPN"})
+_CAP_RUN_POS = frozenset({"NOUN", "PROPN", "ADJ", "NUM", "X"})
+_HTML_ENTITIES = frozenset({"gt", "lt", "amp", "quot", "apos", "nbsp"})
+_BREAK_TEXTS = frozenset({"`", "``", "''", '"', "“", "”", "„", "«", "»", "@", "#", "|"})
+_POSSESSIVES = frozenset({"'s", "’s", "'"})
+
+
+def _is_capitalised(tok: Any) -> bool:
+    return tok.text[:1].isupper()
+
+
+def _is_html_entity(tok: Any) -> bool:
+    """``gt`` in ``& gt ;`` (tokenised HTML escapes, common in tweets)."""
+    return tok.lower_ in _HTML_ENTITIES and tok.i > 0 and tok.doc[tok.i - 1].text == "&"
 
 
 def _is_punct_token(tok: Any) -> bool:
-    return tok.is_punct or tok.is_quote or tok.is_space or not any(c.isalnum() for c in tok.text)
+    return (
+        tok.is_punct
+        or tok.is_space
+        or not any(c.isalnum() for c in tok.text)
+        or _is_html_entity(tok)
+    )
 
 
-def _strip_edges(toks: list[Any], leading: Any = None) -> list[Any]:
-    """Drop punctuation/space tokens (and ``leading(tok)`` ones) at the edges."""
+def _is_break_token(tok: Any) -> bool:
+    """Tokens no name spans across: double quotes, URLs, @/#/|, HTML escapes."""
+    return (
+        tok.text in _BREAK_TEXTS
+        or tok.like_url
+        or tok.like_email
+        or _is_html_entity(tok)
+        or (tok.text == "&" and tok.i + 1 < len(tok.doc) and _is_html_entity(tok.doc[tok.i + 1]))
+    )
+
+
+def _is_year(tok: Any) -> bool:
+    t = tok.text
+    return len(t) == 4 and t.isdigit() and 1500 <= int(t) <= 2099
+
+
+def _strip_edges(toks: list[Any], excluded: frozenset[str], candidate: bool) -> list[Any]:
+    """Drop edge tokens that are not part of a name."""
     i, j = 0, len(toks)
-    while i < j and (_is_punct_token(toks[i]) or (leading is not None and leading(toks[i]))):
-        i += 1
-    while j > i and (_is_punct_token(toks[j - 1]) or toks[j - 1].tag_ == "POS"):
+    while i < j:
+        t = toks[i]
+        if (
+            _is_punct_token(t)
+            or t.lower_ in _DETERMINERS
+            or (i < j - 1 and _is_year(t))
+            or t.ent_type_ in excluded
+            or (candidate and t.pos_ in _LEADING_STRIP_POS)
+        ):
+            i += 1
+        else:
+            break
+    while j > i and (
+        _is_punct_token(toks[j - 1])
+        or toks[j - 1].lower_ in _POSSESSIVES
+        or toks[j - 1].ent_type_ in excluded
+    ):
         j -= 1
     return toks[i:j]
 
 
-def _token_spans(text: str, tokens: Any, leading: Any = None) -> list[Span]:
-    """Character spans of a token sequence: edges trimmed, split at inner quote marks."""
-    toks = list(tokens)
+def _token_spans(
+    text: str, tokens: Iterable[Any], excluded: frozenset[str], candidate: bool
+) -> list[Span]:
+    """Character spans of a token sequence: split at break tokens, edges trimmed.
+
+    For candidates, ``excluded`` entity tokens are trimmed too and a span needs
+    at least one letter ("6-1" and "-109.2" are not names).
+    """
     segments: list[list[Any]] = [[]]
-    for tok in toks:
-        if _OPTS["split_quotes"] and tok.is_quote:
+    for tok in tokens:
+        if _is_break_token(tok):
             segments.append([])
         else:
             segments[-1].append(tok)
-    if len(segments) > 1:
-        # ``The Hobbit'' -> The Hobbit: quotes at the edges are not splits
-        segments = [seg for seg in segments if seg]
     out = []
     for seg in segments:
-        seg = _strip_edges(seg, leading)
+        seg = _strip_edges(seg, excluded if candidate else frozenset(), candidate)
         if not seg:
+            continue
+        if candidate and not any(c.isalpha() for t in seg for c in t.text):
             continue
         start, end = _trim(text, seg[0].idx, seg[-1].idx + len(seg[-1].text))
         if end > start:
@@ -378,126 +436,178 @@ def _token_spans(text: str, tokens: Any, leading: Any = None) -> list[Span]:
     return out
 
 
-def _lead_det_lower(tok: Any) -> bool:
-    return tok.text in _DETERMINERS  # "the", not "The" (titles: "The Hobbit")
-
-
-def _lead_det_all(tok: Any) -> bool:
-    return tok.lower_ in _DETERMINERS
-
-
-def _lead_cand(tok: Any) -> bool:
-    return tok.pos_ in _LEADING_STRIP_POS or tok.lower_ in _DETERMINERS
-
-
-def _doc_spans(sdoc: Any, excluded: frozenset[str], candidates: bool) -> tuple[list[Span], list[Span]]:
+def _doc_spans(
+    sdoc: Any, excluded: frozenset[str], candidates: bool
+) -> tuple[list[Span], list[Span]]:
+    """``(entity spans, candidate spans)`` of one parsed text, not yet de-overlapped."""
     text = sdoc.text
-    lead = {"none": None, "lower": _lead_det_lower, "all": _lead_det_all}[_OPTS["ent_det"]]
     ents: list[Span] = []
     for ent in sdoc.ents:
         if ent.label_ not in excluded:
-            ents.extend(_token_spans(text, ent, lead))
+            ents.extend(_token_spans(text, ent, excluded, candidate=False))
     cands: list[Span] = []
     if candidates:
         for tokens in _candidate_token_runs(sdoc):
-            cands.extend(_token_spans(text, tokens, _lead_cand))
+            cands.extend(_token_spans(text, tokens, excluded, candidate=True))
     return ents, cands
 
 
+def _runs(toks: list[Any], member: Any) -> Iterator[tuple[int, int]]:
+    """Maximal ``[i, j)`` runs of ``member`` tokens, bridging up to
+    _MAX_CONNECTORS connector tokens between two members."""
+    n = len(toks)
+    i = 0
+    while i < n:
+        if not member(toks[i]):
+            i += 1
+            continue
+        j = i + 1
+        while j < n:
+            if member(toks[j]):
+                j += 1
+                continue
+            k = j
+            while k < n and k - j < _MAX_CONNECTORS and toks[k].lower_ in _CONNECTORS:
+                k += 1
+            if j < k < n and member(toks[k]):
+                j = k + 1
+                continue
+            break
+        yield i, j
+        i = j
+
+
+def _caps_runs(toks: list[Any]) -> Iterator[tuple[int, int]]:
+    """Maximal runs of capitalised noun-like tokens (no connectors)."""
+    n = len(toks)
+    i = 0
+    while i < n:
+        if not (_is_capitalised(toks[i]) and toks[i].pos_ in _CAP_RUN_POS):
+            i += 1
+            continue
+        j = i + 1
+        while j < n and _is_capitalised(toks[j]) and toks[j].pos_ in _CAP_RUN_POS:
+            j += 1
+        yield i, j
+        i = j
+
+
+# Drug, disease and procedure word endings.  Each must leave >= 3 more letters
+# ("atrophy" yes, "trophy" no); _MED_NOT lists the common words they still catch.
 _MED_SUFFIXES = (
-    "itis", "osis", "emia", "aemia", "pathy", "plasia", "trophy", "algia", "oma", "omas",
+    "itis", "osis", "emia", "aemia", "pathy", "plasia", "trophy", "algia",
+    "carcinoma", "sarcoma", "lymphoma", "melanoma", "glioma", "eloma", "ucoma", "atoma",
     "ectomy", "otomy", "oscopy", "plasty",
     "mycin", "cillin", "cycline", "azepam", "azolam", "oxetine", "triptyline", "prazole",
     "sartan", "statin", "olol", "pril", "dipine", "mab", "tinib", "vir", "floxacin",
     "profen", "barbital", "caine", "tidine", "setron", "afil", "gliptin", "lukast",
+    "codone", "morphone", "isone", "asone", "olone", "terol", "phylline", "coxib", "parin",
+)  # fmt: skip
+_MED_NOT = frozenset(
+    "diagnosis prognosis hypnosis osmosis symbiosis metamorphosis apotheosis academia "
+    "nostalgia empathy sympathy telepathy apathy antipathy dichotomy".split()
 )
 
 
-def _candidate_token_runs(sdoc: Any) -> Iterator[Sequence[Any]]:
-    """Yield token sequences that look like names (see ``SpacyDetector``)."""
-    if not any(t.pos_ for t in sdoc):
-        return
-    toks = list(sdoc)
-    n = len(toks)
+def _is_medical_word(tok: Any) -> bool:
+    w = tok.lower_
+    if tok.pos_ not in _NOUNISH or not w.isalpha() or w in _MED_NOT:
+        return False
+    return any(w.endswith(s) and len(w) >= len(s) + 3 for s in _MED_SUFFIXES)
 
-    # 1. maximal PROPN runs with inner connectors and an optional trailing number
-    if _OPTS["rule_propn"]:
-        i = 0
-        while i < n:
-            if toks[i].pos_ != "PROPN":
-                i += 1
-                continue
-            j = i + 1  # exclusive end of run
-            while j < n:
-                if toks[j].pos_ == "PROPN":
-                    j += 1
-                    continue
-                k = j
-                while k < n and k - j < _MAX_CONNECTORS and toks[k].lower_ in _CONNECTORS:
-                    k += 1
-                if j < k < n and toks[k].pos_ == "PROPN":
-                    j = k + 1
-                    continue
-                break
-            if (
-                _OPTS["propn_num"]
-                and j < n
-                and toks[j].pos_ == "NUM"
-                and not toks[j].is_sent_start
+
+_LATIN_ENDINGS = ("us", "um", "a", "is", "ii", "ae", "i", "oides", "ix", "ex", "ensis")
+_EPITHET_BAD_POS = frozenset(
+    {"VERB", "AUX", "ADP", "DET", "PRON", "CCONJ", "SCONJ", "PART", "ADV", "NUM", "PUNCT"}
+)
+_EPITHET_BAD_ENDINGS = ("sis", "ium", "ia")  # analysis, stadium, media: English-looking
+_EPITHET_NOT = frozenset(
+    """area data media idea era camera formula agenda arena drama opera pizza extra antenna
+    bus campus status bonus focus census virus chorus corpus genus plus surplus consensus
+    apparatus stimulus nucleus radius fungus cactus circus prospectus album museum forum
+    medium minimum maximum premium spectrum curriculum referendum drum gum plum taxi alumni
+    index complex apex vertex matrix mix six appendix suffix prefix tennis axis fix
+    umbrella gorilla vanilla villa visa mafia quota dogma diploma stigma saga sofa
+    mega ultra via vista""".split()
+)
+
+
+def _is_genus(tok: Any) -> bool:
+    t = tok.text
+    return (len(t) > 1 and t[0].isupper() and t[1:].islower() and t.isalpha()) or (
+        len(t) == 2 and t[0].isupper() and t[1] == "."
+    )
+
+
+def _is_epithet(tok: Any) -> bool:
+    t = tok.text
+    return (
+        len(t) >= 4
+        and t.isalpha()
+        and t.islower()
+        and not tok.is_stop
+        and tok.pos_ not in _EPITHET_BAD_POS
+        and t.endswith(_LATIN_ENDINGS)
+        and (t.endswith("ensis") or not t.endswith(_EPITHET_BAD_ENDINGS))
+        and t not in _EPITHET_NOT
+    )
+
+
+def _candidate_token_runs(sdoc: Any) -> Iterator[Sequence[Any]]:
+    """Yield token sequences that look like names (rules in ``SpacyDetector``)."""
+    toks = list(sdoc)
+    if not any(t.pos_ for t in toks):  # no tagger: nothing to go on
+        return
+    n = len(toks)
+    uncased = not any(c.isupper() for c in sdoc.text)
+
+    # 1. proper-noun runs with connectors and an optional trailing number
+    for i, j in _runs(toks, lambda t: t.pos_ == "PROPN"):
+        if j < n and toks[j].pos_ == "NUM" and not toks[j].is_sent_start:
+            j += 1
+        yield toks[i:j]
+
+    # 2. noun chunks with a proper-noun root; every noun chunk in uncased text
+    try:
+        chunks = list(sdoc.noun_chunks)
+    except (ValueError, NotImplementedError):  # no dependency parse
+        chunks = []
+    for chunk in chunks:
+        root_pos = chunk.root.pos_
+        if root_pos == "PROPN" or (uncased and root_pos == "NOUN"):
+            ctoks = list(chunk)
+            k = 0
+            while k < len(ctoks) - 1 and (
+                ctoks[k].pos_ in _LEADING_STRIP_POS
+                or ctoks[k].lower_ in _DETERMINERS
+                or _is_punct_token(ctoks[k])
+                or ctoks[k].like_num
+                or (not uncased and ctoks[k].is_lower and ctoks[k].pos_ != "PROPN")
             ):
+                k += 1
+            yield ctoks[k:]
+
+    # 3. capitalised noun-like runs of >= 2 tokens, not counting a sentence start
+    for i, j in _caps_runs(toks):
+        if toks[i].is_sent_start:
+            i += 1
+        run = toks[i:j]
+        if len(run) >= 2 and any(t.pos_ in _NOUNISH for t in run):
+            yield run
+
+    for i, t in enumerate(toks):
+        # 4. @handles
+        if i > 0 and toks[i - 1].text == "@" and t.text[:1].isalpha():
+            yield [t]
+        # 5. drug / disease / procedure words
+        if _is_medical_word(t):
+            yield [t]
+        # 6. Latin binomials (+ an optional subspecies)
+        if i + 1 < n and _is_genus(t) and _is_epithet(toks[i + 1]):
+            j = i + 2
+            if j < n and _is_epithet(toks[j]):
                 j += 1
             yield toks[i:j]
-            i = j
-
-    # 2. noun chunks with a proper-noun root (leading DET/PRON stripped later)
-    if _OPTS["rule_chunks"]:
-        try:
-            chunks = list(sdoc.noun_chunks)
-        except (ValueError, NotImplementedError):  # no parser: no noun chunks
-            chunks = []
-        for chunk in chunks:
-            if chunk.root.pos_ == "PROPN":
-                yield chunk
-
-    # 3. capitalised runs of >= 2 noun-like tokens that do not start a sentence
-    if _OPTS["rule_caps"]:
-        i = 0
-        while i < n:
-            t = toks[i]
-            if not (_is_capitalised(t) and t.pos_ in _CAP_RUN_POS):
-                i += 1
-                continue
-            j = i + 1
-            while j < n and _is_capitalised(toks[j]) and toks[j].pos_ in _CAP_RUN_POS:
-                j += 1
-            run = toks[i:j]
-            if run[0].is_sent_start and not _OPTS["caps_sent_start"]:
-                run = run[1:]
-            if len(run) >= 2 and any(x.pos_ in _NOUNISH for x in run):
-                yield run
-            i = j
-
-    # 4. medical-looking words (drugs, diseases, procedures) by suffix
-    if _OPTS["medical"]:
-        for t in toks:
-            if t.pos_ in _NOUNISH and len(t.text) > 5 and t.lower_.endswith(_MED_SUFFIXES):
-                yield [t]
-
-    # 5. capitalised modifier + lowercase noun(s): "Atlantic cod", "Arctic fox"
-    if _OPTS["cap_compound"]:
-        for i in range(n - 1):
-            t = toks[i]
-            if (
-                _is_capitalised(t)
-                and not t.is_sent_start
-                and t.pos_ in ("PROPN", "ADJ")
-                and (i == 0 or not _is_capitalised(toks[i - 1]))
-            ):
-                j = i + 1
-                while j < n and toks[j].pos_ == "NOUN" and toks[j].text.islower():
-                    j += 1
-                if j > i + 1 and toks[j - 1].dep_ in ("nsubj", "dobj", "pobj", "ROOT", "conj", "appos", "nsubjpass", "attr"):
-                    yield toks[i:j]
 
 
 # --------------------------------------------------------------------------- gold / union
@@ -551,7 +661,7 @@ class UnionDetector:
 
 # --------------------------------------------------------------------------- factory
 
-_SPACY_KEYS = {"model", "candidates", "exclude_labels", "batch_size"}
+_SPACY_KEYS = {"model", "candidates", "exclude_labels", "batch_size", "rules"}
 
 
 def _valid_names() -> str:
@@ -590,6 +700,9 @@ def build_detector(name_or_config: str | dict[str, Any] | None = None) -> Detect
                 f"unknown option(s) {sorted(unknown)} for detector {name!r}; valid: "
                 f"{sorted(_SPACY_KEYS)}"
             )
+        rules = cfg.pop("rules", SPACY_RULES_VERSION)
+        if not isinstance(rules, int) or isinstance(rules, bool) or rules < 0:
+            raise ConfigError(f"detector option 'rules' must be a version number, got {rules!r}")
         cfg.setdefault("candidates", name == "spacy")
         return SpacyDetector(**cfg)
     if name == "gold":
