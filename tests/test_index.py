@@ -168,3 +168,28 @@ def test_snippet_centres_on_the_mention():
     s = snippet(text, start, start + 5, width=60)
     assert "Paris" in s and s.startswith("…") and s.endswith("…") and len(s) <= 62
     assert snippet("short text", 0, 5) == "short text"
+
+
+def test_altered_config_and_truncated_catalog_are_detected(tmp_path, retriever):
+    path = retriever.index.path
+    retriever.close()
+    config = (path / "config.json").read_text()
+    (path / "config.json").write_text(config.replace('"block": 10', '"block": 11'))
+    with pytest.raises(IndexStateError, match="config.json"):
+        Index.open(path)
+    (path / "config.json").write_text(config)
+    Index.open(path).close()
+    catalog = path / "catalog.sqlite"
+    catalog.write_bytes(catalog.read_bytes()[:1000])
+    with pytest.raises(IndexStateError, match="catalog.sqlite"):
+        Index.open(path)
+
+
+def test_interrupted_creation_can_be_redone(tmp_path, smol_encoder):
+    path = tmp_path / "idx"
+    path.mkdir()
+    (path / "config.json").write_text("{}")  # creation died before the catalog was written
+    assert not Index.exists(path)
+    with Retriever.create(path, encoder=smol_encoder) as r:
+        r.add(DOCS[:1])
+    assert Index.exists(path)

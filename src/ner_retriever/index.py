@@ -19,7 +19,7 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ner_retriever.errors import ConfigError, DuplicateDocumentError, IndexStateError
-from ner_retriever.store import STORES, Segment, VectorStore
+from ner_retriever.store import STORES, Segment, VectorStore, file_sha256
 from ner_retriever.types import Document, Mention
 
 FORMAT_VERSION = 1
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS mentions (
 CREATE INDEX IF NOT EXISTS mentions_doc ON mentions(doc_key);
 CREATE TABLE IF NOT EXISTS segments (
     name TEXT PRIMARY KEY, first_row INTEGER NOT NULL, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -89,12 +90,26 @@ class Index:
                 raise IndexStateError(
                     f"index {path} is being written by another process (lock {path / LOCK_NAME})"
                 ) from None
-        self._db = sqlite3.connect(str(path / CATALOG_NAME), check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        if writable:
-            self._db.executescript(_SCHEMA)
+        catalog = path / CATALOG_NAME
+        if not catalog.is_file():
+            raise IndexStateError(f"index file missing: {catalog}")
+        try:
+            self._db = sqlite3.connect(str(catalog), check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if writable:
+                self._db.executescript(_SCHEMA)
+            (status,) = self._db.execute("PRAGMA quick_check").fetchone()
+            recorded = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'config_sha256'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexStateError(f"index file is corrupt: {catalog}: {exc}") from None
+        if status != "ok":
+            raise IndexStateError(f"index file is corrupt: {catalog}: {status}")
+        if recorded is None or recorded[0] != file_sha256(path / CONFIG_NAME):
+            raise IndexStateError(
+                f"index file was altered (checksum mismatch): {path / CONFIG_NAME}")
         self._mutex = threading.RLock()
         try:
             store_cls = STORES[config.store]
@@ -111,19 +126,41 @@ class Index:
     @classmethod
     def create(cls, path: str | Path, config: IndexConfig) -> Index:
         path = Path(path)
-        if (path / CONFIG_NAME).exists():
+        if cls.exists(path):
             raise IndexStateError(f"{path} already holds an index")
         path.mkdir(parents=True, exist_ok=True)
+        for leftover in (CONFIG_NAME, CATALOG_NAME):  # from a creation that was interrupted
+            (path / leftover).unlink(missing_ok=True)
         config = config.model_copy(
             update={"created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         index = cls.__new__(cls)
-        # Catalog first, config last: a directory without config.json is not an index yet.
+        # The catalog records the config's checksum: a directory whose catalog lacks it was
+        # interrupted during creation and is reported as such.
+        write_atomic(path / CONFIG_NAME, config.model_dump_json(indent=2))
         db = sqlite3.connect(str(path / CATALOG_NAME))
         db.executescript(_SCHEMA)
+        with db:
+            db.execute("INSERT INTO meta VALUES ('config_sha256', ?)",
+                       (file_sha256(path / CONFIG_NAME),))
         db.close()
-        write_atomic(path / CONFIG_NAME, config.model_dump_json(indent=2))
         index.__init__(path, config, writable=True)
         return index
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """True once creation completed (the catalog records the config's checksum)."""
+        catalog = Path(path) / CATALOG_NAME
+        if not (Path(path) / CONFIG_NAME).is_file() or not catalog.is_file():
+            return False
+        try:
+            db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT 1 FROM meta WHERE key = 'config_sha256'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.DatabaseError:
+            return True  # exists but broken: opening it reports the corruption
+        return row is not None
 
     @classmethod
     def read_config(cls, path: str | Path) -> IndexConfig:

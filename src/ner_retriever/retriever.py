@@ -92,7 +92,7 @@ class Retriever:
     @classmethod
     def open_or_create(cls, path: str | Path, **kwargs) -> Retriever:
         """Append to an existing index (settings must agree) or create a new one."""
-        if (Path(path) / "config.json").exists():
+        if Index.exists(path):
             retriever = cls.open(path, writable=True)
             retriever._check_settings(**kwargs)
             return retriever
