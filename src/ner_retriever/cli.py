@@ -42,6 +42,28 @@ class ComponentOpt(str, Enum):
     hidden = "hidden"
 
 
+class EngineOpt(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class StoreOpt(str, Enum):
+    faiss = "faiss"
+    milvus = "milvus"
+
+
+class IndexTypeOpt(str, Enum):
+    flat = "flat"
+    hnsw = "hnsw"
+    ivfpq = "ivfpq"
+
+
+class StorageOpt(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    pq = "pq"
+
+
 def friendly_errors(func):
     """Known errors become one line on stderr and exit code 1; never a traceback."""
 
@@ -76,33 +98,52 @@ def _progress() -> Progress:
 def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | None = None,
               block: int | None = None, component: str | None = None, detector: str = "spacy",
               head: Path | None = None, batch_size: int = 256, if_exists: str = "error",
-              max_length: int = 512) -> dict:
-    """Validate the whole corpus first (so bad input never half-writes), then index it."""
+              max_length: int = 512, engine: str = "local", address: str | None = None,
+              workers: int = 1, gpus_per_worker: float = 0.0, store: str | None = None,
+              uri: str | None = None, index_type: str | None = None,
+              storage: str | None = None) -> dict:
+    """Validate the whole corpus first (so bad input never half-writes), then index it.
+
+    ``engine="ray"`` runs detection and encoding on Ray (``ner_retriever.distributed``);
+    the store options apply when the index is created and must agree when appending."""
     import time
 
     from ner_retriever.corpus import read_corpus
+    from ner_retriever.distributed import is_parquet
     from ner_retriever.encode import EncoderConfig
+    from ner_retriever.errors import ConfigError
     from ner_retriever.retriever import Retriever
 
     _quiet_transformers()
-    total, ids = 0, set()
-    for doc in read_corpus(corpus, fmt):
-        if doc.id in ids:
-            raise CorpusError(f"duplicate document id {doc.id!r}", doc.source)
-        if not doc.text.strip():
-            raise CorpusError(f"document {doc.id!r} has empty text", doc.source)
-        ids.add(doc.id)
-        total += 1
-    if total == 0:
-        raise CorpusError("corpus holds no documents", str(corpus))
-    del ids
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be local or ray, not {engine!r}")
+    parquet = is_parquet(Path(corpus), fmt)
+    if parquet and engine != "ray":
+        raise ConfigError("Parquet corpora are read by Ray: add --engine ray")
+    total: int | None = 0
+    if parquet:
+        total = None  # Ray reads (and checks) Parquet itself, in parallel
+    else:
+        ids = set()
+        for doc in read_corpus(corpus, fmt):
+            if doc.id in ids:
+                raise CorpusError(f"duplicate document id {doc.id!r}", doc.source)
+            if not doc.text.strip():
+                raise CorpusError(f"document {doc.id!r} has empty text", doc.source)
+            ids.add(doc.id)
+            total += 1
+        if total == 0:
+            raise CorpusError("corpus holds no documents", str(corpus))
+        del ids
+    store_opts = {k: v for k, v in {"store": store, "uri": uri, "index_type": index_type,
+                                    "storage": storage}.items() if v is not None}
     settings = {k: v for k, v in {"block": block, "component": component}.items() if v is not None}
     encoder = EncoderConfig(model=model, max_length=max_length, **settings) if model else \
         EncoderConfig(max_length=max_length, **settings)
     with _progress() as bar:
         task = bar.add_task("loading model", total=total, rate="-", mentions=0)
         retriever = Retriever.open_or_create(index_dir, encoder=encoder, detector=detector,
-                                             head=head)
+                                             head=head, **store_opts)
         bar.update(task, description="indexing")
         start, done, mentions = time.perf_counter(), 0, 0
 
@@ -114,8 +155,16 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
             bar.update(task, advance=n_docs, rate=f"{rate:.1f}", mentions=mentions)
 
         with retriever:
-            stats = retriever.add(read_corpus(corpus, fmt), if_exists=if_exists,
-                                  commit_every=batch_size, progress=tick)
+            if engine == "ray":
+                from ner_retriever.distributed import add_with_ray
+
+                stats = add_with_ray(retriever, corpus, fmt, if_exists=if_exists,
+                                     batch_size=batch_size, workers=workers,
+                                     gpus_per_worker=gpus_per_worker, address=address,
+                                     progress=tick)
+            else:
+                stats = retriever.add(read_corpus(corpus, fmt), if_exists=if_exists,
+                                      commit_every=batch_size, progress=tick)
             info = retriever.info()
     return {"added": stats.documents, "skipped": stats.skipped, "mentions": stats.mentions,
             "seconds": round(stats.seconds, 2), "documents": info["documents"]}
@@ -126,7 +175,7 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
 def index(
     corpus: Annotated[Path, typer.Argument(help="JSONL, text file, folder of .txt, or CoNLL/BIO")],
     index_dir: Annotated[Path, typer.Option("--index", "-i", help="index directory")],
-    fmt: Annotated[str, typer.Option("--format", help="auto|jsonl|text|folder|conll")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto|jsonl|text|folder|conll|parquet (parquet: --engine ray)")] = "auto",
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
     layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
     component: Annotated[Optional[ComponentOpt], typer.Option(help="attention component or block output")] = None,
@@ -135,11 +184,23 @@ def index(
     batch_size: Annotated[int, typer.Option(help="documents per committed batch")] = 256,
     if_exists: Annotated[IfExistsOpt, typer.Option(help="a document id already indexed: error, skip (resume) or update")] = IfExistsOpt.error,
     max_length: Annotated[int, typer.Option(help="tokens per window")] = 512,
+    engine: Annotated[EngineOpt, typer.Option(help="local (this process) or ray (Ray Data actor pool)")] = EngineOpt.local,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray)")] = None,
+    workers: Annotated[int, typer.Option(help="Ray actors that detect and encode")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray actor (0 = CPU)")] = 0.0,
+    store: Annotated[Optional[StoreOpt], typer.Option(help="vector store of a new index (default faiss)")] = None,
+    uri: Annotated[Optional[str], typer.Option(help="milvus: a Milvus Lite file path or http://host:19530")] = None,
+    index_type: Annotated[Optional[IndexTypeOpt], typer.Option(help="flat (exact, default), hnsw or ivfpq")] = None,
+    storage: Annotated[Optional[StorageOpt], typer.Option(help="fp32, fp16 or pq (default per index type: flat fp32, hnsw fp16, ivfpq pq)")] = None,
 ) -> None:
     """Detect mentions, embed them and add the documents to an index (created if missing)."""
     result = run_index(corpus, index_dir, fmt, model, layer,
                        component.value if component else None, detector, head, batch_size,
-                       if_exists.value, max_length)
+                       if_exists.value, max_length, engine=engine.value, address=address,
+                       workers=workers, gpus_per_worker=gpus_per_worker,
+                       store=store.value if store else None, uri=uri,
+                       index_type=index_type.value if index_type else None,
+                       storage=storage.value if storage else None)
     err.print(f"indexed {result['added']} documents ({result['mentions']} mentions, "
               f"{result['skipped']} skipped) in {result['seconds']} s; "
               f"index holds {result['documents']} documents")
@@ -228,6 +289,286 @@ def demo(
         for query in queries or ["politician", "car model", "river", "sports team", "award"]:
             print_results(query, retriever.search(query, k=k))
     err.print(f"index kept at {index_dir}; try: ner-retriever search {index_dir} \"athlete\"")
+
+
+@app.command()
+@friendly_errors
+def train(
+    data: Annotated[list[Path], typer.Argument(help="BIO/CoNLL training files (gold tags)")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for head.json + head.safetensors")],
+    model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
+    layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
+    component: Annotated[ComponentOpt, typer.Option(help="attention component or block output")] = ComponentOpt.value,
+    descriptions: Annotated[Optional[Path], typer.Option(help="JSON map: tag (or its fine part) -> description or list of paraphrases")] = None,
+    val_types: Annotated[Optional[list[str]], typer.Option("--val-types", help="held-out validation types (default: a seeded 20% of the types)")] = None,
+    val_fraction: Annotated[float, typer.Option(help="share of types held out when --val-types is not given")] = 0.2,
+    max_sentences: Annotated[Optional[int], typer.Option(help="seeded sample of sentences per file (vectors are cached per sample)")] = None,
+    epochs: Annotated[int, typer.Option(help="maximum epochs (early stopping on held-out types)")] = 30,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="mentions per type-balanced batch")] = 256,
+    temperature: Annotated[float, typer.Option(help="InfoNCE temperature")] = 0.05,
+    loss: Annotated[str, typer.Option(help="infonce | triplet")] = "infonce",
+    patience: Annotated[int, typer.Option(help="epochs without improvement before stopping")] = 5,
+    refit: Annotated[bool, typer.Option(help="retrain on all types for the selected epoch count")] = False,
+    seed: Annotated[int, typer.Option(help="seed for sampling, type split and training")] = 0,
+) -> None:
+    """Train a projection head contrastively on gold mentions (types disjoint from evaluation)."""
+    from ner_retriever.train import TrainConfig, run_training
+
+    _quiet_transformers()
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature,
+                         loss=loss, patience=patience, refit=refit, seed=seed,
+                         val_fraction=val_fraction, val_types=val_types or None)
+    summary = run_training(data, out_dir, model=model, block=layer, component=component.value,
+                           descriptions=descriptions, max_sentences=max_sentences, data_seed=seed,
+                           config=config, log=lambda m: err.print(m, highlight=False, markup=False))
+    err.print(f"trained on {len(summary['train_types'])} types; best epoch {summary['best_epoch']}: "
+              f"held-out R-Precision {summary['best_val_r_precision']:.3f} "
+              f"(raw {summary['raw_val_r_precision']:.3f}); head saved to {out_dir}")
+
+
+class MentionsOpt(str, Enum):
+    gold = "gold"
+    detected = "detected"
+
+
+def _stage_progress():
+    """A rich progress bar driven by ``(stage, done, total)`` callbacks, on stderr."""
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err, transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done)
+
+    return bar, update
+
+
+def _split_list(values: Optional[list[str]]) -> Optional[list[str]]:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    files: Annotated[list[Path], typer.Argument(help="CoNLL/BIO files; each sentence is a document")],
+    descriptions: Annotated[Optional[str], typer.Option(help="JSON map {tag: description} or a shipped map: fewnerd, multiconer2, wnut17 (default: derived from the tag)")] = None,
+    methods: Annotated[Optional[list[str]], typer.Option("--methods", help="comma-separated: ner-retriever,bm25,dense,hybrid (default: all)")] = None,
+    mentions: Annotated[MentionsOpt, typer.Option(help="gold spans (embedding quality) or detected (end to end)")] = MentionsOpt.gold,
+    detector: Annotated[str, typer.Option(help="detector for --mentions detected")] = "spacy",
+    sample: Annotated[Optional[int], typer.Option(help="evaluate on a random sample of N sentences")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the sample")] = 0,
+    model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
+    layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
+    component: Annotated[ComponentOpt, typer.Option(help="attention component or block output")] = ComponentOpt.value,
+    head: Annotated[Optional[Path], typer.Option(help="projection head folder or .pth (default: raw vectors)")] = None,
+    query_template: Annotated[str, typer.Option(help="template around the description, e.g. 'Examples of {}'")] = "{}",
+    hybrid_weight: Annotated[Optional[float], typer.Option(help="weight of the mention score in hybrid (0..1)")] = None,
+    types: Annotated[Optional[list[str]], typer.Option("--type", help="evaluate only these tags (repeatable)")] = None,
+    include_other: Annotated[bool, typer.Option(help="also evaluate catch-all tags (location-other, OtherPER, MISC)")] = False,
+    batch_size: Annotated[int, typer.Option(help="sentences per forward pass")] = 16,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write cached vectors")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Zero-shot retrieval quality (R-Precision per type) of ner-retriever, bm25, dense, hybrid."""
+    from ner_retriever.descriptions import load_descriptions
+    from ner_retriever.evaluate import HYBRID_WEIGHT, EvalOptions, load_eval_set
+    from ner_retriever.evaluate import evaluate as run_evaluation
+
+    _quiet_transformers()
+    eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
+                             include_other=include_other, types=_split_list(types))
+    opts = EvalOptions(methods=_split_list(methods) or ("ner-retriever", "bm25", "dense", "hybrid"),
+                       mentions=mentions.value, detector=detector, model=model, block=layer,
+                       component=component.value, head=head, query_template=query_template,
+                       hybrid_weight=HYBRID_WEIGHT if hybrid_weight is None else hybrid_weight,
+                       batch_size=batch_size, cache=not no_cache)
+    bar, update = _stage_progress()
+    with bar:
+        report = run_evaluation(eval_set, opts, progress=update)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    results = report["results"]
+    table = Table(title=f"[bold]{report['dataset']}[/bold]: {report['documents']} documents, "
+                        f"{report['types']} types, {report['mentions']} mentions")
+    table.add_column("type")
+    table.add_column("description")
+    table.add_column("R", justify="right")
+    for method in results:
+        table.add_column(method, justify="right")
+    for tag in eval_set.types:
+        table.add_row(tag, eval_set.descriptions[tag][0], str(len(eval_set.relevant[tag])),
+                      *(f"{results[m]['per_type'][tag]:.3f}" for m in results))
+    table.add_section()
+    table.add_row("[bold]macro R-Precision[/bold]", "", "",
+                  *(f"[bold]{results[m]['r_precision']:.3f}[/bold]" for m in results))
+    out.print(table)
+    notes = []
+    if eval_set.skipped:
+        notes.append(f"skipped catch-all tags: {', '.join(eval_set.skipped)}")
+    settings = report["settings"]
+    if "model" in settings:
+        notes.append(f"ner-retriever: {settings['model']} block {settings['block']} "
+                     f"{settings['component']}, head {settings['head'] or 'none'}, "
+                     f"query template {settings['query_template']!r}")
+    if "hybrid_weight" in settings:
+        notes.append(f"hybrid weight on mentions: {settings['hybrid_weight']}")
+    if report["detection_recall"]:
+        rec = report["detection_recall"]
+        notes.append(f"detection recall: {rec['exact']:.3f} exact, {rec['overlap']:.3f} overlap "
+                     f"({rec['detected']} detected spans, {rec['gold']} gold)")
+    for note in notes:
+        err.print(note, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def probe(
+    files: Annotated[list[Path], typer.Argument(help="CoNLL/BIO files with gold mentions")],
+    model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
+    descriptions: Annotated[Optional[str], typer.Option(help="JSON map {tag: description} or a shipped map name")] = None,
+    blocks: Annotated[Optional[str], typer.Option(help="blocks to probe, e.g. 0-29 or 3,5,10 (default: all)")] = None,
+    components: Annotated[Optional[list[str]], typer.Option(help="comma-separated subset of query,key,value,hidden")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="probe on a random sample of N sentences")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the sample")] = 0,
+    query_template: Annotated[str, typer.Option(help="template around the description")] = "{}",
+    include_other: Annotated[bool, typer.Option(help="also score catch-all tags")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the JSON here")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="draw the heatmap here (needs matplotlib)")] = None,
+    batch_size: Annotated[int, typer.Option(help="sentences per forward pass")] = 16,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Macro R-Precision of raw vectors for every block x component (one pass over the data)."""
+    from ner_retriever.descriptions import load_descriptions
+    from ner_retriever.encode import EncoderConfig, TransformerEncoder, transformer_blocks
+    from ner_retriever.errors import ConfigError
+    from ner_retriever.evaluate import load_eval_set
+    from ner_retriever.probe import draw_heatmap, parse_blocks, run_probe
+
+    _quiet_transformers()
+    eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
+                             include_other=include_other)
+    if "{}" not in query_template:
+        raise ConfigError("the query template must contain '{}' where the description goes")
+    settings = {"query_template": query_template}
+    if model:
+        settings["model"] = model
+    encoder = TransformerEncoder(EncoderConfig(**settings))
+    chosen = parse_blocks(blocks, len(transformer_blocks(encoder.model)))
+    comps = _split_list(components) or ["query", "key", "value", "hidden"]
+    bar, update = _stage_progress()
+    with bar:
+        result = run_probe(eval_set, encoder, chosen, comps, batch_size=batch_size,
+                           progress=update)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    if png is not None:
+        try:
+            draw_heatmap(result, png)
+        except ImportError:
+            raise ConfigError("--png needs matplotlib: pip install matplotlib") from None
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    table = Table(title=f"[bold]{result['model']}[/bold] on {result['dataset']}: "
+                        f"{result['documents']} documents, {result['types']} types "
+                        f"(macro R-Precision, raw vectors)")
+    table.add_column("block", justify="right")
+    for c in comps:
+        table.add_column(c, justify="right")
+    for i, b in enumerate(result["blocks"]):
+        table.add_row(str(b), *(f"{result['grid'][c][i]:.3f}" for c in comps))
+    out.print(table)
+    best = result["best"]
+    err.print(f"best: block {best['block']} {best['component']} "
+              f"({best['r_precision']:.3f})", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    index_dir: Annotated[Path, typer.Argument(help="index directory")],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    write_token: Annotated[Optional[str], typer.Option(
+        "--write-token", envvar="NER_RETRIEVER_WRITE_TOKEN", show_default=False,
+        help="enable POST /documents for clients sending 'Authorization: Bearer <token>' "
+             "(opens the index writable; prefer the environment variable)")] = None,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(
+        "--cors-origin", help="allow browser pages from this origin (repeatable; off by default)")] = None,
+    example: Annotated[Optional[list[str]], typer.Option(
+        "--example", help="example query shown on the page (repeatable)")] = None,
+    cache_size: Annotated[int, typer.Option(help="query vectors kept in the LRU cache")] = 4096,
+    max_batch: Annotated[int, typer.Option(help="most queries embedded in one model call")] = 32,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve an index over HTTP: JSON API (OpenAPI docs at /docs) and a search page at /."""
+    import uvicorn
+
+    from ner_retriever.serve import DEFAULT_EXAMPLES, ServeSettings, open_app
+
+    _quiet_transformers()
+    settings = ServeSettings(write_token=write_token or None,
+                             cors_origins=tuple(cors_origin or ()),
+                             examples=tuple(example) if example else DEFAULT_EXAMPLES,
+                             cache_size=cache_size, max_batch=max_batch)
+    application = open_app(index_dir, settings)
+    mode = "writes enabled with a bearer token" if settings.write_token else "read-only"
+    if settings.write_token and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: listening on {host} without TLS: the write token crosses the "
+                  "network in clear text; put a TLS proxy in front", soft_wrap=True)
+    err.print(f"serving {index_dir} ({mode}) on http://{host}:{port}/ - API docs at /docs",
+              soft_wrap=True, highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level=log_level, workers=1)
+
+
+@app.command("train-detector")
+@friendly_errors
+def train_detector(
+    data: Annotated[list[Path], typer.Argument(help="CoNLL/BIO TRAINING files (gold tags; every type becomes 'mention')")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for detector.json + detector.safetensors")],
+    model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
+    features: Annotated[str, typer.Option(help="blocks whose output (hidden state) the head reads, e.g. 6 or 4,8")] = "6",
+    max_sentences: Annotated[Optional[int], typer.Option(help="seeded sample of sentences per file (0 = all)")] = 1500,
+    heldout: Annotated[float, typer.Option(help="share of each file's sample held out to choose the threshold")] = 0.1,
+    mask_detector: Annotated[str, typer.Option(help="O tokens inside this detector's spans carry no loss (partial annotation); 'none' = off")] = "spacy-ents",
+    target_recall: Annotated[float, typer.Option(help="held-out overlap recall the threshold must reach in every file")] = 0.95,
+    epochs: Annotated[int, typer.Option(help="epochs (the best on held-out loss is kept)")] = 8,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (one-cycle)")] = 2e-3,
+    batch_size: Annotated[int, typer.Option(help="sentences per training batch")] = 32,
+    seed: Annotated[int, typer.Option(help="seed for sampling and training")] = 0,
+    allow_eval_files: Annotated[bool, typer.Option("--allow-eval-files", help="permit known evaluation splits as training data")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write cached hidden states")] = False,
+) -> None:
+    """Train the learned mention detector (BIO head on the LM's early-block hidden states)."""
+    from ner_retriever.errors import ConfigError
+    from ner_retriever.learned_detect import TrainDetectorConfig
+    from ner_retriever.learned_detect import train_detector as run_detector_training
+
+    _quiet_transformers()
+    try:
+        blocks = [int(b) for b in features.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"--features must be block numbers like 6 or 4,8, not {features!r}") \
+            from None
+    if not blocks:
+        raise ConfigError("--features needs at least one block")
+    config = TrainDetectorConfig(
+        features=[(b, "hidden") for b in blocks], max_sentences=max_sentences or None,
+        heldout=heldout, mask_detector=None if mask_detector.lower() == "none" else mask_detector,
+        target_recall=target_recall, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    summary = run_detector_training(data, out_dir, model=model, config=config,
+                                    allow_eval=allow_eval_files, cache=not no_cache,
+                                    log=lambda m: err.print(m, highlight=False, markup=False))
+    err.print(f"trained on {summary['sentences'] - summary['heldout_sentences']} sentences; best "
+              f"epoch {summary['best_epoch']}, threshold {summary['threshold']}; detector saved "
+              f"to {out_dir} ({summary['seconds']['total']} s)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

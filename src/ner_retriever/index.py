@@ -19,7 +19,7 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ner_retriever.errors import ConfigError, DuplicateDocumentError, IndexStateError
-from ner_retriever.store import STORES, Segment, VectorStore, file_sha256
+from ner_retriever.store import STORES, Segment, VectorStore, make_store, file_sha256
 from ner_retriever.types import Document, Mention
 
 FORMAT_VERSION = 1
@@ -54,6 +54,11 @@ class IndexConfig(BaseModel):
     detector: dict[str, Any]
     store: str = "faiss"
     created: str = ""
+    # Store options (see ner_retriever.store.store_settings); defaults = the original format.
+    index_type: str = "flat"
+    storage: str = "fp32"
+    uri: str | None = None  # milvus: a Milvus Lite path (relative = inside the index) or server
+    store_params: dict[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +115,26 @@ class Index:
         if recorded is None or recorded[0] != file_sha256(path / CONFIG_NAME):
             raise IndexStateError(
                 f"index file was altered (checksum mismatch): {path / CONFIG_NAME}")
-        self._mutex = threading.RLock()
-        try:
-            store_cls = STORES[config.store]
-        except KeyError:
-            raise IndexStateError(f"{path / CONFIG_NAME}: unknown store {config.store!r}") from None
-        self.store: VectorStore = store_cls(path / "vectors", config.dim)
+        # Held by every read that spans several queries and by every commit: readers on the
+        # writer's connection must never see a batch that is not committed yet.
+        self.lock = threading.RLock()
+        if config.store not in STORES:
+            raise IndexStateError(f"{path / CONFIG_NAME}: unknown store {config.store!r}")
+        self.store: VectorStore = make_store(
+            config.store, path / "vectors", config.dim, index_type=config.index_type,
+            storage=config.storage, uri=config.uri, params=config.store_params,
+            writable=writable)
         segments = self.segments()
-        if writable:
-            self.store.discard_uncommitted(segments)
-        self.store.load(segments)
+        try:
+            if writable:
+                self.store.discard_uncommitted(segments)
+            self.store.load(segments)
+        except BaseException:
+            self._close_store()
+            self._db.close()
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self._row_doc = self._load_row_doc()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -184,9 +199,16 @@ class Index:
         return cls(path, cls.read_config(path), writable)
 
     def close(self) -> None:
+        self._close_store()
         self._db.close()
         if self._lock is not None:
             self._lock.release()
+
+    def _close_store(self) -> None:
+        close = getattr(getattr(self, "store", None), "close", None)
+        if close is not None:
+            with self.lock:
+                close()
 
     def __enter__(self) -> Index:
         return self
@@ -261,7 +283,7 @@ class Index:
         return {r: (s, e, t) for r, s, e, t in self._db.execute(q, [int(x) for x in rows])}
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        with self._mutex:
+        with self.lock:
             return self.store.search(queries, k)
 
     @property
@@ -276,7 +298,7 @@ class Index:
             raise IndexStateError(f"index {self.path} was opened read-only")
         if if_exists not in ("error", "skip", "update"):
             raise ConfigError(f"if_exists must be error, skip or update, not {if_exists!r}")
-        with self._mutex:
+        with self.lock:
             present = self.existing_ids(d.id for d in docs)
             if present and if_exists == "error":
                 doc = next(d for d in docs if d.id in present)

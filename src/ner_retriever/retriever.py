@@ -23,6 +23,7 @@ from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentErro
 from ner_retriever.head import ProjectionHead, describe
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.search import snippet, top_documents
+from ner_retriever.store import store_settings
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult
 
 HEAD_DIR = "head"
@@ -53,8 +54,14 @@ class Retriever:
     @classmethod
     def create(cls, path: str | Path, encoder: Encoder | EncoderConfig | None = None,
                detector: Detector | str | dict = "spacy",
-               head: ProjectionHead | str | Path | None = None) -> Retriever:
-        """Start a new index at ``path`` (``head=None`` stores raw normalised vectors)."""
+               head: ProjectionHead | str | Path | None = None, store: str = "faiss",
+               index_type: str = "flat", storage: str | None = None, uri: str | None = None,
+               store_params: dict | None = None) -> Retriever:
+        """Start a new index at ``path`` (``head=None`` stores raw normalised vectors).
+
+        ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
+        how they are searched (see :func:`ner_retriever.store.store_settings`)."""
+        settings = store_settings(store, index_type, storage, uri, store_params, index_path=path)
         encoder = _as_encoder(encoder)
         detector = build_detector(detector) if isinstance(detector, (str, dict)) else detector
         head = ProjectionHead.load(head) if isinstance(head, (str, Path)) else head
@@ -65,7 +72,7 @@ class Retriever:
         config = IndexConfig(
             encoder=encoder.config.identity(), raw_dim=encoder.dim,
             dim=head.config.output_dim if head else encoder.dim,
-            head=describe(head), detector=detector.config())
+            head=describe(head), detector=detector.config(), **settings)
         index = Index.create(path, config)
         if head is not None:
             head.save(index.path / HEAD_DIR)
@@ -98,7 +105,17 @@ class Retriever:
             return retriever
         return cls.create(path, **kwargs)
 
-    def _check_settings(self, encoder=None, detector=None, head=None) -> None:
+    def _check_settings(self, encoder=None, detector=None, head=None, store=None,
+                        index_type=None, storage=None, uri=None, store_params=None) -> None:
+        cfg = self.index.config
+        asked = {"store": store, "index_type": index_type, "storage": storage}
+        clash = {k: v for k, v in asked.items() if v is not None and getattr(cfg, k) != v}
+        if clash or (uri is not None and store_settings(
+                cfg.store, cfg.index_type, cfg.storage, uri, None,
+                index_path=self.index.path)["uri"] != cfg.uri):
+            raise ConfigError(f"index {self.index.path} uses store {cfg.store} ({cfg.index_type}, "
+                              f"{cfg.storage}{', ' + cfg.uri if cfg.uri else ''}); store options "
+                              f"cannot change when appending")
         if isinstance(encoder, EncoderConfig):
             wanted = {k: v for k, v in encoder.identity().items()
                       if v is not None and v != EncoderConfig.model_fields[k].default}
@@ -160,10 +177,17 @@ class Retriever:
                     doc = next(d for d in batch if d.id in present)
                     raise DuplicateDocumentError(doc.id, doc.source)
             if batch:
-                spans = self.detector.detect(batch)
+                joint = getattr(self.detector, "detect_and_encode", None)
+                if joint is not None:  # learned detector: spans and vectors from one pass
+                    spans, raw = joint(batch, self.encoder)
+                    vectors = [self._project(r) if len(r) else
+                               np.zeros((0, self.index.config.dim), np.float32) for r in raw]
+                else:
+                    spans = self.detector.detect(batch)
                 mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label)
                              for s in sp] for d, sp in zip(batch, spans)]
-                vectors = self.embed_mentions(batch, spans)
+                if joint is None:
+                    vectors = self.embed_mentions(batch, spans)
                 stats.documents += self.index.add(batch, mentions, vectors, if_exists=if_exists)
                 stats.mentions += sum(len(m) for m in mentions)
             if progress is not None:
@@ -189,6 +213,10 @@ class Retriever:
         return self._rank(vector, k, per_doc)
 
     def _rank(self, vector: np.ndarray, k: int, per_doc: int) -> list[SearchResult]:
+        with self.index.lock:
+            return self._rank_locked(vector, k, per_doc)
+
+    def _rank_locked(self, vector: np.ndarray, k: int, per_doc: int) -> list[SearchResult]:
         grouped = top_documents(lambda n: tuple(a[0] for a in self.index.search(vector[None], n)),
                                 self.index.row_doc_keys, k, self.index.ntotal, per_doc)
         docs = self.index.documents_by_key([g.doc_key for g in grouped])
