@@ -1,21 +1,65 @@
 """Vector stores: where mention vectors live and how nearest neighbours are found.
 
 A store writes vectors in segments. A written segment stays invisible until the catalog (the
-SQLite database of the index) commits it, which makes every batch all-or-nothing."""
+SQLite database of the index) commits it, which makes every batch all-or-nothing. Row ids are
+always the catalog's global mention rows, whatever the backend.
+
+Backends (``STORES``):
+
+* ``faiss`` (embedded default): segments are ``.npy`` files (float32, or float16 when the
+  storage is compressed), checksummed in the catalog. The searchable index is built in memory:
+  ``flat`` (exact), ``hnsw`` (graph) or ``ivfpq`` (inverted lists + product quantisation).
+  Index types that are slow to build (HNSW, IVF-PQ) are also saved as a FAISS file next to the
+  segments (atomic write, SHA-256 and the rows it covers in ``ann.json``), so reopening loads
+  it and adds only the segments committed since; a missing or corrupt file is rebuilt from the
+  segments, which stay the source of truth.
+* ``milvus``: rows in a Milvus collection with primary key = global row; a local path URI
+  runs embedded Milvus Lite, ``http://host:19530`` a Milvus server. Rows past the catalog's
+  last committed row are crash leftovers: ignored by searches, deleted by the next writer.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
 
-from ner_retriever.errors import IndexStateError
+from ner_retriever.errors import ConfigError, IndexStateError
+
+INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+STORAGES = ("fp32", "fp16", "pq")
+# Storage used when none is given, per index type.
+DEFAULT_STORAGE = {"flat": "fp32", "hnsw": "fp16", "ivfpq": "pq"}
+# ivfpq + fp16 = IVF-PQ candidates re-ranked with fp16 copies of the vectors (IndexRefine).
+VALID_STORAGE = {"flat": ("fp32", "fp16"), "hnsw": ("fp32", "fp16"), "ivfpq": ("pq", "fp16")}
+
+# Tunables; any of them can be overridden per index (recorded in the index config).
+DEFAULT_PARAMS: dict[str, Any] = {
+    "hnsw_m": 32,             # graph degree
+    "ef_construction": 80,
+    "ef_search": 128,         # raised to k when k is larger
+    "nlist": None,            # IVF lists; None = 4 * sqrt(rows at training), power of two
+    "pq_m": None,             # PQ sub-quantisers; None = largest divisor of dim <= 100
+    "pq_nbits": 8,
+    "nprobe": 32,
+    "refine_factor": 4,       # ivfpq + fp16: candidates re-ranked = refine_factor * k
+    "train_min": 50_000,      # ivfpq: exact search until this many rows, then train
+    "train_size": 200_000,    # ivfpq: training sample (seeded, from the committed rows)
+    "retrain_growth": 8,      # ivfpq: retrain when the index grew this much since training
+    "save_every": 1_000_000,  # rows added before the ANN file is saved again (and on close)
+}
+ANN_FILE = "ann.faiss"
+ANN_MANIFEST = "ann.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +91,85 @@ class VectorStore(Protocol):
         """Top-k by inner product: ``(scores, rows)``, rows padded with -1."""
         ...
 
+    def close(self) -> None:
+        """Persist what is worth keeping (writers) and release resources."""
+        ...
+
     @property
     def ntotal(self) -> int: ...
 
 
+# -- settings --------------------------------------------------------------------------------
+def store_settings(store: str = "faiss", index_type: str = "flat", storage: str | None = None,
+                   uri: str | None = None, params: dict[str, Any] | None = None,
+                   index_path: str | Path | None = None) -> dict[str, Any]:
+    """Validate store options and fill defaults; the result is recorded in the index config."""
+    if store not in STORES:
+        raise ConfigError(f"unknown store {store!r}; choose one of {', '.join(STORES)}")
+    if index_type not in INDEX_TYPES:
+        raise ConfigError(f"unknown index type {index_type!r}; choose one of "
+                          f"{', '.join(INDEX_TYPES)}")
+    storage = storage or DEFAULT_STORAGE[index_type]
+    if storage not in VALID_STORAGE[index_type]:
+        raise ConfigError(f"index type {index_type} supports storage "
+                          f"{' or '.join(VALID_STORAGE[index_type])}, not {storage!r}")
+    params = dict(params or {})
+    unknown = set(params) - set(DEFAULT_PARAMS) - {"collection"}
+    if unknown:
+        raise ConfigError(f"unknown store parameters: {', '.join(sorted(unknown))}")
+    if store == "faiss":
+        if uri is not None:
+            raise ConfigError("--uri is for the milvus store; the faiss store lives in the index")
+    else:
+        if index_type == "ivfpq" and storage != "pq":
+            raise ConfigError("the milvus store supports ivfpq with pq storage only")
+        uri = _record_uri(uri, index_path)
+        params.setdefault("collection", f"ner_retriever_{uuid.uuid4().hex[:12]}")
+    return {"store": store, "index_type": index_type, "storage": storage, "uri": uri,
+            "store_params": params}
+
+
+def _is_server_uri(uri: str) -> bool:
+    return re.match(r"^(https?|tcp|grpc|grpcs|unix)://", uri) is not None
+
+
+def _record_uri(uri: str | None, index_path: str | Path | None) -> str:
+    """Server URIs as given. A Milvus Lite path given by the user is resolved against the
+    working directory and recorded relative to the index when inside it (so the index folder
+    can move), absolute otherwise; the default is ``milvus.db`` inside the index."""
+    if uri is None:
+        return "milvus.db"
+    if _is_server_uri(uri):
+        return uri
+    absolute = Path(uri).expanduser().resolve()
+    if index_path is not None and _inside(absolute, Path(index_path)):
+        return str(absolute.relative_to(Path(index_path).resolve()))
+    return str(absolute)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def make_store(name: str, folder: Path, dim: int, *, index_type: str = "flat",
+               storage: str | None = None, uri: str | None = None,
+               params: dict[str, Any] | None = None, writable: bool = False) -> VectorStore:
+    try:
+        cls = STORES[name]
+    except KeyError:
+        raise IndexStateError(f"unknown store {name!r}") from None
+    if name == "faiss":
+        return cls(folder, dim, index_type=index_type, storage=storage, params=params,
+                   writable=writable)
+    return cls(folder, dim, index_type=index_type, storage=storage, uri=uri, params=params,
+               writable=writable)
+
+
+# -- helpers ---------------------------------------------------------------------------------
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -67,68 +186,484 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class FaissStore:
-    """Embedded default: float32 ``.npy`` segments on disk, exact inner-product search (FAISS)."""
+def _write_file_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
-    def __init__(self, folder: str | Path, dim: int, verify: bool = True):
+
+def _empty_result(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+
+
+def pq_subquantizers(dim: int, limit: int = 100) -> int:
+    """Largest divisor of ``dim`` that is at most ``limit`` (bytes per code with 8-bit PQ)."""
+    return max(m for m in range(1, min(dim, limit) + 1) if dim % m == 0)
+
+
+def auto_nlist(rows: int) -> int:
+    """About 4 sqrt(n) lists (a power of two), and at least 39 training points per list."""
+    target = 4 * math.sqrt(max(rows, 1))
+    nlist = 2 ** max(0, round(math.log2(target)))
+    while nlist > 1 and rows < 39 * nlist:
+        nlist //= 2
+    return max(1, min(nlist, 65536))
+
+
+def faiss_factory(dim: int, index_type: str, storage: str, params: dict[str, Any],
+                  rows: int = 0) -> str:
+    """The ``faiss.index_factory`` string of an index type (``rows``: training rows, for nlist)."""
+    p = {**DEFAULT_PARAMS, **params}
+    if index_type == "flat":
+        return "IDMap,Flat" if storage == "fp32" else "IDMap,SQfp16"
+    if index_type == "hnsw":
+        return f"IDMap,HNSW{int(p['hnsw_m'])},{'Flat' if storage == 'fp32' else 'SQfp16'}"
+    if index_type == "ivfpq":
+        nlist = int(p["nlist"] or auto_nlist(rows))
+        m = int(p["pq_m"] or pq_subquantizers(dim))
+        ivfpq = f"IVF{nlist},PQ{m}x{int(p['pq_nbits'])}"
+        # Plain IVF-PQ keeps the ids in its lists (no id map); the refined one needs a map.
+        return ivfpq if storage == "pq" else f"IDMap,{ivfpq},Refine(SQfp16)"
+    raise ValueError(f"unknown index type {index_type!r}")
+
+
+def build_faiss_index(dim: int, index_type: str, storage: str, params: dict[str, Any],
+                      train: np.ndarray | None = None) -> faiss.Index:
+    """An empty FAISS index (inner product) whose ``add_with_ids`` takes global row ids.
+
+    IVF-PQ is trained on ``train`` (required)."""
+    p = {**DEFAULT_PARAMS, **params}
+    if index_type == "ivfpq" and train is None:
+        raise ValueError("ivfpq needs training vectors")
+    rows = 0 if train is None else len(train)
+    index = faiss.index_factory(dim, faiss_factory(dim, index_type, storage, params, rows),
+                                faiss.METRIC_INNER_PRODUCT)
+    if index_type == "hnsw":
+        inner = faiss.downcast_index(index.index)
+        inner.hnsw.efConstruction = int(p["ef_construction"])
+        inner.hnsw.efSearch = int(p["ef_search"])
+    if index_type == "ivfpq":
+        index.train(np.ascontiguousarray(train, dtype=np.float32))
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(int(p["nprobe"]), ivf.nlist)
+        if storage != "pq":
+            faiss.downcast_index(index.index).k_factor = float(p["refine_factor"])
+    return index
+
+
+def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def index_bytes(index: faiss.Index) -> int:
+    """Serialised size of a FAISS index (what it holds in memory, give or take)."""
+    return int(faiss.serialize_index(index).nbytes)
+
+
+# -- FAISS -----------------------------------------------------------------------------------
+class FaissStore:
+    """Embedded default: ``.npy`` segments on disk plus an in-memory FAISS index."""
+
+    def __init__(self, folder: str | Path, dim: int, verify: bool = True, *,
+                 index_type: str = "flat", storage: str | None = None,
+                 params: dict[str, Any] | None = None, writable: bool = False):
         self.folder = Path(folder)
         self.dim = dim
         self.verify = verify
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.index_type = index_type
+        self.storage = storage or DEFAULT_STORAGE[index_type]
+        self.params = {**DEFAULT_PARAMS, **{k: v for k, v in (params or {}).items()
+                                            if k in DEFAULT_PARAMS}}
+        self.writable = writable
+        self._dtype = np.float32 if self.storage == "fp32" else np.float16
+        self._segments: list[Segment] = []      # committed and searchable, in row order
         self._loaded: set[str] = set()
+        self._trained_rows: int | None = None   # ivfpq: rows when it was trained
+        self._saved_rows = 0                    # rows covered by the ANN file on disk
+        self._persisted_end = 0
+        self._index = self._fresh_index()
+        self._tried_file = False
 
+    # -- construction of the in-memory index ---------------------------------------------------
+    @property
+    def _persistent(self) -> bool:
+        """Only graph/trained indexes are worth saving; flat ones rebuild from segments fast."""
+        return self.index_type in ("hnsw", "ivfpq")
+
+    def _fresh_index(self) -> faiss.Index:
+        if self.index_type == "ivfpq":  # exact search until there is enough data to train
+            return faiss.IndexIDMap(faiss.IndexFlatIP(self.dim))
+        return build_faiss_index(self.dim, self.index_type, self.storage, self.params)
+
+    @property
+    def trained(self) -> bool:
+        return self.index_type != "ivfpq" or self._trained_rows is not None
+
+    def _spec(self) -> dict[str, Any]:
+        return {"index_type": self.index_type, "storage": self.storage, "dim": self.dim,
+                "params": {k: self.params[k] for k in sorted(self.params) if k != "save_every"}}
+
+    # -- segments ------------------------------------------------------------------------------
     def write_segment(self, first_row: int, vectors: np.ndarray) -> Segment:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected (n, {self.dim}) vectors, got {vectors.shape}")
+        vectors = np.ascontiguousarray(vectors, dtype=self._dtype)
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"seg-{first_row:012d}-{len(vectors)}.npy"
-        tmp = self.folder / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            np.save(fh, vectors)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / name)
-        _fsync_dir(self.folder)
+        _write_file_atomic(self.folder / name, lambda fh: np.save(fh, vectors))
         return Segment(name, first_row, len(vectors), file_sha256(self.folder / name))
 
+    def _read_segment(self, seg: Segment, verify: bool | None = None) -> np.ndarray:
+        path = self.folder / seg.name
+        if not path.is_file():
+            raise IndexStateError(f"index file missing: {path}")
+        if (self.verify if verify is None else verify) and file_sha256(path) != seg.sha256:
+            raise IndexStateError(f"index file is corrupt (checksum mismatch): {path}")
+        try:
+            vectors = np.load(path, mmap_mode="r")
+        except ValueError as exc:
+            raise IndexStateError(f"index file is corrupt: {path}: {exc}") from exc
+        if vectors.shape != (seg.rows, self.dim):
+            raise IndexStateError(f"index file is corrupt (shape {vectors.shape}): {path}")
+        return vectors
+
+    def _add(self, index: faiss.Index, seg: Segment, vectors: np.ndarray) -> None:
+        ids = np.arange(seg.first_row, seg.first_row + seg.rows, dtype=np.int64)
+        for start in range(0, seg.rows, 65536):  # bounded float32 copies of fp16 segments
+            chunk = np.ascontiguousarray(vectors[start:start + 65536], dtype=np.float32)
+            index.add_with_ids(chunk, ids[start:start + 65536])
+
     def load(self, segments: Sequence[Segment]) -> None:
-        for seg in segments:
-            if seg.name in self._loaded:
-                continue
-            path = self.folder / seg.name
-            if not path.is_file():
-                raise IndexStateError(f"index file missing: {path}")
-            if self.verify and file_sha256(path) != seg.sha256:
-                raise IndexStateError(f"index file is corrupt (checksum mismatch): {path}")
-            try:
-                vectors = np.load(path, mmap_mode="r")
-            except ValueError as exc:
-                raise IndexStateError(f"index file is corrupt: {path}: {exc}") from exc
-            if vectors.shape != (seg.rows, self.dim):
-                raise IndexStateError(f"index file is corrupt (shape {vectors.shape}): {path}")
-            ids = np.arange(seg.first_row, seg.first_row + seg.rows, dtype=np.int64)
-            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        new = sorted((s for s in segments if s.name not in self._loaded),
+                     key=lambda s: s.first_row)
+        if not new:
+            return
+        if self._persistent and not self._tried_file:
+            self._tried_file = True
+            new = self._load_file(new)
+        for seg in new:
+            self._add(self._index, seg, self._read_segment(seg))
             self._loaded.add(seg.name)
+            self._segments.append(seg)
+        self._segments.sort(key=lambda s: s.first_row)
+        if self.index_type == "ivfpq":
+            rows = self.ntotal
+            p = self.params
+            if (self._trained_rows is None and rows >= int(p["train_min"])) or (
+                    self._trained_rows is not None and p["nlist"] is None
+                    and rows >= int(p["retrain_growth"]) * self._trained_rows):
+                self._train_and_rebuild()
+        if (self.writable and self._persistent and self.trained
+                and self.ntotal - self._saved_rows >= int(self.params["save_every"])):
+            self.save()
+
+    def _sample(self, size: int) -> np.ndarray:
+        """A seeded sample of committed rows (the same sample whenever the rows are the same)."""
+        total = sum(s.rows for s in self._segments)
+        rng = np.random.default_rng(0)
+        picks = np.sort(rng.choice(total, size=min(size, total), replace=False))
+        out, offset, at = [], 0, 0
+        for seg in self._segments:
+            hi = np.searchsorted(picks, offset + seg.rows)
+            if hi > at:
+                vectors = self._read_segment(seg, verify=False)
+                out.append(np.asarray(vectors[picks[at:hi] - offset], dtype=np.float32))
+            at, offset = hi, offset + seg.rows
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def _train_and_rebuild(self) -> None:
+        train = self._sample(int(self.params["train_size"]))
+        index = build_faiss_index(self.dim, self.index_type, self.storage, self.params, train)
+        for seg in self._segments:
+            self._add(index, seg, self._read_segment(seg, verify=False))
+        self._index = index
+        self._trained_rows = self.ntotal
+        if self.writable:
+            self.save()
+
+    # -- the saved ANN file --------------------------------------------------------------------
+    def _load_file(self, new: list[Segment]) -> list[Segment]:
+        """Load ``ann.faiss`` when it matches the committed segments; returns those still to
+        add. A stale, foreign or corrupt file is ignored (and replaced by the next save)."""
+        manifest_path, path = self.folder / ANN_MANIFEST, self.folder / ANN_FILE
+        if self._segments or not manifest_path.is_file() or not path.is_file():
+            return new
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            return new
+        if manifest.get("spec") != self._spec():
+            return new
+        n = sum(1 for s in new if s.first_row < manifest.get("rows_end", -1))
+        if (n == 0 or n != manifest.get("segments") or new[n - 1].name != manifest.get("last")
+                or sum(s.rows for s in new[:n]) != manifest.get("ntotal")):
+            return new
+        if file_sha256(path) != manifest.get("sha256"):
+            return new  # corrupt: rebuild from the segments
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            return new
+        if index.ntotal != manifest["ntotal"] or index.d != self.dim:
+            return new
+        self._index = index
+        self._trained_rows = manifest.get("trained_rows")
+        done = new[:n]
+        self._segments.extend(done)
+        self._loaded.update(s.name for s in done)
+        self._saved_rows = manifest["ntotal"]
+        self._set_search_params()
+        return new[n:]
+
+    def save(self) -> None:
+        """Write the in-memory ANN index atomically, then its manifest (checksum, coverage)."""
+        if not (self._persistent and self.trained and self._segments):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / ANN_FILE
+        data = faiss.serialize_index(self._index)
+        _write_file_atomic(path, lambda fh: fh.write(data.tobytes()))
+        last = self._segments[-1]
+        manifest = {"spec": self._spec(), "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+                    "rows_end": last.first_row + last.rows, "segments": len(self._segments),
+                    "last": last.name, "ntotal": self.ntotal, "trained_rows": self._trained_rows}
+        text = json.dumps(manifest, indent=1).encode()
+        _write_file_atomic(self.folder / ANN_MANIFEST, lambda fh: fh.write(text))
+        self._saved_rows = self.ntotal
+
+    def close(self) -> None:
+        if self.writable and self._saved_rows != self.ntotal:
+            self.save()
 
     def discard_uncommitted(self, committed: Sequence[Segment]) -> None:
         keep = {seg.name for seg in committed}
         if not self.folder.is_dir():
             return
         for path in self.folder.iterdir():
-            if path.name not in keep:
+            if (path.name.startswith("seg-") or path.name.startswith(".")) \
+                    and path.name not in keep:
                 path.unlink(missing_ok=True)
+
+    # -- search --------------------------------------------------------------------------------
+    def _set_search_params(self, k: int = 0, exhaustive: bool = False) -> None:
+        p = self.params
+        ivf = _ivf_of(self._index) if self.index_type == "ivfpq" and self.trained else None
+        if ivf is not None:
+            ivf.nprobe = ivf.nlist if exhaustive else min(int(p["nprobe"]), ivf.nlist)
+        if self.index_type == "hnsw":
+            inner = faiss.downcast_index(self._index.index)
+            inner.hnsw.efSearch = max(int(p["ef_search"]), k)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        k = max(1, min(k, self.ntotal))
         if self.ntotal == 0:
-            return (np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64))
-        return self._index.search(queries, k)
+            return _empty_result(len(queries))
+        k = max(1, min(k, self.ntotal))
+        self._set_search_params(k)
+        scores, rows = self._index.search(queries, k)
+        if self.index_type == "ivfpq" and self.trained and (rows < 0).any():
+            # The probed lists held fewer than k rows: the caller asked for more neighbours
+            # than the approximate search reaches, so scan every list.
+            self._set_search_params(k, exhaustive=True)
+            scores, rows = self._index.search(queries, k)
+            self._set_search_params(k)
+        return scores, rows
 
     @property
     def ntotal(self) -> int:
         return int(self._index.ntotal)
 
+    def memory_bytes(self) -> int:
+        return index_bytes(self._index)
 
-STORES = {"faiss": FaissStore}
+
+# -- Milvus ----------------------------------------------------------------------------------
+MILVUS_MAX_TOPK = 16384
+_MILVUS_INDEX = {"flat": "FLAT", "hnsw": "HNSW", "ivfpq": "IVF_PQ"}
+
+
+class MilvusStore:
+    """Mention vectors in a Milvus collection (Milvus Lite for a local path, or a server).
+
+    Visibility comes from the catalog: only rows below the last committed row are searched."""
+
+    INSERT_BATCH = 5000
+
+    def __init__(self, folder: str | Path, dim: int, *, index_type: str = "flat",
+                 storage: str | None = None, uri: str | None = None,
+                 params: dict[str, Any] | None = None, writable: bool = False):
+        try:
+            from pymilvus import DataType, MilvusClient
+        except ImportError:
+            raise ConfigError("the milvus store needs pymilvus (and milvus-lite for a local "
+                              "file): pip install pymilvus milvus-lite") from None
+        self.folder = Path(folder)
+        self.dim = dim
+        self.index_type = index_type
+        self.storage = storage or DEFAULT_STORAGE[index_type]
+        self.params = {**DEFAULT_PARAMS, **(params or {})}
+        self.collection = str(self.params.get("collection") or "ner_retriever_mentions")
+        self.writable = writable
+        uri = uri or "milvus.db"
+        if not _is_server_uri(uri) and not Path(uri).is_absolute():
+            uri = str(self.folder.parent / uri)  # relative to the index folder
+        self.uri = uri
+        try:
+            self._client = MilvusClient(uri=uri, token=os.environ.get("MILVUS_TOKEN", ""))
+        except Exception as exc:  # noqa: BLE001 - lock errors, connection errors, ...
+            raise IndexStateError(f"cannot open Milvus at {uri}: {exc} (a Milvus Lite file "
+                                  f"can be opened by one process at a time)") from exc
+        self._fp16 = self.storage == "fp16"
+        self._end = 0          # rows below this are committed (visible)
+        self._rows = 0
+        self._written_end = 0  # rows this process inserted but may not have committed
+        self._checked = False
+        if not self._client.has_collection(self.collection):
+            self._create(DataType)
+        else:
+            self._check_schema()
+        self._client.load_collection(self.collection)
+
+    def _create(self, DataType) -> None:
+        p = self.params
+        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("row", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT16_VECTOR if self._fp16 else
+                         DataType.FLOAT_VECTOR, dim=self.dim)
+        index_params = self._client.prepare_index_params()
+        if self.index_type == "hnsw":
+            extra = {"M": int(p["hnsw_m"]), "efConstruction": int(p["ef_construction"])}
+        elif self.index_type == "ivfpq":
+            extra = {"nlist": int(p["nlist"] or 1024),
+                     "m": int(p["pq_m"] or pq_subquantizers(self.dim)),
+                     "nbits": int(p["pq_nbits"])}
+        else:
+            extra = {}
+        index_params.add_index(field_name="vector", index_type=_MILVUS_INDEX[self.index_type],
+                               metric_type="IP", params=extra)
+        try:
+            self._client.create_collection(self.collection, schema=schema,
+                                           index_params=index_params)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"Milvus at {self.uri} refused collection {self.collection} "
+                              f"({self.index_type}, {self.storage}): {exc}") from exc
+
+    def _check_schema(self) -> None:
+        desc = self._client.describe_collection(self.collection)
+        for field in desc.get("fields", []):
+            if field.get("name") == "vector":
+                dim = int(field.get("params", {}).get("dim", self.dim))
+                if dim != self.dim:
+                    raise IndexStateError(f"Milvus collection {self.collection} holds {dim}-d "
+                                          f"vectors, the index expects {self.dim}-d")
+
+    def write_segment(self, first_row: int, vectors: np.ndarray) -> Segment:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected (n, {self.dim}) vectors, got {vectors.shape}")
+        if first_row < self._written_end:  # an earlier write of ours was never committed
+            self._client.delete(self.collection, filter=f"row >= {first_row}")
+        data = vectors.astype(np.float16) if self._fp16 else vectors
+        for start in range(0, len(data), self.INSERT_BATCH):
+            chunk = data[start:start + self.INSERT_BATCH]
+            self._client.insert(self.collection, [
+                {"row": first_row + start + i, "vector": v} for i, v in enumerate(chunk)])
+        self._client.flush(self.collection)
+        self._written_end = first_row + len(vectors)
+        digest = hashlib.sha256(vectors.tobytes()).hexdigest()
+        return Segment(f"milvus-{first_row:012d}-{len(vectors)}", first_row, len(vectors), digest)
+
+    def _count(self, end: int) -> int:
+        res = self._client.query(self.collection, filter=f"row < {end}",
+                                 output_fields=["count(*)"])
+        return int(res[0]["count(*)"]) if res else 0
+
+    def load(self, segments: Sequence[Segment]) -> None:
+        if not segments:
+            return
+        end = max(s.first_row + s.rows for s in segments)
+        if end <= self._end:
+            return
+        added = sum(s.rows for s in segments if s.first_row >= self._end)
+        if not self._checked:  # on open: the collection must hold every committed row
+            expected = sum(s.rows for s in segments)
+            found = self._count(end)
+            if found != expected:
+                raise IndexStateError(f"Milvus collection {self.collection} at {self.uri} holds "
+                                      f"{found} of the {expected} committed mention rows")
+            self._checked = True
+            self._rows = expected
+        else:
+            self._rows += added
+        self._end = end
+
+    def discard_uncommitted(self, committed: Sequence[Segment]) -> None:
+        end = max((s.first_row + s.rows for s in committed), default=0)
+        self._client.delete(self.collection, filter=f"row >= {end}")
+        self._client.flush(self.collection)
+
+    def _search_params(self, k: int) -> dict[str, Any]:
+        p = self.params
+        if self.index_type == "hnsw":
+            return {"metric_type": "IP", "params": {"ef": max(int(p["ef_search"]), k)}}
+        if self.index_type == "ivfpq":
+            return {"metric_type": "IP", "params": {"nprobe": int(p["nprobe"])}}
+        return {"metric_type": "IP", "params": {}}
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.ntotal == 0:
+            return _empty_result(len(queries))
+        k = max(1, min(k, self.ntotal))
+        data = [q.astype(np.float16) if self._fp16 else q for q in queries]
+        if k <= MILVUS_MAX_TOPK:
+            hits = self._client.search(self.collection, data=data, limit=k,
+                                       filter=f"row < {self._end}", output_fields=["row"],
+                                       search_params=self._search_params(k))
+        else:  # past Milvus' top-k limit: page through with a search iterator
+            hits = [self._iterate(q, k) for q in data]
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        for i, found in enumerate(hits):
+            found = list(found)[:k]
+            if found:
+                rows[i, :len(found)] = [h["row"] if "row" in h else h["id"] for h in found]
+                scores[i, :len(found)] = [h["distance"] for h in found]
+        return scores, rows
+
+    def _iterate(self, query, k: int) -> list[dict]:
+        it = self._client.search_iterator(self.collection, data=[query], limit=k,
+                                          batch_size=min(MILVUS_MAX_TOPK, k),
+                                          filter=f"row < {self._end}", output_fields=["row"],
+                                          search_params=self._search_params(MILVUS_MAX_TOPK))
+        out: list[dict] = []
+        try:
+            while len(out) < k:
+                batch = it.next()
+                if not batch:
+                    break
+                out.extend(batch)
+        finally:
+            it.close()
+        return out
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing twice or a dropped connection
+            pass
+
+    @property
+    def ntotal(self) -> int:
+        return self._rows
+
+
+STORES = {"faiss": FaissStore, "milvus": MilvusStore}
