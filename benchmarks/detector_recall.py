@@ -8,6 +8,11 @@ docs/DETECTION.md between the ``<!-- detector-recall:begin/end -->`` markers,
 with the command line and date.
 
     PYTHONPATH=src python benchmarks/detector_recall.py --sample 1000
+
+``--throughput N`` also indexes the first N sentences of each dataset with every detector
+(``Retriever.add``: detect + encode + commit, one shared encoder, detectors warmed up first,
+``--rounds`` alternating rounds, median time) and reports documents/s and the ratio to
+``spacy`` measured in the same run, between the ``detector-throughput`` markers.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ DATASETS = {
     "MultiCoNER2 EN (dev)": "multiconer2_en/en-dev.conll",
     "WNUT-17 (test)": "wnut17/emerging.test.annotated",
 }
-DETECTORS = ["spacy-ents", "spacy"]
+DETECTORS = ["spacy-ents", "spacy", "learned", "learned+spacy"]
 BEGIN, END = "<!-- detector-recall:begin -->", "<!-- detector-recall:end -->"
+TP_BEGIN, TP_END = "<!-- detector-throughput:begin -->", "<!-- detector-throughput:end -->"
 
 
 def load(path: Path) -> list[Document]:
@@ -47,11 +53,23 @@ def sample(docs: list[Document], n: int, seed: int) -> list[Document]:
     return [docs[i] for i in idx]
 
 
-def evaluate(detector_name: str, docs: list[Document]) -> dict[str, float]:
-    det = build_detector(detector_name)
-    t0 = time.perf_counter()
-    preds = det.detect(docs)
-    secs = time.perf_counter() - t0
+def evaluate(detector_name: str, docs: list[Document],
+             memo: dict[str, tuple[list, float]] | None = None) -> dict[str, float]:
+    """Scores of one detector; a union ``a+b`` whose members are in ``memo`` (predictions and
+    seconds of earlier rows on the same documents) is assembled from them, not rerun."""
+    from ner_retriever.detect import resolve_overlaps
+
+    parts = [p.strip() for p in detector_name.split("+")]
+    if memo is not None and len(parts) > 1 and all(p in memo for p in parts):
+        preds = [resolve_overlaps(memo[p][0][i] for p in parts) for i in range(len(docs))]
+        secs = sum(memo[p][1] for p in parts)
+    else:
+        det = build_detector(detector_name)
+        t0 = time.perf_counter()
+        preds = det.detect(docs)
+        secs = time.perf_counter() - t0
+    if memo is not None:
+        memo[detector_name] = (preds, secs)
     n_pred = sum(len(p) for p in preds)
     n_gold = sum(len(d.spans or ()) for d in docs)
     row: dict[str, float] = {"pred": n_pred, "gold": n_gold, "secs": secs}
@@ -66,6 +84,41 @@ def evaluate(detector_name: str, docs: list[Document]) -> dict[str, float]:
     return row
 
 
+def throughput(detector_names: list[str], docs: list[Document], rounds: int,
+               encoder) -> dict[str, float]:
+    """Documents/s of ``Retriever.add`` with each detector (median over alternating rounds)."""
+    import statistics
+    import tempfile
+
+    from ner_retriever.learned_detect import register_encoder
+    from ner_retriever.retriever import Retriever
+
+    register_encoder(encoder)  # learned detectors share the encoder's model
+    dets = {n: build_detector(n) for n in detector_names}
+    for det in dets.values():  # load spaCy pipelines / weights outside the timing
+        det.detect(docs[:8])
+    secs: dict[str, list[float]] = {n: [] for n in detector_names}
+    for r in range(rounds):
+        order = detector_names if r % 2 == 0 else detector_names[::-1]
+        for n in order:
+            with tempfile.TemporaryDirectory() as tmp:
+                with Retriever.create(Path(tmp) / "idx", encoder=encoder, detector=dets[n]) as ret:
+                    stats = ret.add(docs, commit_every=256)
+            secs[n].append(stats.seconds)
+            print(f"  {n}: {len(docs) / stats.seconds:.1f} docs/s", file=sys.stderr, flush=True)
+    return {n: len(docs) / statistics.median(v) for n, v in secs.items()}
+
+
+def _replace_block(path: Path, begin: str, end: str, block: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", type=int, default=1000, help="sentences per dataset (0 = all)")
@@ -74,7 +127,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "DETECTION.md",
                     help="markdown file to update ('-' = do not write)")
+    ap.add_argument("--throughput", type=int, default=0,
+                    help="also time indexing of the first N sentences per dataset (0 = skip)")
+    ap.add_argument("--throughput-detectors", default="spacy,learned,learned+spacy,gold")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-recall", action="store_true", help="only the throughput table")
     args = ap.parse_args(argv)
+    cmd = "PYTHONPATH=src python " + " ".join(
+        shlex.quote(a) for a in [f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]
+    ) if argv is None else "main(" + repr(argv) + ")"
+
+    if args.throughput > 0:
+        import torch
+
+        from ner_retriever.encode import TransformerEncoder
+
+        encoder = TransformerEncoder()
+        names = args.throughput_detectors.split(",")
+        tp_lines = ["| dataset | sentences | " + " | ".join(f"{n} docs/s" for n in names)
+                    + " | " + " | ".join(f"{n} / spacy" for n in names if n != "spacy") + " |",
+                    "|---|--:|" + "--:|" * (2 * len(names) - ("spacy" in names))]
+        for ds_name, rel in DATASETS.items():
+            path = args.data / rel
+            if not path.exists():
+                continue
+            docs = load(path)[: args.throughput]
+            print(f"throughput {ds_name}", file=sys.stderr, flush=True)
+            rate = throughput(names, docs, args.rounds, encoder)
+            base = rate.get("spacy")
+            tp_lines.append(f"| {ds_name} | {len(docs)} | "
+                            + " | ".join(f"{rate[n]:.1f}" for n in names) + " | "
+                            + " | ".join(f"{rate[n] / base:.2f}" if base else "-"
+                                         for n in names if n != "spacy") + " |")
+            print(tp_lines[-1], flush=True)
+        tp_table = "\n".join(tp_lines)
+        print()
+        print(tp_table)
+        if str(args.out) != "-":
+            _replace_block(args.out, TP_BEGIN, TP_END,
+                           f"{TP_BEGIN}\nMeasured {_dt.date.today().isoformat()} with `{cmd}` "
+                           f"(torch threads: {torch.get_num_threads()}):\n\n{tp_table}\n{TP_END}")
+        if args.skip_recall:
+            return 0
 
     lines = [
         "| dataset | detector | sentences | gold | predicted | R exact | P exact "
@@ -87,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {ds_name}: {path} not found", file=sys.stderr)
             continue
         docs = sample(load(path), args.sample, args.seed)
+        memo: dict[str, tuple[list, float]] = {}
         for det_name in args.detectors.split(","):
-            r = evaluate(det_name, docs)
+            r = evaluate(det_name, docs, memo)
             lines.append(
                 f"| {ds_name} | {det_name} | {len(docs)} | {int(r['gold'])} | {int(r['pred'])} "
                 f"| {r['R_exact']:.3f} | {r['P_exact']:.3f} "
@@ -100,19 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
 
     if str(args.out) != "-":
-        cmd = "PYTHONPATH=src python " + " ".join(
-            shlex.quote(a) for a in [f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]
-        ) if argv is None else "main(" + repr(argv) + ")"
         block = (
             f"{BEGIN}\nMeasured {_dt.date.today().isoformat()} with `{cmd}`:\n\n{table}\n{END}"
         )
-        text = args.out.read_text() if args.out.exists() else ""
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            text = head + block + rest.split(END, 1)[1]
-        else:
-            text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
-        args.out.write_text(text)
+        _replace_block(args.out, BEGIN, END, block)
         print(f"\nwrote {args.out}", file=sys.stderr)
     return 0
 

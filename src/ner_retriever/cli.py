@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 from enum import Enum
@@ -73,6 +74,10 @@ def friendly_errors(func):
             return func(*args, **kwargs)
         except NerRetrieverError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except sqlite3.DatabaseError as exc:  # damage that the checks on open could not see
+            err.print(f"[red]error:[/red] index file is corrupt: catalog.sqlite: {exc}",
+                      highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted: committed batches are kept; rerun with --if-exists skip "
@@ -299,14 +304,17 @@ def train(
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
     layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
     component: Annotated[ComponentOpt, typer.Option(help="attention component or block output")] = ComponentOpt.value,
-    descriptions: Annotated[Optional[Path], typer.Option(help="JSON map: tag (or its fine part) -> description or list of paraphrases")] = None,
+    descriptions: Annotated[Optional[str], typer.Option(help="JSON map: tag (or its fine part) -> description or list of paraphrases; or a shipped map name (fewnerd, multiconer2, wnut17)")] = None,
+    query_template: Annotated[Optional[str], typer.Option(help="template queries are embedded in, e.g. 'mentions of {}' (default: the encoder's)")] = None,
     val_types: Annotated[Optional[list[str]], typer.Option("--val-types", help="held-out validation types (default: a seeded 20% of the types)")] = None,
     val_fraction: Annotated[float, typer.Option(help="share of types held out when --val-types is not given")] = 0.2,
-    max_sentences: Annotated[Optional[int], typer.Option(help="seeded sample of sentences per file (vectors are cached per sample)")] = None,
-    epochs: Annotated[int, typer.Option(help="maximum epochs (early stopping on held-out types)")] = 30,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-3,
+    max_sentences: Annotated[Optional[list[int]], typer.Option(help="seeded sample of sentences: once for every file, or once per file (vectors are cached per sample)")] = None,
+    epochs: Annotated[int, typer.Option(help="maximum epochs (selected on held-out types)")] = 30,
+    steps_per_epoch: Annotated[int, typer.Option(help="batches per epoch (0 = one pass over the mentions)")] = 10,
+    cv_folds: Annotated[int, typer.Option(help="choose the epoch count by cross-validation over type folds, then train on all types (0 or 1 = one held-out split with early stopping)")] = 5,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="mentions per type-balanced batch")] = 256,
-    temperature: Annotated[float, typer.Option(help="InfoNCE temperature")] = 0.05,
+    temperature: Annotated[float, typer.Option(help="InfoNCE temperature")] = 0.2,
     loss: Annotated[str, typer.Option(help="infonce | triplet")] = "infonce",
     patience: Annotated[int, typer.Option(help="epochs without improvement before stopping")] = 5,
     refit: Annotated[bool, typer.Option(help="retrain on all types for the selected epoch count")] = False,
@@ -318,13 +326,18 @@ def train(
     _quiet_transformers()
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature,
                          loss=loss, patience=patience, refit=refit, seed=seed,
-                         val_fraction=val_fraction, val_types=val_types or None)
+                         val_fraction=val_fraction, val_types=val_types or None,
+                         steps_per_epoch=steps_per_epoch or None,
+                         cv_folds=0 if val_types else cv_folds)
     summary = run_training(data, out_dir, model=model, block=layer, component=component.value,
-                           descriptions=descriptions, max_sentences=max_sentences, data_seed=seed,
-                           config=config, log=lambda m: err.print(m, highlight=False, markup=False))
-    err.print(f"trained on {len(summary['train_types'])} types; best epoch {summary['best_epoch']}: "
-              f"held-out R-Precision {summary['best_val_r_precision']:.3f} "
-              f"(raw {summary['raw_val_r_precision']:.3f}); head saved to {out_dir}")
+                           descriptions=descriptions, max_sentences=max_sentences or None,
+                           data_seed=seed,
+                           config=config, query_template=query_template,
+                           log=lambda m: err.print(m, highlight=False, markup=False))
+    err.print(f"trained on {len(summary['train_types'])} types; selected epoch "
+              f"{summary['best_epoch']}: held-out R-Precision "
+              f"{summary['best_val_r_precision']:.3f} (initial head "
+              f"{summary['raw_val_r_precision']:.3f}); head saved to {out_dir}")
 
 
 class MentionsOpt(str, Enum):
@@ -366,7 +379,7 @@ def evaluate(
     layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
     component: Annotated[ComponentOpt, typer.Option(help="attention component or block output")] = ComponentOpt.value,
     head: Annotated[Optional[Path], typer.Option(help="projection head folder or .pth (default: raw vectors)")] = None,
-    query_template: Annotated[str, typer.Option(help="template around the description, e.g. 'Examples of {}'")] = "{}",
+    query_template: Annotated[Optional[str], typer.Option(help="template around the description, e.g. 'Examples of {}' (default: the encoder's)")] = None,
     hybrid_weight: Annotated[Optional[float], typer.Option(help="weight of the mention score in hybrid (0..1)")] = None,
     types: Annotated[Optional[list[str]], typer.Option("--type", help="evaluate only these tags (repeatable)")] = None,
     include_other: Annotated[bool, typer.Option(help="also evaluate catch-all tags (location-other, OtherPER, MISC)")] = False,
@@ -405,7 +418,7 @@ def evaluate(
         table.add_row(tag, eval_set.descriptions[tag][0], str(len(eval_set.relevant[tag])),
                       *(f"{results[m]['per_type'][tag]:.3f}" for m in results))
     table.add_section()
-    table.add_row("[bold]macro R-Precision[/bold]", "", "",
+    table.add_row("[bold]macro[/bold]", "R-Precision", "",
                   *(f"[bold]{results[m]['r_precision']:.3f}[/bold]" for m in results))
     out.print(table)
     notes = []
@@ -418,7 +431,7 @@ def evaluate(
                      f"query template {settings['query_template']!r}")
     if "hybrid_weight" in settings:
         notes.append(f"hybrid weight on mentions: {settings['hybrid_weight']}")
-    if report["detection_recall"]:
+    if report["detection_recall"] and report["detection_recall"]["gold"]:
         rec = report["detection_recall"]
         notes.append(f"detection recall: {rec['exact']:.3f} exact, {rec['overlap']:.3f} overlap "
                      f"({rec['detected']} detected spans, {rec['gold']} gold)")
@@ -436,7 +449,7 @@ def probe(
     components: Annotated[Optional[list[str]], typer.Option(help="comma-separated subset of query,key,value,hidden")] = None,
     sample: Annotated[Optional[int], typer.Option(help="probe on a random sample of N sentences")] = None,
     seed: Annotated[int, typer.Option(help="seed of the sample")] = 0,
-    query_template: Annotated[str, typer.Option(help="template around the description")] = "{}",
+    query_template: Annotated[Optional[str], typer.Option(help="template around the description (default: the encoder's)")] = None,
     include_other: Annotated[bool, typer.Option(help="also score catch-all tags")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the JSON here")] = None,
     png: Annotated[Optional[Path], typer.Option(help="draw the heatmap here (needs matplotlib)")] = None,
@@ -453,9 +466,9 @@ def probe(
     _quiet_transformers()
     eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
                              include_other=include_other)
-    if "{}" not in query_template:
+    if query_template is not None and "{}" not in query_template:
         raise ConfigError("the query template must contain '{}' where the description goes")
-    settings = {"query_template": query_template}
+    settings = {"query_template": query_template} if query_template is not None else {}
     if model:
         settings["model"] = model
     encoder = TransformerEncoder(EncoderConfig(**settings))
@@ -534,12 +547,12 @@ def train_detector(
     data: Annotated[list[Path], typer.Argument(help="CoNLL/BIO TRAINING files (gold tags; every type becomes 'mention')")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for detector.json + detector.safetensors")],
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
-    features: Annotated[str, typer.Option(help="blocks whose output (hidden state) the head reads, e.g. 6 or 4,8")] = "6",
-    max_sentences: Annotated[Optional[int], typer.Option(help="seeded sample of sentences per file (0 = all)")] = 1500,
+    features: Annotated[str, typer.Option(help="blocks whose output (hidden state) the head reads, e.g. 9 or 4,8")] = "9",
+    max_sentences: Annotated[Optional[int], typer.Option(help="seeded sample of sentences per file (0 = all)")] = 1000,
     heldout: Annotated[float, typer.Option(help="share of each file's sample held out to choose the threshold")] = 0.1,
     mask_detector: Annotated[str, typer.Option(help="O tokens inside this detector's spans carry no loss (partial annotation); 'none' = off")] = "spacy-ents",
-    target_recall: Annotated[float, typer.Option(help="held-out overlap recall the threshold must reach in every file")] = 0.95,
-    epochs: Annotated[int, typer.Option(help="epochs (the best on held-out loss is kept)")] = 8,
+    target_recall: Annotated[float, typer.Option(help="held-out overlap recall the threshold must reach in every file")] = 0.93,
+    epochs: Annotated[int, typer.Option(help="epochs (the best on held-out loss is kept)")] = 4,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate (one-cycle)")] = 2e-3,
     batch_size: Annotated[int, typer.Option(help="sentences per training batch")] = 32,
     seed: Annotated[int, typer.Option(help="seed for sampling and training")] = 0,

@@ -9,6 +9,7 @@ invalid UTF-8 sequence is reported with its line number. Problems in the input r
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -51,6 +52,30 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, text.rstrip("\r\n")
 
 
+# A JSON escape of a UTF-16 surrogate; paired ones decode to one character, unpaired ones to
+# a lone surrogate that no UTF-8 encoder (SQLite, tokenizers) accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:30]} is out of range")
+    return value
+
+
+def _has_lone_surrogate(record: object) -> bool:
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def read_jsonl(path: str | Path) -> Iterator[Document]:
     """One JSON object per line: ``id`` (str or int) and ``text``; other keys become metadata."""
     path = Path(path)
@@ -60,10 +85,17 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
         except json.JSONDecodeError as exc:
             message = f"malformed JSON: {exc.msg} (column {exc.colno})"
             raise CorpusError(message, name, number) from exc
+        except RecursionError:
+            raise CorpusError("malformed JSON: nested too deeply", name, number) from None
+        except ValueError as exc:  # NaN/Infinity, 1e999, an integer of 4300+ digits
+            raise CorpusError(f"malformed JSON: {exc}", name, number) from None
+        if _SURROGATE_ESCAPE.search(line) is not None and _has_lone_surrogate(record):
+            raise CorpusError("invalid Unicode: an unpaired surrogate escape (\\ud800-\\udfff)",
+                              name, number)
         if not isinstance(record, dict):
             raise CorpusError(f"expected a JSON object, got {type(record).__name__}", name, number)
         if "id" not in record:

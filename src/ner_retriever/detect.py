@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_EXCLUDE_LABELS",
     "DEFAULT_SPACY_MODEL",
     "DETECTOR_NAMES",
+    "OPTIONAL_DETECTOR_NAMES",
     "SPACY_RULES_VERSION",
     "Detector",
     "GoldDetector",
@@ -56,6 +57,9 @@ DEFAULT_DETECTOR = "spacy"
 # ``build_detector`` but the current rules are always what runs.
 SPACY_RULES_VERSION = 1
 DETECTOR_NAMES: tuple[str, ...] = ("spacy", "spacy-ents", "gold")
+# Detectors defined in other modules (learned_detect, llm_extract), built on demand.
+# "llm:<model>" names the instruction model (case kept).
+OPTIONAL_DETECTOR_NAMES: tuple[str, ...] = ("learned", "llm", "llm:<model>")
 
 # Longest piece of text handed to spaCy at once (its parser needs roughly 1 GB
 # per 100k characters).  Longer documents are cut into pieces (see _pieces) and
@@ -633,6 +637,13 @@ class GoldDetector:
                     "the gold detector needs documents with gold spans (a CoNLL/BIO "
                     f"corpus); document {doc.id!r}{where} has none"
                 )
+            outside = next((s for s in doc.spans if s.end > len(doc.text)), None)
+            if outside is not None:  # (Span itself refuses empty and negative spans)
+                where = f" ({doc.source})" if doc.source else ""
+                raise ConfigError(
+                    f"document {doc.id!r}{where}: gold span [{outside.start}, {outside.end}) "
+                    f"is outside its text ({len(doc.text)} characters)"
+                )
             out.append(sorted(doc.spans, key=lambda s: (s.start, s.end)))
         return out
 
@@ -665,12 +676,23 @@ _SPACY_KEYS = {"model", "candidates", "exclude_labels", "batch_size", "rules"}
 
 
 def _valid_names() -> str:
-    return ", ".join(repr(n) for n in DETECTOR_NAMES) + " (or 'a+b' for a union)"
+    names = DETECTOR_NAMES + OPTIONAL_DETECTOR_NAMES
+    return ", ".join(repr(n) for n in names) + " (or 'a+b' for a union)"
+
+
+def _union(members: list[Detector]) -> Detector:
+    """A union; with a learned member, one that can share the encoder's forward pass."""
+    if any(hasattr(m, "detect_and_encode") for m in members):
+        from ner_retriever.learned_detect import JointUnionDetector
+
+        return JointUnionDetector(members)
+    return UnionDetector(members)
 
 
 def build_detector(name_or_config: str | dict[str, Any] | None = None) -> Detector:
-    """Build a detector from a name (``"spacy"``, ``"spacy-ents"``, ``"gold"``,
-    ``"gold+spacy"``) or from a dict returned by ``Detector.config()``."""
+    """Build a detector from a name (``"spacy"``, ``"spacy-ents"``, ``"gold"``, ``"learned"``,
+    ``"llm"``, ``"llm:<model>"``, ``"gold+spacy"``) or from a dict returned by
+    ``Detector.config()``."""
     if name_or_config is None:
         name_or_config = DEFAULT_DETECTOR
     if isinstance(name_or_config, str):
@@ -682,7 +704,10 @@ def build_detector(name_or_config: str | dict[str, Any] | None = None) -> Detect
                     f"bad detector {name_or_config!r}: empty part in union; valid names: "
                     + _valid_names()
                 )
-            return UnionDetector([build_detector(p) for p in parts])
+            return _union([build_detector(p.strip())
+                           for p in name_or_config.strip().split("+")])
+        if raw.startswith("llm:"):  # the model name keeps its case
+            return build_detector({"name": "llm", "model": name_or_config.strip()[4:].strip()})
         return build_detector({"name": raw})
     if not isinstance(name_or_config, dict):
         raise ConfigError(
@@ -709,11 +734,19 @@ def build_detector(name_or_config: str | dict[str, Any] | None = None) -> Detect
         if cfg:
             raise ConfigError(f"the gold detector takes no options, got {sorted(cfg)}")
         return GoldDetector()
+    if name == "learned":
+        from ner_retriever.learned_detect import build_learned
+
+        return build_learned(cfg)
+    if name == "llm":
+        from ner_retriever.llm_extract import build_llm
+
+        return build_llm(cfg)
     if name == "union":
         members = cfg.pop("detectors", None)
         if cfg:
             raise ConfigError(f"unknown option(s) {sorted(cfg)} for a union detector")
         if not isinstance(members, list) or not members:
             raise ConfigError("a union detector config needs a non-empty 'detectors' list")
-        return UnionDetector([build_detector(m) for m in members])
+        return _union([build_detector(m) for m in members])
     raise ConfigError(f"unknown detector {name!r}; valid names: " + _valid_names())

@@ -3,7 +3,7 @@ at the last token of every span. Only the blocks up to the chosen one are comput
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 import numpy as np
@@ -49,6 +49,31 @@ class Encoder(Protocol):
     ) -> list[np.ndarray]: ...
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 16) -> np.ndarray: ...
+
+
+# Longest piece of text given to the tokenizer at once (see TransformerEncoder._tokenize).
+TOKENIZE_CHARS = 100_000
+
+
+def _cut_point(text: str, pos: int, size: int) -> int:
+    """End of the piece of ``text`` starting at ``pos``: at most ``size`` characters, cut just
+    before a single space between two non-space characters in the second half of the piece,
+    else before any whitespace there, else at ``size``."""
+    end = pos + size
+    if end >= len(text):
+        return len(text)
+    lo = pos + size // 2
+    cut = end
+    while cut > lo:
+        cut = text.rfind(" ", lo, cut)
+        if cut <= lo:
+            break
+        if not text[cut - 1].isspace() and cut + 1 < len(text) and not text[cut + 1].isspace():
+            return cut
+    for cut in range(end, lo, -1):
+        if text[cut].isspace():
+            return cut
+    return end
 
 
 class _Stop(Exception):
@@ -139,30 +164,71 @@ class TransformerEncoder:
     def window(self) -> int:
         return self.config.max_length - len(self._prefix) - len(self._suffix)
 
+    def _tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token ids and character start/end offsets as compact arrays.
+
+        A text longer than ``TOKENIZE_CHARS`` is tokenized in pieces, each cut just before a
+        single space between two words (a boundary that whitespace, BPE and SentencePiece
+        pre-tokenizers all keep), so the tokenizer's per-token Python objects (~600 bytes a
+        token) never exist for a whole long document at once: 12 bytes a token here (a 10 MB
+        text: 2.5M tokens, 30 MB) instead of ~1.5 GB."""
+        ids, starts, ends = [], [], []
+        pos = 0
+        while pos < len(text):
+            cut = _cut_point(text, pos, TOKENIZE_CHARS)
+            enc = self.tokenizer(text[pos:cut], add_special_tokens=False,
+                                 return_offsets_mapping=True, return_attention_mask=False,
+                                 return_token_type_ids=False, verbose=False)
+            if enc["input_ids"]:
+                ids.append(np.asarray(enc["input_ids"], dtype=np.int32))
+                offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(-1, 2) + pos
+                starts.append(offsets[:, 0])
+                ends.append(offsets[:, 1])
+            pos = cut
+        if not ids:
+            empty = np.zeros(0, np.int32)
+            return empty, empty, empty
+        return np.concatenate(ids), np.concatenate(starts), np.concatenate(ends)
+
     def _pieces(self, doc_idx: int, text: str, spans: Sequence[tuple[int, int]]):
-        """Split one document into windows; yield (input_ids, [(doc, span, position)])."""
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        """Split one document into windows; yield (input_ids, [(doc, span, position)]).
+
+        Only windows that hold a span's last token are yielded, and memory stays linear in
+        the number of tokens with a small constant (numpy arrays, see ``_tokenize``)."""
+        for s, e in spans:
+            if not 0 <= s < e <= len(text):
+                raise ConfigError(f"document {doc_idx}: span ({s}, {e}) is empty or outside the "
+                                  f"text ({len(text)} characters)")
         if not spans:
             return
-        if not ids:
+        ids, starts, ends = self._tokenize(text)
+        if not len(ids):
             raise ConfigError(f"document {doc_idx}: text produced no tokens")
-        ends = np.array([e if e > s else -1 for s, e in offsets])
-        starts = np.array([s for s, _ in offsets])
         width = self.window
         step = max(1, width - min(self.config.overlap, width - 1))
+        # the last real token (one that covers characters) that starts before each span ends
+        real = ends > starts
+        positions = np.arange(len(ids), dtype=np.int32)
+        last_real = np.maximum.accumulate(np.where(real, positions, -1))
+        span_ends = np.array([e for _, e in spans], dtype=np.int64)
+        if np.all(starts[1:] >= starts[:-1]):  # offsets in text order: binary search
+            before = np.searchsorted(starts, span_ends, side="left") - 1
+            toks = np.where(before >= 0, last_real[np.maximum(before, 0)], -1)
+        else:  # pragma: no cover - no tokenizer we know reorders offsets; scan to be safe
+            toks = np.array([(lambda c: c[-1] if len(c) else -1)(
+                np.nonzero((starts < e) & real)[0]) for e in span_ends], dtype=np.int64)
         targets: dict[int, list[tuple[int, int, int]]] = {}
-        for span_idx, (s, e) in enumerate(spans):
-            # last real token that starts before the span ends
-            cand = np.nonzero((starts < e) & (ends > 0))[0]
-            tok = int(cand[-1]) if len(cand) else 0
+        for span_idx, tok in enumerate(np.maximum(toks, 0).tolist()):
             # first window containing the token = the one giving it the most left context
             w = 0 if tok < width else (tok - width) // step + 1
             targets.setdefault(w, []).append((doc_idx, span_idx, tok - w * step))
+        prefix = np.asarray(self._prefix, dtype=np.int64)
+        suffix = np.asarray(self._suffix, dtype=np.int64)
+        p = len(self._prefix)
         for w, items in targets.items():
             chunk = ids[w * step: w * step + width]
-            p = len(self._prefix)
-            yield self._prefix + list(chunk) + self._suffix, [(d, s, pos + p) for d, s, pos in items]
+            yield (np.concatenate((prefix, chunk, suffix)),
+                   [(d, s, pos + p) for d, s, pos in items])
 
     # -- forward -------------------------------------------------------------------------------
     def _capture(self, batch_ids: list[list[int]], targets: Sequence[tuple[int, str]]):
@@ -249,3 +315,115 @@ class TransformerEncoder:
             texts.append(text)
             spans.append([(start, start + len(q))])
         return np.stack([v[0] for v in self.encode_spans(texts, spans, batch_size)])
+
+    # -- one pass for detection and encoding ---------------------------------------------------
+    def detect_encode(self, texts: Sequence[str], features: Sequence[tuple[int, str]],
+                      decide: Callable[[list[int], list[np.ndarray], list[list[tuple[int, int]]]],
+                                       list[list[tuple[int, int]]]],
+                      vectors: bool = True, batch_size: int = 16, max_tokens: int = 32768
+                      ) -> tuple[list[list[tuple[int, int]]], list[np.ndarray] | None]:
+        """Detect spans from early-block states and encode them, in ONE forward pass per window.
+
+        Every window of every document is run once, capturing the ``features`` (block,
+        component) pairs at every token and, with ``vectors=True``, the encoder's own (block,
+        component). ``decide(doc_indices, per_doc_features, per_doc_offsets)`` then gets one
+        float32 ``(n_tokens, sum of feature dims)`` array per document (each token taken from the
+        window where it has the most context on both sides) and the tokens' character offsets, and
+        returns character spans per document. Their vectors are read from the captured
+        activations exactly as ``encode_spans`` reads them (last token of the span, in the first
+        window that contains it). Returns ``(spans, vectors or None)``; documents are processed
+        in groups of about ``max_tokens`` tokens to bound memory."""
+        target = (self.config.block, self.config.component)
+        feats = list(dict.fromkeys(features))
+        for block, component in feats:
+            if not 0 <= block < len(self._blocks):
+                raise ConfigError(f"block {block} is out of range (0..{len(self._blocks) - 1})")
+            if component not in COMPONENTS:
+                raise ConfigError(f"unknown component {component!r}; choose from {COMPONENTS}")
+        targets = feats + ([target] if vectors and target not in feats else [])
+        slot = targets.index(target) if vectors else -1
+        width, p = self.window, len(self._prefix)
+        step = max(1, width - min(self.config.overlap, width - 1))
+        all_spans: list[list[tuple[int, int]]] = []
+        all_vecs: list[np.ndarray] | None = [] if vectors else None
+
+        encs = []
+        for text in texts:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            encs.append((list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]))
+        groups, group, size = [], [], 0
+        for i, (ids, _) in enumerate(encs):
+            if group and size + len(ids) > max_tokens:
+                groups.append(group)
+                group, size = [], 0
+            group.append(i)
+            size += len(ids)
+        if group:
+            groups.append(group)
+
+        for group in groups:
+            pieces = []  # (doc, window start, ids)
+            n_windows = {}
+            for d in group:
+                ids = encs[d][0]
+                n = len(ids)
+                count = 0 if n == 0 else (1 if n <= width else (n - 1 - width) // step + 2)
+                n_windows[d] = count
+                for w in range(count):
+                    pieces.append((d, w * step, ids[w * step: w * step + width]))
+            pieces.sort(key=lambda x: len(x[2]))
+            feat_rows = {d: None for d in group}
+            best = {d: np.full(len(encs[d][0]), -1, np.int64) for d in group}
+            windows: dict[tuple[int, int], np.ndarray] = {}
+            for b in range(0, len(pieces), batch_size):
+                chunk = pieces[b: b + batch_size]
+                tensors = self._capture([self._prefix + c[2] + self._suffix for c in chunk],
+                                        targets)
+                feat = torch.cat(tensors[: len(feats)], dim=-1).numpy()
+                for row, (d, start, chunk_ids) in enumerate(chunk):
+                    n_tok = len(chunk_ids)
+                    if feat_rows[d] is None:
+                        feat_rows[d] = np.zeros((len(encs[d][0]), feat.shape[-1]), np.float32)
+                    local = np.arange(n_tok)
+                    # context a token keeps on each side; a window edge at a document edge
+                    # cuts nothing off
+                    big = 1 << 30
+                    left = local if start > 0 else np.full(n_tok, big)
+                    right = n_tok - 1 - local if start + n_tok < len(encs[d][0]) \
+                        else np.full(n_tok, big)
+                    context = np.minimum(left, right)
+                    glob = start + local
+                    take = context > best[d][glob]
+                    best[d][glob[take]] = context[take]
+                    feat_rows[d][glob[take]] = feat[row, p + local[take]]
+                    if vectors:
+                        windows[(d, start)] = tensors[slot][row, p: p + n_tok].numpy()
+            doc_feats = [feat_rows[d] if feat_rows[d] is not None
+                         else np.zeros((0, sum(self._dims(feats))), np.float32) for d in group]
+            spans = decide(list(group), doc_feats, [encs[d][1] for d in group])
+            for d, sp in zip(group, spans):
+                sp = [(int(s), int(e)) for s, e in sp]
+                all_spans.append(sp)
+                if not vectors:
+                    continue
+                out = np.zeros((len(sp), self.dim), np.float32)
+                offsets = encs[d][1]
+                if sp and offsets:
+                    starts = np.array([s for s, _ in offsets])
+                    ends = np.array([e if e > s else -1 for s, e in offsets])
+                    for k, (_, e) in enumerate(sp):
+                        cand = np.nonzero((starts < e) & (ends > 0))[0]
+                        tok = int(cand[-1]) if len(cand) else 0
+                        w = 0 if tok < width else (tok - width) // step + 1
+                        out[k] = windows[(d, w * step)][tok - w * step]
+                all_vecs.append(out)
+        return all_spans, all_vecs
+
+    def _dims(self, targets: Sequence[tuple[int, str]]) -> list[int]:
+        """Width of each (block, component) activation (probed once, then remembered)."""
+        cache = self.__dict__.setdefault("_dim_cache", {})
+        missing = [t for t in targets if t not in cache]
+        if missing:
+            probe = self._capture([self._prefix + [self._pad_id] + self._suffix], missing)
+            cache.update({t: x.shape[-1] for t, x in zip(missing, probe)})
+        return [cache[t] for t in targets]

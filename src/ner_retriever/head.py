@@ -28,14 +28,20 @@ class HeadConfig(BaseModel):
     hidden_dim: int = 500
     output_dim: int = 500
     dropout: float = 0.1
-    residual: bool = False  # output = proj(x) + mlp(x): starts as a plain projection
+    residual: bool = False  # output = skip(x) + mlp(x): starts as a plain projection
+    skip_bias: bool = False  # residual skip path has a bias (centring: identity init minus mean)
     model: str | None = None
     block: int | None = None
     component: str | None = None
+    query_bias: bool = False  # queries get a learned offset first (closes the query/mention gap)
+    query_template: str | None = None  # the template the head's queries were trained with
 
 
 class ProjectionHead(nn.Module):
-    """Parameter names match the paper's released state dict (``net.0``, ``net.3``)."""
+    """Parameter names match the paper's released state dict (``net.0``, ``net.3``).
+
+    With ``residual=True`` a linear ``skip`` path is added to the MLP; ``train.identity_init``
+    sets it to the (centred) identity and zeroes ``net.3`` so the head starts as raw vectors."""
 
     def __init__(self, config: HeadConfig):
         super().__init__()
@@ -47,20 +53,26 @@ class ProjectionHead(nn.Module):
             nn.Linear(config.hidden_dim, config.output_dim),
         )
         if config.residual:
-            self.skip = nn.Linear(config.input_dim, config.output_dim, bias=False)
+            self.skip = nn.Linear(config.input_dim, config.output_dim, bias=config.skip_bias)
+        if config.query_bias:
+            self.query_bias = nn.Parameter(torch.zeros(config.input_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, queries: bool = False) -> torch.Tensor:
+        """Project raw vectors; ``queries=True`` for type descriptions (adds ``query_bias``)."""
+        if queries and self.config.query_bias:
+            x = x + self.query_bias
         y = self.net(x)
         if self.config.residual:
             y = y + self.skip(x)
         return nn.functional.normalize(y, dim=-1)
 
     @torch.inference_mode()
-    def project(self, vectors: np.ndarray) -> np.ndarray:
-        """Apply the head in eval mode to float32 numpy vectors."""
+    def project(self, vectors: np.ndarray, queries: bool = False) -> np.ndarray:
+        """Apply the head in eval mode to float32 numpy vectors (mentions, or ``queries``)."""
         was_training = self.training
         self.eval()
-        out = self(torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))).numpy()
+        out = self(torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)),
+                   queries=queries).numpy()
         self.train(was_training)
         return out
 
@@ -103,6 +115,10 @@ class ProjectionHead(nn.Module):
             raise ConfigError(f"head: weights in {path} do not match its config: {exc}") from exc
         head.eval()
         return head
+
+    def project_queries(self, vectors: np.ndarray) -> np.ndarray:
+        """Project raw query (type description) vectors: ``project(vectors, queries=True)``."""
+        return self.project(vectors, queries=True)
 
     def checksum(self) -> str:
         """SHA-256 over the weights, so an index can tell if its head changed."""

@@ -112,7 +112,9 @@ class Index:
             raise IndexStateError(f"index file is corrupt: {catalog}: {exc}") from None
         if status != "ok":
             raise IndexStateError(f"index file is corrupt: {catalog}: {status}")
-        if recorded is None or recorded[0] != file_sha256(path / CONFIG_NAME):
+        if recorded is None:  # an emptied or foreign catalog, not an altered config
+            raise IndexStateError(f"index file is corrupt (it records no config): {catalog}")
+        if recorded[0] != file_sha256(path / CONFIG_NAME):
             raise IndexStateError(
                 f"index file was altered (checksum mismatch): {path / CONFIG_NAME}")
         # Held by every read that spans several queries and by every commit: readers on the
@@ -124,6 +126,11 @@ class Index:
             config.store, path / "vectors", config.dim, index_type=config.index_type,
             storage=config.storage, uri=config.uri, params=config.store_params,
             writable=writable)
+        if not writable:
+            # A reader pins the state committed when it opened (one read transaction, kept
+            # until close): its catalog reads then always agree with the vectors loaded below,
+            # however another process appends, updates or removes documents meanwhile.
+            self._db.execute("BEGIN")
         segments = self.segments()
         try:
             if writable:
@@ -136,6 +143,7 @@ class Index:
                 self._lock.release()
             raise
         self._row_doc = self._load_row_doc()
+        self._row_end = len(self._row_doc)
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
@@ -144,20 +152,25 @@ class Index:
         if cls.exists(path):
             raise IndexStateError(f"{path} already holds an index")
         path.mkdir(parents=True, exist_ok=True)
-        for leftover in (CONFIG_NAME, CATALOG_NAME):  # from a creation that was interrupted
-            (path / leftover).unlink(missing_ok=True)
+        tmp = path / f".{CATALOG_NAME}.tmp"
+        for leftover in (CONFIG_NAME, CATALOG_NAME, f"{CATALOG_NAME}-wal", f"{CATALOG_NAME}-shm",
+                         f"{CATALOG_NAME}-journal", tmp.name, f"{tmp.name}-journal"):
+            (path / leftover).unlink(missing_ok=True)  # from a creation that was interrupted
         config = config.model_copy(
             update={"created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         index = cls.__new__(cls)
-        # The catalog records the config's checksum: a directory whose catalog lacks it was
-        # interrupted during creation and is reported as such.
+        # The catalog records the config's checksum and appears complete or not at all (built
+        # aside, then renamed): a directory without it was interrupted during creation.
         write_atomic(path / CONFIG_NAME, config.model_dump_json(indent=2))
-        db = sqlite3.connect(str(path / CATALOG_NAME))
+        db = sqlite3.connect(str(tmp))
         db.executescript(_SCHEMA)
         with db:
             db.execute("INSERT INTO meta VALUES ('config_sha256', ?)",
                        (file_sha256(path / CONFIG_NAME),))
         db.close()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path / CATALOG_NAME)
         index.__init__(path, config, writable=True)
         return index
 
@@ -236,10 +249,34 @@ class Index:
             "SELECT COALESCE(MAX(first_row + rows), 0) FROM segments").fetchone()
         return int(value)
 
+    def _update_row_doc(self, first_row: int, replaced: np.ndarray) -> None:
+        """After a commit: map the new rows (and unmap replaced ones) without rereading every
+        mention, so a long bulk load stays linear; the array grows by doubling."""
+        end = self._next_row()
+        row_doc = self._row_doc
+        if end > len(row_doc):
+            row_doc = np.full(max(end, 2 * len(row_doc)), -1, dtype=np.int64)
+            row_doc[:self._row_end] = self._row_doc[:self._row_end]
+        new = np.array(self._db.execute("SELECT row, doc_key FROM mentions WHERE row >= ?",
+                                        (first_row,)).fetchall(), dtype=np.int64).reshape(-1, 2)
+        row_doc[new[:, 0]] = new[:, 1]
+        row_doc[replaced] = -1
+        self._row_doc, self._row_end = row_doc, end
+
+    def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        ids = list(ids)
+        rows: list[int] = []
+        for i in range(0, len(ids), 500):
+            part = ids[i: i + 500]
+            q = (f"SELECT m.row FROM mentions m JOIN documents d ON m.doc_key = d.key "
+                 f"WHERE d.id IN ({','.join('?' * len(part))})")
+            rows.extend(r[0] for r in self._db.execute(q, part))
+        return np.array(rows, dtype=np.int64)
+
     def row_doc_keys(self, rows: np.ndarray) -> np.ndarray:
         """Document key per mention row; -1 for padding or mentions of removed documents."""
         row_doc = self._row_doc
-        valid = (rows >= 0) & (rows < len(row_doc))
+        valid = (rows >= 0) & (rows < min(self._row_end, len(row_doc)))
         out = np.full(rows.shape, -1, dtype=np.int64)
         out[valid] = row_doc[rows[valid]]
         return out
@@ -312,10 +349,13 @@ class Index:
             total = sum(len(v) for v in stacked)
             segment = (self.store.write_segment(first_row, np.concatenate(stacked))
                        if total else None)
-            self._commit(docs, mentions, keep, present, first_row, segment)
+            # "skip" keeps the indexed copies; only "update" replaces them.
+            replaced = present if if_exists == "update" else set()
+            replaced_rows = self._rows_of(sorted(replaced))
+            self._commit(docs, mentions, keep, replaced, first_row, segment)
             if segment is not None:
                 self.store.load([segment])
-            self._row_doc = self._load_row_doc()
+            self._update_row_doc(first_row, replaced_rows)
             return len(keep)
 
     def _commit(self, docs, mentions, keep, present, first_row, segment) -> None:
@@ -328,16 +368,16 @@ class Index:
                 db.execute(f"DELETE FROM mentions WHERE doc_key IN "
                            f"(SELECT key FROM documents WHERE id IN ({marks}))", ids)
                 db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids)
-            row = first_row
+            row, rows = first_row, []
             for i in keep:
                 doc = docs[i]
                 cur = db.execute("INSERT INTO documents (id, text, metadata) VALUES (?, ?, ?)",
                                  (doc.id, doc.text, json.dumps(doc.metadata, ensure_ascii=False)))
                 key = cur.lastrowid
                 for m in mentions[i]:
-                    db.execute("INSERT INTO mentions VALUES (?, ?, ?, ?, ?, ?)",
-                               (row, key, m.start, m.end, m.text, m.label))
+                    rows.append((row, key, m.start, m.end, m.text, m.label))
                     row += 1
+            db.executemany("INSERT INTO mentions VALUES (?, ?, ?, ?, ?, ?)", rows)
             if segment is not None:
                 db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)",
                            (segment.name, segment.first_row, segment.rows, segment.sha256))

@@ -19,7 +19,7 @@ import numpy as np
 from ner_retriever.corpus import iter_batches
 from ner_retriever.detect import Detector, build_detector
 from ner_retriever.encode import Encoder, EncoderConfig, TransformerEncoder
-from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentError
+from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentError, IndexStateError
 from ner_retriever.head import ProjectionHead, describe
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.search import snippet, top_documents
@@ -73,9 +73,11 @@ class Retriever:
             encoder=encoder.config.identity(), raw_dim=encoder.dim,
             dim=head.config.output_dim if head else encoder.dim,
             head=describe(head), detector=detector.config(), **settings)
+        if Index.exists(path):
+            raise IndexStateError(f"{path} already holds an index")
+        if head is not None:  # before the catalog (the commit point): a crash leaves no index
+            head.save(Path(path) / HEAD_DIR)
         index = Index.create(path, config)
-        if head is not None:
-            head.save(index.path / HEAD_DIR)
         return cls(index, encoder, detector, head)
 
     @classmethod
@@ -91,7 +93,12 @@ class Retriever:
         if config.head is not None:
             head = ProjectionHead.load(Path(path) / HEAD_DIR)
             if head.checksum() != config.head["checksum"]:
-                raise ConfigError(f"index {path}: head weights do not match the recorded checksum")
+                raise ConfigError(f"index {path}: head weights do not match the recorded "
+                                  f"checksum: {Path(path) / HEAD_DIR / 'head.safetensors'}")
+            now = describe(head)
+            if any(now.get(key) != value for key, value in config.head.items()):
+                raise ConfigError(f"index {path}: head settings differ from the recorded ones: "
+                                  f"{Path(path) / HEAD_DIR / 'head.json'}")
         encoder = encoder or TransformerEncoder(expected)
         detector = build_detector(config.detector)
         return cls(Index.open(path, writable=writable), encoder, detector, head)

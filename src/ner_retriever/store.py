@@ -109,7 +109,9 @@ def store_settings(store: str = "faiss", index_type: str = "flat", storage: str 
     if index_type not in INDEX_TYPES:
         raise ConfigError(f"unknown index type {index_type!r}; choose one of "
                           f"{', '.join(INDEX_TYPES)}")
-    storage = storage or DEFAULT_STORAGE[index_type]
+    if storage is None:  # Milvus Lite has no fp16 vectors: plain floats unless asked
+        storage = "fp32" if store == "milvus" and index_type != "ivfpq" else \
+            DEFAULT_STORAGE[index_type]
     if storage not in VALID_STORAGE[index_type]:
         raise ConfigError(f"index type {index_type} supports storage "
                           f"{' or '.join(VALID_STORAGE[index_type])}, not {storage!r}")
@@ -232,13 +234,19 @@ def faiss_factory(dim: int, index_type: str, storage: str, params: dict[str, Any
 
 
 def build_faiss_index(dim: int, index_type: str, storage: str, params: dict[str, Any],
-                      train: np.ndarray | None = None) -> faiss.Index:
+                      train: np.ndarray | None = None, rows: int | None = None) -> faiss.Index:
     """An empty FAISS index (inner product) whose ``add_with_ids`` takes global row ids.
 
-    IVF-PQ is trained on ``train`` (required)."""
+    IVF-PQ is trained on ``train`` (required); an automatic nlist follows ``rows`` (the rows
+    the index will hold, default ``len(train)``), capped so every list gets 39 training rows."""
     p = {**DEFAULT_PARAMS, **params}
     if index_type == "ivfpq" and train is None:
         raise ValueError("ivfpq needs training vectors")
+    if train is not None and p["nlist"] is None:
+        nlist = auto_nlist(max(rows or 0, len(train)))
+        while nlist > 1 and len(train) < 39 * nlist:
+            nlist //= 2
+        params = {**params, "nlist": nlist}
     rows = 0 if train is None else len(train)
     index = faiss.index_factory(dim, faiss_factory(dim, index_type, storage, params, rows),
                                 faiss.METRIC_INNER_PRODUCT)
@@ -247,8 +255,9 @@ def build_faiss_index(dim: int, index_type: str, storage: str, params: dict[str,
         inner.hnsw.efConstruction = int(p["ef_construction"])
         inner.hnsw.efSearch = int(p["ef_search"])
     if index_type == "ivfpq":
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.do_polysemous_training = False  # the factory's default; slow and not used here
         index.train(np.ascontiguousarray(train, dtype=np.float32))
-        ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(int(p["nprobe"]), ivf.nlist)
         if storage != "pq":
             faiss.downcast_index(index.index).k_factor = float(p["refine_factor"])
@@ -287,7 +296,6 @@ class FaissStore:
         self._loaded: set[str] = set()
         self._trained_rows: int | None = None   # ivfpq: rows when it was trained
         self._saved_rows = 0                    # rows covered by the ANN file on disk
-        self._persisted_end = 0
         self._index = self._fresh_index()
         self._tried_file = False
 
@@ -381,7 +389,8 @@ class FaissStore:
 
     def _train_and_rebuild(self) -> None:
         train = self._sample(int(self.params["train_size"]))
-        index = build_faiss_index(self.dim, self.index_type, self.storage, self.params, train)
+        index = build_faiss_index(self.dim, self.index_type, self.storage, self.params, train,
+                                  rows=self.ntotal)
         for seg in self._segments:
             self._add(index, seg, self._read_segment(seg, verify=False))
         self._index = index
@@ -429,10 +438,15 @@ class FaissStore:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / ANN_FILE
-        data = faiss.serialize_index(self._index)
-        _write_file_atomic(path, lambda fh: fh.write(data.tobytes()))
+        tmp = path.with_name(f".{path.name}.tmp")
+        faiss.write_index(self._index, str(tmp))  # streamed: no second copy in memory
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        digest = file_sha256(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(self.folder)
         last = self._segments[-1]
-        manifest = {"spec": self._spec(), "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+        manifest = {"spec": self._spec(), "sha256": digest,
                     "rows_end": last.first_row + last.rows, "segments": len(self._segments),
                     "last": last.name, "ntotal": self.ntotal, "trained_rows": self._trained_rows}
         text = json.dumps(manifest, indent=1).encode()
@@ -500,6 +514,7 @@ class MilvusStore:
     def __init__(self, folder: str | Path, dim: int, *, index_type: str = "flat",
                  storage: str | None = None, uri: str | None = None,
                  params: dict[str, Any] | None = None, writable: bool = False):
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no fork() notes when Ray starts
         try:
             from pymilvus import DataType, MilvusClient
         except ImportError:

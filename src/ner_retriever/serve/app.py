@@ -12,6 +12,9 @@ its mentions.
 import asyncio
 import hmac
 import json
+import math
+import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -66,6 +70,22 @@ CONTEXT_CHARS = 220
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
             "frame-ancestors 'none'")
+
+
+class _AnyText(Convertor):
+    """Like starlette's ``path`` convertor, but across line breaks too (``.`` stops at a
+    newline): every id a document can have stays addressable by ``/documents/{id}``."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return str(value)
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("anytext", _AnyText())
 
 
 @dataclass
@@ -255,12 +275,31 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:30]} is out of range")
+    return value
+
+
+# A JSON escape of a UTF-16 surrogate: unpaired, it decodes to a lone surrogate that SQLite and
+# the tokenizers cannot encode, so such a body is refused up front.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _parse_json(body: bytes) -> Any:
     if not body.strip():
         raise _reject(400, 'request body is empty; expected JSON like {"documents": '
                            '[{"id": "1", "text": "..."}]}')
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant,
+                             parse_float=_finite_float)
+        if _SURROGATE_ESCAPE.search(body) is not None:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        return payload
+    except UnicodeEncodeError:
+        raise _reject(400, "request body is not valid Unicode: an unpaired surrogate escape "
+                           "(\\ud800-\\udfff)") from None
     except UnicodeDecodeError as exc:
         raise _reject(400, f"request body is not valid UTF-8 ({exc.reason} at byte "
                            f"{exc.start})") from None
@@ -366,6 +405,12 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
         return JSONResponse(status_code=422, content={"detail": _validation_message(errors),
                                                       "errors": _public_errors(errors)})
 
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def damaged_catalog(_request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
+        # damage inside a catalog page that the structural check on open could not see
+        return JSONResponse(status_code=503, content={
+            "detail": f"index file is corrupt: catalog.sqlite: {exc}"})
+
     @app.exception_handler(NerRetrieverError)
     async def known_error(_request: Request, exc: NerRetrieverError) -> JSONResponse:
         if isinstance(exc, DuplicateDocumentError):
@@ -416,7 +461,7 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
                 "cached": cached, "took_ms": round((time.perf_counter() - started) * 1000, 2),
                 "results": results}
 
-    @app.get("/documents/{doc_id:path}", response_model=DocumentOut,
+    @app.get("/documents/{doc_id:anytext}", response_model=DocumentOut,
              responses={404: {"model": ErrorOut, "description": "no such document"}},
              tags=["documents"])
     async def get_document(doc_id: Annotated[str, PathParam(description="document id")]) -> dict:

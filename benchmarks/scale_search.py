@@ -1,0 +1,286 @@
+"""Search at scale: FAISS index types on N 500-d mention vectors (the store's own builder).
+
+Usage (figures in docs/SCALE.md):
+    NER_RETRIEVER_CACHE=/tmp/nrcache PYTHONPATH=src python benchmarks/scale_search.py \\
+        --n 1000000 --out /tmp/scale [--types flat-fp32,flat-fp16,hnsw-fp16,ivfpq-pq,ivfpq-fp16]
+    # R-Precision per index type on Few-NERD INTER test gold mentions (raw 192-d vectors):
+    ... python benchmarks/scale_search.py --rprecision
+
+Vectors. Real mention vectors are the gold mentions of the Few-NERD INTER test sample (5,000
+sentences, seed 0, 10,038 mentions; SmolLM2-135M block 10 value, 192-d, from the training
+cache), lifted to 500-d by the project's projection head (Linear-SiLU-Linear, 500-d; seeded
+random init, as no trained head ships yet). Row i of the N-row set is
+``normalize(a * h[p] + (1 - a) * h[q] + 0.5 * g / sqrt(500))`` with p, q random real mentions,
+a ~ U(0.5, 1) and g standard normal: every row lies near the real vectors' manifold (cosine to
+its main parent ~0.9) and no two rows are duplicates. Queries: the 17 test-type descriptions
+through the same encoder and head, plus 183 rows generated the same way (not in the set).
+
+Each index type runs in its own process (peak RSS per type) on the memory-mapped vectors:
+build time (training + adding), serialized index bytes per mention, single-query latency
+p50/p95 at k=100 (2 threads), batch queries/s, recall@100 against exact inner product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BIG_TEST = DATA / "fewnerd" / "inter_bio_structshot" / "big_test.txt"
+DIM = 500
+K = 100
+N_QUERIES = 200
+CHUNK = 65536
+SETTINGS = {  # name -> (index_type, storage, params, search sweeps)
+    "flat-fp32": ("flat", "fp32", {}, [{}]),
+    "flat-fp16": ("flat", "fp16", {}, [{}]),
+    "hnsw-fp16": ("hnsw", "fp16", {"hnsw_m": 32, "ef_construction": 80},
+                  [{"ef_search": 128}, {"ef_search": 256}, {"ef_search": 512}]),
+    "hnsw-fp32": ("hnsw", "fp32", {"hnsw_m": 32, "ef_construction": 80},
+                  [{"ef_search": 128}, {"ef_search": 256}]),
+    # nlist 1024 and a 100k training sample keep k-means within minutes on 2 shared cores;
+    # the store's default (nlist = 4 sqrt(n), 200k sample) would pick 4096 lists at 1M.
+    "ivfpq-pq": ("ivfpq", "pq", {"nlist": 1024, "train_size": 100_000},
+                 [{"nprobe": 16}, {"nprobe": 64}]),
+    "ivfpq-fp16": ("ivfpq", "fp16", {"nlist": 1024, "train_size": 100_000},
+                   [{"nprobe": 16, "refine_factor": 4}, {"nprobe": 64, "refine_factor": 8}]),
+}
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def real_mentions():
+    """Few-NERD INTER test gold mentions (cached by ner_retriever.train) and the encoder."""
+    from ner_retriever.encode import TransformerEncoder
+    from ner_retriever.train import extract_mentions
+
+    encoder = TransformerEncoder()
+    return encoder, extract_mentions(BIG_TEST, encoder, max_sentences=5000, seed=0,
+                                     progress=False)
+
+
+def type_queries(encoder, ms) -> tuple[list[str], np.ndarray]:
+    """Raw query vectors (mean over a type's descriptions), the 'other' types left out."""
+    from ner_retriever.train import encode_descriptions, is_other, load_descriptions
+
+    types = sorted(t for t in set(ms.labels.tolist()) if not is_other(t))
+    raw = encode_descriptions(encoder, load_descriptions("fewnerd", types))
+    return types, raw
+
+
+def head_500(input_dim: int):
+    import torch
+
+    from ner_retriever.head import HeadConfig, ProjectionHead
+
+    torch.manual_seed(0)
+    return ProjectionHead(HeadConfig(input_dim=input_dim)).eval()
+
+
+def synth(base: np.ndarray, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p, q = rng.integers(0, len(base), n), rng.integers(0, len(base), n)
+    a = rng.uniform(0.5, 1.0, (n, 1)).astype(np.float32)
+    noise = rng.standard_normal((n, base.shape[1]), dtype=np.float32) * (0.5 / math.sqrt(DIM))
+    return normalize(a * base[p] + (1 - a) * base[q] + noise)
+
+
+def prepare(n: int, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text())["n"] == n:
+        return
+    encoder, ms = real_mentions()
+    head = head_500(ms.vectors.shape[1])
+    base = head.project(ms.vectors)
+    types, raw = type_queries(encoder, ms)
+    typeq = normalize(np.stack([head.project(raw[t]).mean(0) for t in types]))
+    queries = np.concatenate([typeq, synth(base, N_QUERIES - len(typeq), seed=10 ** 6)])
+    vectors = np.lib.format.open_memmap(out / "vectors.npy", mode="w+", dtype=np.float32,
+                                        shape=(n, DIM))
+    t0 = time.perf_counter()
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        vectors[start:stop] = synth(base, stop - start, seed=start)
+    vectors.flush()
+    gen_s = time.perf_counter() - t0
+    # Exact top-K (inner product over float32) as ground truth, chunk by chunk.
+    import faiss
+
+    t0 = time.perf_counter()
+    best_s = np.full((len(queries), K), -np.inf, np.float32)
+    best_i = np.full((len(queries), K), -1, np.int64)
+    for start in range(0, n, 262144):
+        block = np.ascontiguousarray(vectors[start:start + 262144])
+        flat = faiss.IndexFlatIP(DIM)
+        flat.add(block)
+        s, i = flat.search(queries, K)
+        s_all = np.concatenate([best_s, s], axis=1)
+        i_all = np.concatenate([best_i, i + start], axis=1)
+        order = np.argsort(-s_all, axis=1, kind="stable")[:, :K]
+        best_s = np.take_along_axis(s_all, order, 1)
+        best_i = np.take_along_axis(i_all, order, 1)
+    np.save(out / "queries.npy", queries)
+    np.save(out / "truth.npy", best_i)
+    (out / "meta.json").write_text(json.dumps({
+        "n": n, "dim": DIM, "real_mentions": int(len(base)), "type_queries": len(types),
+        "generate_s": round(gen_s, 1), "exact_truth_s": round(time.perf_counter() - t0, 1)}))
+
+
+def run_one(name: str, out: Path, limit: int | None = None) -> dict:
+    """One index type on all rows, or on the first ``limit`` rows (exact truth recomputed)."""
+    import faiss
+
+    from ner_retriever.store import build_faiss_index, index_bytes
+
+    index_type, storage, params, sweeps = SETTINGS[name]
+    vectors = np.load(out / "vectors.npy", mmap_mode="r")
+    queries = np.load(out / "queries.npy")
+    truth = np.load(out / "truth.npy")
+    if limit is not None and limit < len(vectors):
+        vectors = vectors[:limit]
+        flat = faiss.IndexFlatIP(DIM)
+        for start in range(0, limit, CHUNK):
+            flat.add(np.ascontiguousarray(vectors[start:start + CHUNK]))
+        truth = flat.search(queries, K)[1]
+        del flat
+    n = len(vectors)
+    t0 = time.perf_counter()
+    train = None
+    if index_type == "ivfpq":  # the store's training sample: seeded, up to train_size rows
+        size = params.get("train_size", 200_000)
+        picks = np.sort(np.random.default_rng(0).choice(n, size=min(size, n), replace=False))
+        train = np.ascontiguousarray(vectors[picks])
+    index = build_faiss_index(DIM, index_type, storage, params, train)
+    train_s = time.perf_counter() - t0
+    del train
+    for start in range(0, n, CHUNK):
+        index.add_with_ids(np.ascontiguousarray(vectors[start:start + CHUNK]),
+                           np.arange(start, min(n, start + CHUNK), dtype=np.int64))
+    build_s = time.perf_counter() - t0
+    results = []
+    for sweep in sweeps:
+        p = {**params, **sweep}
+        if index_type == "hnsw":
+            faiss.downcast_index(index.index).hnsw.efSearch = max(p["ef_search"], K)
+        if index_type == "ivfpq":
+            faiss.extract_index_ivf(index).nprobe = p["nprobe"]
+            if storage == "fp16":
+                faiss.downcast_index(index.index).k_factor = float(p["refine_factor"])
+        index.search(queries[:5], K)  # warm up
+        n_lat = 30 if index_type == "flat" else len(queries)
+        lat = []
+        for q in queries[:n_lat]:
+            t = time.perf_counter()
+            index.search(q[None], K)
+            lat.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        _, rows = index.search(queries, K)
+        qps = len(queries) / (time.perf_counter() - t)
+        recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(rows, truth)]))
+        lat.sort()
+        results.append({"search": sweep, "p50_ms": round(statistics.median(lat), 2),
+                        "p95_ms": round(lat[max(0, math.ceil(0.95 * len(lat)) - 1)], 2),
+                        "qps": round(qps, 1), "recall@100": round(recall, 4)})
+    # Peak RSS before serialising (which copies the index); it includes the memory-mapped
+    # input vectors that were read (up to 2 GB at 1M).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    size = index_bytes(index)
+    return {"name": name, "n": n, "index_type": index_type, "storage": storage,
+            "params": params, "train_s": round(train_s, 1), "build_s": round(build_s, 1),
+            "bytes_per_mention": round(size / n, 1), "index_mb": round(size / 2 ** 20, 1),
+            "peak_rss_mb": round(peak), "load_avg_1m": round(os.getloadavg()[0], 1),
+            "threads": faiss.omp_get_max_threads(), "results": results}
+
+
+def rprecision() -> dict:
+    """Macro R-Precision on Few-NERD INTER test gold mentions (default index: raw 192-d,
+    no head) for each index type, via the store's builder and the search widening loop."""
+    import faiss
+
+    from ner_retriever.search import top_documents
+    from ner_retriever.store import build_faiss_index, index_bytes
+    from ner_retriever.train import evaluate_vectors, relevant_docs
+
+    encoder, ms = real_mentions()
+    types, raw = type_queries(encoder, ms)
+    vectors = normalize(ms.vectors)
+    queries = normalize(np.stack([normalize(raw[t]).mean(0) for t in types]))
+    relevant = relevant_docs(ms, types)
+    exact_numpy = evaluate_vectors(ms, raw, types=types)["r_precision"]
+    out = {"mentions": len(vectors), "documents": ms.n_docs, "types": len(types),
+           "dim": vectors.shape[1], "numpy_exact": round(exact_numpy, 4), "index": {}}
+    combos = [("flat", "fp32", [{}]), ("flat", "fp16", [{}]), ("hnsw", "fp32", [{}]),
+              ("hnsw", "fp16", [{}]),
+              ("ivfpq", "pq", [{"nprobe": 32}, {"nprobe": 128}, {"nprobe": 65536}]),
+              ("ivfpq", "fp16", [{"nprobe": 32}, {"nprobe": 128}])]
+    doc_of = ms.docs
+    for index_type, storage, sweeps in combos:
+        train = vectors if index_type == "ivfpq" else None
+        index = build_faiss_index(vectors.shape[1], index_type, storage, {}, train)
+        index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
+        for sweep in sweeps:
+            label = f"{index_type}-{storage}"
+            if "nprobe" in sweep:
+                ivf = faiss.extract_index_ivf(index)
+                ivf.nprobe = min(sweep["nprobe"], ivf.nlist)
+                label += f" nprobe {ivf.nprobe}/{ivf.nlist}"
+            scores = []
+            for q, rel in zip(queries, relevant):
+                r = len(rel)
+                got = top_documents(lambda k: tuple(a[0] for a in index.search(q[None], k)),
+                                    lambda rows: np.where(rows >= 0, doc_of[np.maximum(rows, 0)],
+                                                          -1), r, len(vectors), per_doc=1)
+                scores.append(np.isin([g.doc_key for g in got], rel).sum() / r)
+            out["index"][label] = {"r_precision": round(float(np.mean(scores)), 4),
+                                   "bytes_per_mention": round(index_bytes(index) / len(vectors),
+                                                              1)}
+            print(label, out["index"][label], flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/scale"))
+    parser.add_argument("--types", default="flat-fp32,flat-fp16,ivfpq-pq,ivfpq-fp16,hnsw-fp16")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, help="index only the first N rows (exact truth "
+                        "recomputed on them): for index types too slow to build at --n")
+    parser.add_argument("--rprecision", action="store_true")
+    args = parser.parse_args()
+    if args.rprecision:
+        result = rprecision()
+        print(json.dumps(result, indent=1))
+        (args.out).mkdir(parents=True, exist_ok=True)
+        (args.out / "rprecision.json").write_text(json.dumps(result, indent=1))
+        return
+    if args.one:
+        print(json.dumps(run_one(args.one, args.out, args.limit)))
+        return
+    prepare(args.n, args.out)
+    print(json.dumps(json.loads((args.out / "meta.json").read_text())), flush=True)
+    for name in args.types.split(","):
+        proc = subprocess.run([sys.executable, __file__, "--one", name, "--out", str(args.out)],
+                              capture_output=True, text=True, env=os.environ)
+        if proc.returncode != 0:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        line = proc.stdout.strip().splitlines()[-1]
+        (args.out / f"result-{name}.json").write_text(line)
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Distributed indexing on Ray Data: detection + encoding in an actor pool, one writer.
+
+The expensive part of indexing is the language model's forward pass, so that is what runs in
+parallel: ``map_batches`` over an actor pool whose actors load the detector, encoder and head
+once, take a shard of documents and hand back mentions and vectors. The driver is the single
+writer: it commits each shard to the index (catalog + store) as it arrives, in corpus order, so
+
+* results are the same as the single-process path (same documents, same shards, the same code
+  per shard: vectors agree to float tolerance and rows come out in the same order), and
+* an interrupted run keeps every committed shard; rerunning with ``if_exists="skip"`` drops the
+  documents already in the catalog before they reach the actors.
+
+Input: the project's readers (JSONL, text, folder, CoNLL) run on the driver, which validates the
+corpus and ships it to the cluster in shards; Parquet files (columns ``id`` and ``text``, other
+columns become metadata) are read by Ray itself, in parallel, which is the format to use when
+the corpus does not fit the driver's memory. Without an address a local Ray instance is started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ner_retriever.errors import (ConfigError, CorpusError, DuplicateDocumentError,
+                                  IndexStateError)
+from ner_retriever.types import Document, Mention
+
+Progress = Callable[[int, int], None]  # (documents, mentions) committed
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray Data: pip install 'ray[data]'") from None
+    return ray
+
+
+def is_parquet(corpus: Path, fmt: str) -> bool:
+    if fmt == "parquet":
+        return True
+    if fmt != "auto":
+        return False
+    if corpus.is_dir():
+        return any(corpus.glob("*.parquet")) and not any(corpus.rglob("*.txt"))
+    return corpus.suffix == ".parquet"
+
+
+class MentionWorker:
+    """A Ray actor: loads detector, encoder and head once, then turns shards into vectors."""
+
+    def __init__(self, encoder: dict, detector: dict, head: Any = None, dim: int = 0,
+                 threads: int = 0):
+        import torch
+
+        from ner_retriever.detect import build_detector
+        from ner_retriever.encode import EncoderConfig, TransformerEncoder
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.encoder = TransformerEncoder(EncoderConfig(**encoder))
+        self.detector = build_detector(detector)
+        self.head = head
+        self.dim = dim
+
+    def process(self, docs: Sequence[Document]):
+        """Exactly what ``Retriever.add`` does to one batch: detect, embed, project."""
+        from ner_retriever.retriever import normalize
+
+        spans = self.detector.detect(docs)
+        mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label) for s in sp]
+                    for d, sp in zip(docs, spans)]
+        raw = self.encoder.encode_spans([d.text for d in docs],
+                                        [[(s.start, s.end) for s in sp] for sp in spans])
+        vectors = []
+        for r in raw:
+            if not len(r):
+                vectors.append(np.zeros((0, self.dim), np.float32))
+            else:
+                vectors.append(self.head.project(r) if self.head is not None else normalize(r))
+        return docs, mentions, vectors
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "docs" in batch:  # shards shipped by the driver: one pickled list per row
+            shards = [pickle.loads(p) for p in batch["docs"]]
+        else:  # rows read by Ray (Parquet): this batch is one shard
+            shards = [documents_from_columns(batch)]
+        payload = [pickle.dumps(self.process(docs)) for docs in shards if docs]
+        return {"payload": np.array(payload, dtype=object)}
+
+
+def documents_from_columns(batch: dict[str, np.ndarray]) -> list[Document]:
+    """Rows of a Parquet batch -> documents (``id``, ``text``; other columns -> metadata)."""
+    if "id" not in batch or "text" not in batch:
+        raise CorpusError(f"Parquet rows need 'id' and 'text' columns, got {sorted(batch)}")
+    extra = [c for c in batch if c not in ("id", "text")]
+    docs = []
+    for i, (raw_id, text) in enumerate(zip(batch["id"], batch["text"])):
+        doc_id = str(raw_id.item() if hasattr(raw_id, "item") else raw_id)
+        if not doc_id.strip() or not isinstance(text, str) or not text.strip():
+            raise CorpusError(f"Parquet row with id {doc_id!r} has an empty id or text")
+        metadata = {c: _plain(batch[c][i]) for c in extra}
+        docs.append(Document(id=doc_id, text=text, metadata=metadata))
+    return docs
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value if isinstance(value, (str, int, float, bool, type(None))) else json.loads(
+        json.dumps(value, default=str))
+
+
+def _shards(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    shard: list[Document] = []
+    for doc in docs:
+        shard.append(doc)
+        if len(shard) >= size:
+            yield shard
+            shard = []
+    if shard:
+        yield shard
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` or start a local Ray; returns True when this call started it."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    env = {k: os.environ[k] for k in ("NER_RETRIEVER_CACHE", "HF_HOME", "TRANSFORMERS_OFFLINE",
+                                      "HF_HUB_OFFLINE") if k in os.environ}
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    env["TRANSFORMERS_VERBOSITY"] = "error"
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False,
+                              "include_dashboard": False, "logging_level": logging.WARNING}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 2
+    for attempt in (1, 2):  # a busy machine can miss Ray's start-up deadline once
+        try:
+            ray.init(**kwargs)
+            return True
+        except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, ConnectionError, ...
+            ray.shutdown()
+            if attempt == 2 or address:
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise IndexStateError(f"could not start or reach {where}: {exc}") from None
+    return True
+
+
+def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: str = "error",
+                 batch_size: int = 256, workers: int = 1, gpus_per_worker: float = 0.0,
+                 address: str | None = None, progress: Progress | None = None):
+    """Index ``corpus`` into the (writable) ``retriever``'s index with a Ray actor pool.
+
+    ``batch_size`` documents form a shard: one actor call and one committed batch, as in the
+    single-process path. Returns ``AddStats``."""
+    from ner_retriever.corpus import read_corpus
+    from ner_retriever.retriever import AddStats, _validate
+
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
+    if if_exists not in ("error", "skip", "update"):
+        raise ConfigError(f"if_exists must be error, skip or update, not {if_exists!r}")
+    ray = _import_ray()
+    corpus = Path(corpus)
+    index = retriever.index
+    started = start_ray(address)
+    stats, start = AddStats(), time.perf_counter()
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        per_actor = max(1.0, cpus // workers) if not address else 1.0
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # commit in corpus order: same row ids
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        if is_parquet(corpus, fmt):
+            dataset = ray.data.read_parquet(str(corpus))
+            parquet_rows = dataset.count()  # from the file footers
+            if if_exists == "skip":  # resume: finished documents never reach the actors
+                dataset = dataset.map_batches(_drop_present, fn_kwargs={
+                    "present": frozenset(_all_ids(index))}, batch_format="numpy")
+            batch_rows = batch_size
+        else:
+            parquet_rows = None
+            items = []
+            seen: set[str] = set()
+            for shard in _shards(read_corpus(corpus, fmt), batch_size):
+                for doc in shard:
+                    _validate(doc)
+                    if doc.id in seen:
+                        raise DuplicateDocumentError(doc.id, doc.source)
+                    seen.add(doc.id)
+                present = index.existing_ids(d.id for d in shard)
+                if present and if_exists == "error":
+                    doc = next(d for d in shard if d.id in present)
+                    raise DuplicateDocumentError(doc.id, doc.source)
+                if if_exists == "skip":
+                    stats.skipped += len(present)
+                    shard = [d for d in shard if d.id not in present]
+                if shard:
+                    items.append({"docs": pickle.dumps(shard)})
+            if not items:
+                stats.seconds = time.perf_counter() - start
+                return stats
+            dataset = ray.data.from_items(items, override_num_blocks=len(items))
+            batch_rows = 1
+        head = retriever.head
+        encoded = dataset.map_batches(
+            MentionWorker,
+            fn_constructor_kwargs={"encoder": retriever.encoder.config.model_dump(),
+                                   "detector": retriever.detector.config(), "head": head,
+                                   "dim": index.config.dim,
+                                   "threads": int(per_actor) if not gpus_per_worker else 0},
+            compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch_rows,
+            batch_format="numpy", num_cpus=per_actor, num_gpus=gpus_per_worker or None)
+        seen_out: set[str] = set()
+        processed = 0
+        for out in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+            for payload in out["payload"]:
+                docs, mentions, vectors = pickle.loads(payload)
+                for d in docs:
+                    if d.id in seen_out:
+                        raise DuplicateDocumentError(d.id, d.source)
+                    seen_out.add(d.id)
+                added = index.add(docs, mentions, vectors, if_exists=if_exists)
+                stats.documents += added
+                stats.skipped += len(docs) - added
+                processed += len(docs)
+                n_mentions = sum(len(m) for m in mentions)
+                stats.mentions += n_mentions
+                if progress is not None:
+                    progress(len(docs), n_mentions)
+        if parquet_rows is not None:  # rows dropped before the actors (already indexed)
+            stats.skipped += parquet_rows - processed
+    finally:
+        if started:
+            ray.shutdown()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _all_ids(index) -> Iterator[str]:
+    for (doc_id,) in index._db.execute("SELECT id FROM documents"):
+        yield doc_id
+
+
+def _drop_present(batch: dict[str, np.ndarray], present: frozenset) -> dict[str, np.ndarray]:
+    """Filters out rows whose id is already indexed (resume of a Parquet run)."""
+    keep = np.array([str(i.item() if hasattr(i, "item") else i) not in present
+                     for i in batch["id"]], dtype=bool)
+    return {k: v[keep] for k, v in batch.items()}

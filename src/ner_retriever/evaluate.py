@@ -1,0 +1,503 @@
+"""Zero-shot retrieval evaluation, the paper's protocol, in memory.
+
+Protocol
+--------
+Every sentence of the CoNLL/BIO input is a document. For each fine type ``t`` the relevant
+documents are those with at least one gold mention of ``t``; a method ranks all documents for
+the query "description of t" and R-Precision is the share of relevant documents among the top
+``R = |relevant|``. The headline is the macro average over evaluated types. "O" and catch-all
+tags (``location-other``, ``MISC``, ``OtherPER``; see :func:`descriptions.is_other_tag`) are not
+evaluated, and are listed in the output.
+
+Ties: when several documents share the score at the cut-off, the metric takes the expectation
+over a random order of the tied documents (a relevant document among ``g`` tied ones filling
+``m`` remaining slots counts ``m/g``). No method gains from document order, and documents a
+method cannot score at all (score ``-inf``: no mention) behave like a random tail.
+
+Methods (all scored on the same documents)
+------------------------------------------
+* ``ner-retriever``: one vector per mention (any model / block / component, optional head),
+  L2-normalised; a document's score is its best mention's cosine with the query vector (exact
+  inner product in numpy; the same ranking as a flat FAISS index plus per-document dedupe).
+* ``bm25`` and ``dense``: see :mod:`ner_retriever.baselines`.
+* ``hybrid``: ``w * z(mention score) + (1 - w) * z(dense score)``, where ``z`` standardises a
+  query's document scores (mean 0, sd 1 over the documents; documents without any mention take
+  the lowest mention score). ``w`` (``--hybrid-weight``) defaults to :data:`HYBRID_WEIGHT`,
+  chosen on Few-NERD INTER *training* types only (see docs/RESULTS.md).
+
+Mention vectors are cached under the cache folder (``<cache>/eval``), keyed by the data files,
+the sample, the mention source and the encoder settings, so a rerun skips the language model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ner_retriever.descriptions import Descriptions, is_other_tag
+from ner_retriever.errors import ConfigError, CorpusError
+from ner_retriever.types import Document, Span
+
+METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
+MENTION_SOURCES = ("gold", "detected")
+# Weight on the z-scored mention score in ``hybrid``; chosen on Few-NERD INTER train types
+# (inter_bio_structshot/dev.txt, 2,000-sentence sample), never on test types.
+HYBRID_WEIGHT = 0.5
+CACHE_VERSION = "1"
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+# -- data ------------------------------------------------------------------------------------
+@dataclass
+class EvalSet:
+    """Documents, the evaluated types, their relevant documents and query descriptions."""
+
+    name: str
+    docs: list[Document]
+    types: list[str]
+    skipped: list[str]
+    relevant: dict[str, np.ndarray]  # tag -> sorted document indices
+    descriptions: dict[str, list[str]]  # tag -> [canonical, alternatives...]
+    identity: dict = field(default_factory=dict)  # what the documents are (for cache keys)
+
+    @property
+    def texts(self) -> list[str]:
+        return [d.text for d in self.docs]
+
+    @property
+    def gold_spans(self) -> list[list[tuple[int, int]]]:
+        return [[(s.start, s.end) for s in (d.spans or ())] for d in self.docs]
+
+    def queries(self) -> list[str]:
+        return [self.descriptions[t][0] for t in self.types]
+
+
+def sample_indices(n: int, sample: int | None, seed: int) -> list[int]:
+    """``random.Random(seed).sample(range(n), sample)`` in file order (all when sample >= n)."""
+    if sample is None or sample >= n:
+        return list(range(n))
+    if sample < 1:
+        raise ConfigError(f"--sample must be at least 1, got {sample}")
+    return sorted(random.Random(seed).sample(range(n), sample))
+
+
+def load_eval_set(paths: Sequence[str | Path], descriptions: Descriptions | None = None,
+                  sample: int | None = None, seed: int = 0, include_other: bool = False,
+                  types: Sequence[str] | None = None) -> EvalSet:
+    """Read CoNLL/BIO files (one document per sentence), optionally subsample sentences."""
+    from ner_retriever.corpus import read_conll
+
+    if not paths:
+        raise ConfigError("give at least one CoNLL/BIO file")
+    paths = [Path(p) for p in paths]
+    docs: list[Document] = []
+    fingerprint = []
+    for p in paths:
+        if not p.is_file():
+            raise CorpusError("no such file", str(p))
+        stat = p.stat()
+        fingerprint.append([str(p.resolve()), stat.st_size, stat.st_mtime_ns])
+        for doc in read_conll(p):
+            if len(paths) > 1:  # keep ids distinct across files
+                doc = Document(f"{p.name}:{doc.id}", doc.text, doc.metadata, doc.spans, doc.source)
+            docs.append(doc)
+    if not docs:
+        raise CorpusError("holds no sentences", ", ".join(map(str, paths)))
+    docs = [docs[i] for i in sample_indices(len(docs), sample, seed)]
+    descriptions = descriptions or Descriptions()
+    members: dict[str, set[int]] = {}
+    for i, doc in enumerate(docs):
+        for span in doc.spans or ():
+            members.setdefault(span.label or "", set()).add(i)
+    all_tags = sorted(t for t in members if t)
+    skipped = [t for t in all_tags if is_other_tag(t)] if not include_other else []
+    evaluated = [t for t in all_tags if t not in skipped]
+    if types is not None:
+        unknown = [t for t in types if t not in members]
+        if unknown:
+            raise ConfigError(f"types not found in the data: {', '.join(unknown)}")
+        evaluated = [t for t in evaluated if t in set(types)]
+    if not evaluated:
+        raise ConfigError("no entity type with a relevant document to evaluate")
+    name = "+".join(p.name for p in paths)
+    return EvalSet(
+        name=name, docs=docs, types=evaluated, skipped=skipped,
+        relevant={t: np.array(sorted(members[t]), dtype=np.int64) for t in evaluated},
+        descriptions={t: descriptions.get_all(t) for t in evaluated},
+        identity={"files": fingerprint, "sample": sample, "seed": seed if sample else None},
+    )
+
+
+# -- metric ----------------------------------------------------------------------------------
+def r_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
+    """R-Precision of one ranking: ``scores`` (n_docs,), ``relevant`` indices or a bool mask.
+
+    Ties at the cut-off count in expectation over a random order; NaN scores rank last."""
+    scores = np.asarray(scores, dtype=np.float64)
+    mask = np.zeros(len(scores), dtype=bool)
+    rel = np.asarray(relevant)
+    if rel.dtype == bool:
+        if rel.shape != mask.shape:
+            raise ValueError("relevance mask and scores differ in length")
+        mask = rel
+    else:
+        mask[rel] = True
+    r = int(mask.sum())
+    if r == 0:
+        raise ValueError("R-Precision is undefined for a type without relevant documents")
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    cut = np.partition(scores, len(scores) - r)[len(scores) - r]  # the R-th largest score
+    above = scores > cut
+    tied = scores == cut
+    slots = r - int(above.sum())
+    hits = mask[above].sum() + slots * mask[tied].sum() / tied.sum()
+    return float(hits / r)
+
+
+def macro(per_type: dict[str, float]) -> float:
+    return float(np.mean(list(per_type.values()))) if per_type else float("nan")
+
+
+def evaluate_scores(eval_set: EvalSet, scores: np.ndarray) -> dict:
+    """``scores`` (n_types, n_docs) in ``eval_set.types`` order -> result dict."""
+    per_type = {t: r_precision(scores[i], eval_set.relevant[t])
+                for i, t in enumerate(eval_set.types)}
+    return {"r_precision": macro(per_type), "per_type": per_type}
+
+
+# -- scoring ---------------------------------------------------------------------------------
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def document_max(scores: np.ndarray, doc_index: np.ndarray, n_docs: int) -> np.ndarray:
+    """Per-document max over mentions: ``(q, n_mentions)`` -> ``(q, n_docs)``; ``-inf`` for a
+    document without mentions. ``doc_index`` must be sorted (mentions grouped by document)."""
+    out = np.full((scores.shape[0], n_docs), -np.inf, dtype=np.float32)
+    if scores.shape[1] == 0:
+        return out
+    starts = np.flatnonzero(np.r_[True, doc_index[1:] != doc_index[:-1]])
+    out[:, doc_index[starts]] = np.maximum.reduceat(scores, starts, axis=1)
+    return out
+
+
+def mention_document_scores(query_vectors: np.ndarray, mention_vectors: np.ndarray,
+                            doc_index: np.ndarray, n_docs: int, chunk: int = 64) -> np.ndarray:
+    """Exact inner product between (normalised) queries and mentions, max per document."""
+    out = np.empty((len(query_vectors), n_docs), dtype=np.float32)
+    for b in range(0, len(query_vectors), chunk):
+        sims = query_vectors[b: b + chunk] @ mention_vectors.T
+        out[b: b + chunk] = document_max(sims, doc_index, n_docs)
+    return out
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Standardise each row; ``-inf`` entries (no mention) take the row's lowest finite value."""
+    scores = np.array(scores, dtype=np.float64)
+    for row in scores:
+        finite = np.isfinite(row)
+        if not finite.any():
+            row[:] = 0.0
+            continue
+        row[~finite] = row[finite].min()
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    return ((scores - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def fuse(mention_scores: np.ndarray, dense_scores: np.ndarray, weight: float) -> np.ndarray:
+    """The ``hybrid`` score: ``w * z(mention) + (1 - w) * z(dense)``."""
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"hybrid weight must be in [0, 1], got {weight}")
+    return weight * zscore(mention_scores) + (1.0 - weight) * zscore(dense_scores)
+
+
+def average_queries(vectors: np.ndarray, groups: Sequence[int]) -> np.ndarray:
+    """Mean of normalised vectors per type (``groups[i]`` descriptions each), renormalised."""
+    vectors = normalize(vectors)
+    out, i = [], 0
+    for n in groups:
+        out.append(vectors[i: i + n].mean(axis=0))
+        i += n
+    return normalize(np.stack(out))
+
+
+# -- cached vectors --------------------------------------------------------------------------
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model: str) -> dict:
+    """Name plus size/mtime of the model file, so a changed model never hits a stale cache."""
+    from ner_retriever.models import resolve_model
+
+    try:
+        location, gguf = resolve_model(model)
+    except ConfigError:
+        return {"model": model}
+    path = Path(location) / (gguf or "config.json")
+    if path.is_file():
+        stat = path.stat()
+        return {"model": model, "file": str(path), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    return {"model": model, "location": str(location)}
+
+
+class VectorCache:
+    """``<cache>/eval/<key>/<block>-<component>.npy``: all mentions of a set, stacked."""
+
+    def __init__(self, root: Path | None, key: dict):
+        self.key = {"v": CACHE_VERSION, **key}
+        self.folder = None if root is None else Path(root) / "eval" / _digest(self.key)
+
+    def path(self, name: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"{name}.npy"
+
+    def load(self, name: str, rows: int) -> np.ndarray | None:
+        path = self.path(name)
+        if path is None or not path.is_file():
+            return None
+        array = np.load(path, allow_pickle=False)
+        return array if array.shape[0] == rows else None
+
+    def save(self, name: str, array: np.ndarray) -> None:
+        path = self.path(name)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / "key.json").write_text(json.dumps(self.key, indent=2, default=str))
+        tmp = path.with_name(f".{path.stem}.{random.getrandbits(32):08x}.npy")
+        np.save(tmp, np.ascontiguousarray(array))
+        tmp.replace(path)
+
+
+def default_cache_root() -> Path:
+    from ner_retriever.models import cache_dir
+
+    return cache_dir()
+
+
+def encode_mentions(encoder, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                    targets: Sequence[tuple[int, str]], cache: VectorCache | None = None,
+                    batch_size: int = 16, chunk_docs: int = 256,
+                    progress: Progress | None = None,
+                    save: Sequence[tuple[int, str]] | None = None
+                    ) -> dict[tuple[int, str], np.ndarray]:
+    """Stacked ``(n_mentions, d)`` vectors for each ``(block, component)`` target; the missing
+    targets are computed together in one pass over the documents (chunked for progress).
+    ``save`` limits which computed targets are written to the cache (default: all)."""
+    rows = sum(len(s) for s in spans)
+    out: dict[tuple[int, str], np.ndarray] = {}
+    missing = []
+    for target in targets:
+        cached = cache.load(f"{target[0]}-{target[1]}", rows) if cache else None
+        if cached is not None:
+            out[target] = cached
+        else:
+            missing.append(target)
+    if not missing:
+        return out
+    parts: dict[tuple[int, str], list[np.ndarray]] = {t: [] for t in missing}
+    total = len(texts)
+    for b in range(0, total, chunk_docs):
+        vecs = encoder.encode_targets(texts[b: b + chunk_docs], spans[b: b + chunk_docs],
+                                      missing, batch_size=batch_size)
+        for t, per_doc in zip(missing, vecs):
+            parts[t].extend(v for v in per_doc if len(v))
+        if progress:
+            progress("encoding mentions", min(b + chunk_docs, total), total)
+    for t in missing:
+        dim = encoder.dim if not parts[t] else parts[t][0].shape[1]
+        out[t] = np.concatenate(parts[t]).astype(np.float32) if parts[t] \
+            else np.zeros((0, dim), np.float32)
+        if cache and (save is None or t in save):
+            cache.save(f"{t[0]}-{t[1]}", out[t])
+    return out
+
+
+# -- mention sources -------------------------------------------------------------------------
+def detect_spans(eval_set: EvalSet, detector_name: str, cache_root: Path | None,
+                 progress: Progress | None = None) -> tuple[list[list[tuple[int, int]]], dict]:
+    """Spans proposed by a detector (cached as JSON) and its recall against the gold spans."""
+    from ner_retriever.detect import build_detector, match_spans
+
+    detector = build_detector(detector_name)
+    key = {"v": CACHE_VERSION, "data": eval_set.identity, "detector": detector.config()}
+    path = None if cache_root is None else Path(cache_root) / "eval" / f"spans-{_digest(key)}.json"
+    if path is not None and path.is_file():
+        spans = [[tuple(s) for s in doc] for doc in json.loads(path.read_text())]
+    else:
+        spans = []
+        step = 256
+        for b in range(0, len(eval_set.docs), step):
+            batch = [Document(d.id, d.text) for d in eval_set.docs[b: b + step]]
+            spans.extend([(s.start, s.end) for s in doc] for doc in detector.detect(batch))
+            if progress:
+                total = len(eval_set.docs)
+                progress("detecting mentions", min(b + step, total), total)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(spans))
+    gold_total = exact = overlap = 0
+    for doc, pred in zip(eval_set.docs, spans):
+        gold = list(doc.spans or ())
+        pred_spans = [Span(s, e) for s, e in pred]
+        gold_total += len(gold)
+        exact += match_spans(pred_spans, gold, "exact")[1]
+        overlap += match_spans(pred_spans, gold, "overlap")[1]
+    recall = {"exact": exact / gold_total if gold_total else None,
+              "overlap": overlap / gold_total if gold_total else None,
+              "detected": sum(len(s) for s in spans), "gold": gold_total,
+              "detector": detector.config()}
+    return spans, recall
+
+
+# -- the evaluation --------------------------------------------------------------------------
+@dataclass
+class EvalOptions:
+    methods: Sequence[str] = METHODS
+    mentions: str = "gold"
+    detector: str = "spacy"
+    model: str | None = None
+    block: int | None = None
+    component: str = "value"
+    head: str | Path | None = None
+    query_template: str | None = None  # None: the encoder's default (EncoderConfig)
+    hybrid_weight: float = HYBRID_WEIGHT
+    batch_size: int = 16
+    cache: bool = True
+
+
+def _check_options(opts: EvalOptions) -> list[str]:
+    methods = list(dict.fromkeys(opts.methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"unknown method {unknown[0] if unknown else '(none)'!r}; "
+                          f"choose from {', '.join(METHODS)}")
+    if opts.mentions not in MENTION_SOURCES:
+        raise ConfigError(f"--mentions must be 'gold' or 'detected', not {opts.mentions!r}")
+    if opts.query_template is not None and "{}" not in opts.query_template:
+        raise ConfigError("the query template must contain '{}' where the description goes")
+    return methods
+
+
+def build_encoder(opts: EvalOptions, model=None, tokenizer=None):
+    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+
+    settings = {"block": opts.block, "component": opts.component}
+    if opts.query_template is not None:
+        settings["query_template"] = opts.query_template
+    if opts.model:
+        settings["model"] = opts.model
+    return TransformerEncoder(EncoderConfig(**settings), model=model, tokenizer=tokenizer)
+
+
+def mention_vectors_for(eval_set: EvalSet, encoder, spans, cache_root: Path | None,
+                        mention_source: dict | str, targets=None, batch_size: int = 16,
+                        progress: Progress | None = None, save=None):
+    """Stacked vectors of the given spans plus each mention's document index."""
+    cfg = encoder.config
+    key = {"data": eval_set.identity, "mentions": mention_source,
+           "model": model_fingerprint(cfg.model), "max_length": cfg.max_length,
+           "overlap": cfg.overlap, "bos": cfg.prepend_bos}
+    cache = VectorCache(cache_root, key) if cache_root is not None else None
+    targets = targets or [(cfg.block, cfg.component)]
+    vectors = encode_mentions(encoder, eval_set.texts, spans, targets, cache, batch_size,
+                              progress=progress, save=save)
+    doc_index = np.repeat(np.arange(len(spans)), [len(s) for s in spans])
+    return vectors, doc_index
+
+
+def embed_queries(encoder, eval_set: EvalSet, project=None) -> np.ndarray:
+    """One normalised query vector per type (the mean over its descriptions)."""
+    flat = [d for t in eval_set.types for d in eval_set.descriptions[t]]
+    raw = encoder.encode_queries(flat)
+    vectors = project(raw) if project else raw
+    return average_queries(vectors, [len(eval_set.descriptions[t]) for t in eval_set.types])
+
+
+def dense_document_scores(eval_set: EvalSet, cache_root: Path | None, dense=None) -> np.ndarray:
+    from ner_retriever.baselines import DenseEncoder
+
+    dense = dense or DenseEncoder()
+    cache = VectorCache(cache_root, {"data": eval_set.identity, "dense": model_fingerprint(
+        dense.name), "max_length": dense.max_length}) if cache_root is not None else None
+    doc_vectors = cache.load("documents", len(eval_set.docs)) if cache else None
+    if doc_vectors is None:
+        doc_vectors = dense.encode(eval_set.texts)
+        if cache:
+            cache.save("documents", doc_vectors)
+    flat = [d for t in eval_set.types for d in eval_set.descriptions[t]]
+    queries = average_queries(dense.encode(flat), [len(eval_set.descriptions[t])
+                                                   for t in eval_set.types])
+    return queries @ doc_vectors.T
+
+
+def bm25_document_scores(eval_set: EvalSet) -> np.ndarray:
+    from ner_retriever.baselines import bm25_scores
+
+    queries = [" ".join(eval_set.descriptions[t]) for t in eval_set.types]
+    return bm25_scores(eval_set.texts, queries)
+
+
+def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
+             progress: Progress | None = None) -> dict:
+    """Run every requested method on the same documents; returns the JSON-able report."""
+    opts = opts or EvalOptions()
+    methods = _check_options(opts)
+    cache_root = default_cache_root() if opts.cache else None
+    report: dict = {"dataset": eval_set.name, "documents": len(eval_set.docs),
+                    "types": len(eval_set.types), "mentions": opts.mentions, "results": {}}
+    scores: dict[str, np.ndarray] = {}
+    settings: dict = {"descriptions": {t: eval_set.descriptions[t] for t in eval_set.types},
+                      "skipped_types": eval_set.skipped, **eval_set.identity}
+    settings.pop("files", None)
+    detection = None
+    if {"ner-retriever", "hybrid"} & set(methods):
+        head = None
+        if opts.head is not None:
+            from ner_retriever.head import ProjectionHead
+
+            head = ProjectionHead.load(opts.head)
+        encoder = encoder or build_encoder(opts)
+        if head is not None and head.config.input_dim != encoder.dim:
+            raise ConfigError(f"head expects {head.config.input_dim}-d vectors but the encoder "
+                              f"gives {encoder.dim}-d")
+        if opts.mentions == "gold":
+            spans, source = eval_set.gold_spans, "gold"
+        else:
+            spans, detection = detect_spans(eval_set, opts.detector, cache_root, progress)
+            source = detection["detector"]
+        vectors, doc_index = mention_vectors_for(eval_set, encoder, spans, cache_root, source,
+                                                 batch_size=opts.batch_size, progress=progress)
+        raw = vectors[(encoder.config.block, encoder.config.component)]
+        project = head.project if head is not None else None
+        mentions = normalize(project(raw)) if project and len(raw) else normalize(raw)
+        queries = embed_queries(encoder, eval_set, project)
+        scores["ner-retriever"] = mention_document_scores(queries, mentions, doc_index,
+                                                          len(eval_set.docs))
+        settings.update(model=encoder.config.model, block=encoder.config.block,
+                        component=encoder.config.component,
+                        query_template=encoder.config.query_template,
+                        head=None if opts.head is None else str(opts.head))
+    if {"dense", "hybrid"} & set(methods):
+        scores["dense"] = dense_document_scores(eval_set, cache_root)
+    if "bm25" in methods:
+        scores["bm25"] = bm25_document_scores(eval_set)
+    if "hybrid" in methods:
+        scores["hybrid"] = fuse(scores["ner-retriever"], scores["dense"], opts.hybrid_weight)
+        settings["hybrid_weight"] = opts.hybrid_weight
+    for method in methods:
+        report["results"][method] = evaluate_scores(eval_set, scores[method])
+    report["skipped_types"] = eval_set.skipped
+    report["detection_recall"] = detection
+    report["settings"] = settings
+    return report

@@ -1,0 +1,275 @@
+"""The learned mention detector: BIO decoding, windows, training, save/load, joint pass, union.
+
+Real SmolLM2 (the session's encoder) and real spaCy; no mocks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ner_retriever import learned_detect
+from ner_retriever.detect import UnionDetector, build_detector, resolve_overlaps
+from ner_retriever.encode import EncoderConfig, TransformerEncoder
+from ner_retriever.errors import ConfigError
+from ner_retriever.learned_detect import (
+    B,
+    IGNORE,
+    I,
+    O,
+    JointUnionDetector,
+    LearnedDetector,
+    TaggerHead,
+    TrainDetectorConfig,
+    repair_bio,
+    spans_from_tags,
+    tags_from_probs,
+    token_labels,
+    train_detector,
+)
+from ner_retriever.types import Document, Span
+
+
+@pytest.fixture(scope="module")
+def encoder(smol_encoder):
+    learned_detect.register_encoder(smol_encoder)  # detectors reuse the loaded model
+    return smol_encoder
+
+
+def offsets_of(encoder, text: str) -> list[tuple[int, int]]:
+    enc = encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [tuple(o) for o in enc["offset_mapping"]]
+
+
+def texts(text: str, spans) -> list[str]:
+    return [text[s.start: s.end] for s in spans]
+
+
+# --------------------------------------------------------------------------- BIO decoding
+
+
+def test_repair_bio() -> None:
+    assert repair_bio([I, I, O, I, B, I, O, O]) == [B, I, O, B, B, I, O, O]
+    assert repair_bio([]) == []
+    assert repair_bio([O, B, I, I]) == [O, B, I, I]
+
+
+def test_tags_from_probs_threshold() -> None:
+    probs = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.1, 0.7]])
+    assert tags_from_probs(probs, 0.5) == [O, O, I]
+    assert tags_from_probs(probs, 0.35) == [O, B, I]
+    assert tags_from_probs(np.zeros((0, 3)), 0.5) == []
+
+
+def test_subword_tokens_to_characters(encoder) -> None:
+    text = 'Obama visited New York and "Paris" with @nytimes.'
+    offs = offsets_of(encoder, text)
+    pieces = [text[s:e] for s, e in offs]
+    assert pieces[:2] == ["Ob", "ama"] and " New" in pieces  # byte-level BPE: leading spaces
+
+    def tag(*words: str) -> list[int]:
+        tags = [O] * len(offs)
+        for word in words:
+            start = text.index(word)
+            first = True
+            for t, (s, e) in enumerate(offs):
+                s = s + (len(text[s:e]) - len(text[s:e].lstrip()))
+                if s < start + len(word) and start < e:
+                    tags[t] = B if first else I
+                    first = False
+        return tags
+
+    got = spans_from_tags(text, offs, tag("Obama", "New York", '"Paris"', "nytimes"))
+    assert texts(text, got) == ["Obama", "New York", "Paris", "nytimes"]  # quotes trimmed
+    # a span cut inside a word is widened to the word: only "Ob", or only "ama" (an I after O)
+    only_ob = [B if i == 0 else O for i in range(len(offs))]
+    assert texts(text, spans_from_tags(text, offs, only_ob)) == ["Obama"]
+    only_ama = [I if i == 1 else O for i in range(len(offs))]
+    assert texts(text, spans_from_tags(text, offs, only_ama)) == ["Obama"]
+    # B B on "New" "York" gives two spans; I after I stays one
+    t = [O] * len(offs)
+    new, york = pieces.index(" New"), pieces.index(" York")
+    t[new], t[york] = B, B
+    assert texts(text, spans_from_tags(text, offs, t)) == ["New", "York"]
+    with pytest.raises(ValueError):
+        spans_from_tags(text, offs, [O])
+
+
+def test_token_labels_round_trip(encoder) -> None:
+    text = "The Bank of America sued Procter & Gamble in New York ."
+    gold = [Span(4, 19), Span(25, 41), Span(45, 53)]
+    offs = offsets_of(encoder, text)
+    labels = token_labels(text, offs, gold)
+    assert texts(text, spans_from_tags(text, offs, labels)) == [
+        "Bank of America", "Procter & Gamble", "New York"]
+    # O tokens inside an "unknown" span carry no loss; gold tokens keep their tags
+    masked = token_labels(text, offs, [Span(4, 19)], unknown=[Span(25, 41), Span(0, 8)])
+    assert (masked == IGNORE).sum() > 0
+    assert masked[np.nonzero(labels[:5] == B)[0][0]] == B
+
+
+# --------------------------------------------------------------------------- one pass, windows
+
+
+def test_overlapping_windows_and_joint_vectors(encoder) -> None:
+    small = TransformerEncoder(EncoderConfig(max_length=16, overlap=6), model=encoder.model,
+                               tokenizer=encoder.tokenizer)
+    width, step = small.window, small.window - 6  # 15 tokens a window, a new one every 9
+    text = ("Marie Curie was born in Warsaw and moved to Paris, where she studied physics at "
+            "the Sorbonne with Pierre Curie before the Nobel committee honoured them both.")
+    offs = offsets_of(small, text)
+    assert len(offs) > 2 * width
+    seen = {}
+
+    def decide(idx, feats, offsets):
+        seen["feats"], seen["offsets"] = feats, offsets
+        return [[(0, 11), (24, 30), (45, 50), (text.index("Nobel"), text.index("Nobel") + 5)]
+                for _ in idx]
+
+    feature = (4, "hidden")
+    spans, vectors = small.detect_encode([text, "Paris"], [feature], decide)
+    assert seen["offsets"][0] == offs and len(seen["feats"][0]) == len(offs)
+    # each token's state comes from the window where it has most context on both sides
+    for tok in (10, 12, 20):
+        w = max((w for w in range(len(offs)) if w * step <= tok < w * step + width),
+                key=lambda w: min(tok - w * step if w else 1 << 30,
+                                  w * step + width - 1 - tok
+                                  if w * step + width < len(offs) else 1 << 30))
+        ids = small.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = ids[w * step: w * step + width]
+        direct = small._capture([small._prefix + ids], [feature])[0][0, 1 + tok - w * step]
+        np.testing.assert_allclose(seen["feats"][0][tok], direct.numpy(), rtol=1e-4, atol=1e-4)
+    # span vectors are exactly what encode_spans reads (same token, same window)
+    expected = small.encode_spans([text, "Paris"], spans)
+    for got, want in zip(vectors, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # without vectors the pass stops at the feature block and returns None
+    spans2, none = small.detect_encode([text], [feature], decide, vectors=False)
+    assert none is None and spans2 == spans[:1]
+
+
+# --------------------------------------------------------------------------- training, save/load
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory, encoder, shared_data):
+    out = tmp_path_factory.mktemp("det") / "tiny"
+    cfg = TrainDetectorConfig(max_sentences=24, heldout=0.25, epochs=2, proj_dim=32,
+                              context_dim=16, batch_size=8, features=[(3, "hidden")])
+    summary = train_detector([shared_data / "wnut17" / "wnut17train.conll"], out, config=cfg,
+                             cache=False, encoder=encoder)
+    return out, summary
+
+
+def test_training_on_a_tiny_slice(tiny_detector) -> None:
+    out, summary = tiny_detector
+    assert (out / "detector.json").is_file() and (out / "detector.safetensors").is_file()
+    assert summary["sentences"] == 24 and summary["heldout_sentences"] == 6
+    assert len(summary["history"]) == 2 and 1 <= summary["best_epoch"] <= 2
+    assert summary["threshold"] in learned_detect.THRESHOLDS
+    assert set(summary["heldout"]) == {"wnut17train.conll"}
+    saved = json.loads((out / "detector.json").read_text())
+    assert saved["features"] == [[3, "hidden"]] and saved["training"]["sentences"] == 24
+
+
+def test_evaluation_splits_refused(tmp_path, shared_data) -> None:
+    test_file = shared_data / "wnut17" / "emerging.test.annotated"
+    with pytest.raises(ConfigError, match="evaluation split"):
+        train_detector([test_file], tmp_path / "x")
+
+
+def test_save_load_round_trip(tiny_detector, tmp_path, encoder) -> None:
+    out, _ = tiny_detector
+    head = TaggerHead.load(out)
+    head.save(tmp_path / "copy")
+    again = TaggerHead.load(tmp_path / "copy")
+    assert again.checksum() == head.checksum() and again.config == head.config
+    x = [np.random.default_rng(0).normal(size=(7, head.config.input_dim)).astype(np.float32)]
+    np.testing.assert_array_equal(head.probabilities(x)[0], again.probabilities(x)[0])
+
+    det = LearnedDetector(out)
+    cfg = json.loads(json.dumps(det.config()))
+    rebuilt = build_detector(cfg)
+    assert isinstance(rebuilt, LearnedDetector) and rebuilt.config() == cfg
+    docs = [Document("a", "Lionel Messi joined Inter Miami in 2023 .")]
+    assert rebuilt.detect(docs) == det.detect(docs)
+    with pytest.raises(ConfigError, match="must contain"):
+        LearnedDetector(tmp_path)
+    with pytest.raises(ConfigError, match="threshold"):
+        LearnedDetector(out, threshold=1.5)
+
+
+# --------------------------------------------------------------------------- shipped detector
+
+
+DOCS = [
+    Document("1", "Barack Obama visited Paris with executives of Toyota and Siemens."),
+    Document("2", "She was treated with tetracycline at Johns Hopkins Hospital in Baltimore."),
+    Document("3", "we watched the lord of the rings at the odeon in manchester"),
+    Document("4", "   "),
+]
+
+
+def test_packaged_detector_finds_names(encoder) -> None:
+    det = build_detector("learned")
+    assert isinstance(det, LearnedDetector) and det.config()["path"] is None
+    spans = det.detect(DOCS)
+    assert spans[3] == []
+    found = [texts(d.text, s) for d, s in zip(DOCS, spans)]
+    for doc, sp in zip(DOCS, spans):
+        assert sp == sorted(sp, key=lambda s: s.start)
+        assert all(a.end <= b.start for a, b in zip(sp, sp[1:]))
+        assert all(doc.text[s.start: s.end] == doc.text[s.start: s.end].strip() for s in sp)
+    joined = [" | ".join(f) for f in found]
+    for name in ("Obama", "Paris", "Toyota"):
+        assert name in joined[0], joined
+    assert "Baltimore" in joined[1], joined
+    assert "manchester" in joined[2], joined
+
+
+def test_joint_pass_equals_detect_then_encode(encoder) -> None:
+    det = build_detector("learned")
+    spans, vectors = det.detect_and_encode(DOCS, encoder)
+    assert spans == det.detect(DOCS)
+    expected = encoder.encode_spans([d.text for d in DOCS],
+                                    [[(s.start, s.end) for s in sp] for sp in spans])
+    for got, want in zip(vectors, expected):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_union_detector_with_learned_member(encoder) -> None:
+    union = build_detector("learned+spacy")
+    assert isinstance(union, JointUnionDetector) and isinstance(union, UnionDetector)
+    assert union.name == "learned+spacy"
+    learned, spacy = union.detectors
+    expected = [resolve_overlaps([a, b]) for a, b in zip(learned.detect(DOCS),
+                                                         spacy.detect(DOCS))]
+    assert union.detect(DOCS) == expected
+    spans, vectors = union.detect_and_encode(DOCS, encoder)
+    assert spans == expected and [len(v) for v in vectors] == [len(s) for s in spans]
+    for sp in spans:  # de-duplicated: no overlaps
+        assert all(a.end <= b.start for a, b in zip(sp, sp[1:]))
+    cfg = json.loads(json.dumps(union.config()))
+    assert type(build_detector(cfg)) is JointUnionDetector
+    assert type(build_detector("spacy+gold")) is UnionDetector  # no learned member
+
+
+def test_retriever_uses_the_joint_pass(tmp_path, encoder) -> None:
+    from ner_retriever.retriever import Retriever
+
+    with Retriever.create(tmp_path / "idx", encoder=encoder, detector="learned") as r:
+        stats = r.add(DOCS[:3])
+        assert stats.documents == 3 and stats.mentions >= 5
+        hits = r.search("city", k=3)
+        assert hits and r.info()["detector"]["name"] == "learned"
+
+
+def test_build_detector_options() -> None:
+    det = build_detector({"name": "learned", "threshold": 0.3})
+    assert det.threshold == 0.3
+    with pytest.raises(ConfigError, match="unknown option"):
+        build_detector({"name": "learned", "blocks": 3})
+    with pytest.raises(ConfigError, match="'learned'"):
+        build_detector("flair")
