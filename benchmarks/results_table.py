@@ -214,7 +214,8 @@ def main() -> None:
                 f"{m} {r['r_precision']:.3f}" for m, r in rep["results"].items())
                 + f" [{time.time() - t0:.0f} s]")
             reports.append((name, rep))
-    reports.reverse()
+    order = [d[0] for d in datasets(args.data, args.fewnerd_sample)]
+    reports.sort(key=lambda r: (order.index(r[0]), r[1]["mentions"] != "gold"))
     everything["test"] = [{"name": n, **r} for n, r in reports]
     md.append(f"### Zero-shot test tables (macro R-Precision)\n\nsettings: "
               f"{json.dumps(everything['settings'])}\n")

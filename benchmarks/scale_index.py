@@ -63,10 +63,9 @@ def main() -> None:
                 else:
                     import ray
 
-                    from ner_retriever.distributed import add_with_ray
+                    from ner_retriever.distributed import add_with_ray, start_ray
 
-                    ray.init(num_cpus=torch.get_num_threads(), include_dashboard=False,
-                             log_to_driver=False)
+                    start_ray(num_cpus=torch.get_num_threads())
                     try:
                         stats = add_with_ray(r, corpus, batch_size=args.batch_size,
                                              workers=int(engine[3:]), progress=tick)

@@ -1,8 +1,16 @@
-"""Ablation of projection-head training (docs/TRAINING.md): trains heads on Few-NERD INTER-train
-types only and scores raw vectors vs each head on the Few-NERD INTER test sample (17 unseen types,
-gold mentions, 5,000 sentences, seed 0), macro R-Precision.
+"""Projection-head training ablation (docs/TRAINING.md).
 
-    PYTHONPATH=src python benchmarks/train_head.py --variants default,no_desc --out /tmp/heads
+Trains heads on Few-NERD INTER-train types only (dev.txt 4,000 + test.txt 2,000 sentences,
+seed 0) and scores raw vectors vs each head on the Few-NERD INTER test sample (5,000
+sentences, seed 0, unseen types, gold mentions), macro R-Precision:
+
+    PYTHONPATH=src python benchmarks/train_head.py --epochs 7 --variants "" \
+        --set "shipped:cv_folds=0;val_fraction=0" --set "names:cv_folds=0;val_fraction=0;descriptions=\"names\""
+
+``--set NAME:key=value;...`` overrides TrainConfig fields (JSON values). Score a saved head vs
+raw vectors on Few-NERD, MultiCoNER 2 dev and WNUT-17 test:
+
+    PYTHONPATH=src python benchmarks/train_head.py --eval-head src/ner_retriever/data/heads/smollm2-135m
 
 Mention vectors are cached (see ner_retriever.train.extract_mentions), so reruns are fast.
 """
@@ -14,8 +22,6 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-
-import numpy as np
 
 from ner_retriever.encode import EncoderConfig, TransformerEncoder
 from ner_retriever.train import (

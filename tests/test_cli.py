@@ -53,7 +53,8 @@ def test_search_table_and_info(built_index):
     data = json.loads(info.stdout)
     assert data["documents"] == 3 and data["mentions"] >= 6
     assert (data["model"], data["block"], data["component"]) == ("smollm2-135m", 10, "value")
-    assert data["head"] is None and data["detector"]["name"] == "spacy"
+    assert data["head"]["query_template"] == "mentions of {}" and data["dim"] == 500
+    assert data["detector"]["name"] == "spacy"
 
 
 def test_reindex_same_corpus_needs_if_exists(built_index, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ner_retriever.distributed import add_with_ray  # noqa: E402
+from ner_retriever.distributed import add_with_ray, start_ray  # noqa: E402
 from ner_retriever.retriever import Retriever  # noqa: E402
 from ner_retriever.types import Document  # noqa: E402
 
@@ -22,9 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's o
 
 @pytest.fixture(scope="module")
 def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = start_ray(num_cpus=2)  # as the CLI starts it without --address
     yield
     if started:
         ray.shutdown()

@@ -354,6 +354,9 @@ def test_cli_json_contract(conll, cache, tiny_model_dir):
 
     bad = runner.invoke(app, ["evaluate", str(conll), "--methods", "nope"])
     assert bad.exit_code == 1 and "unknown method" in bad.output
+    bad = runner.invoke(app, ["evaluate", str(conll), "--methods", "bm25",
+                              "--query-template", "{} and {}"])
+    assert bad.exit_code == 1 and "once" in bad.output
     missing = runner.invoke(app, ["evaluate", str(conll.parent / "none.bio")])
     assert missing.exit_code == 1 and "no such file" in missing.output
 
@@ -370,3 +373,17 @@ def test_cli_detected_mentions_report_recall(conll, cache, tiny_model_dir):
     recall = report["detection_recall"]
     assert 0.0 < recall["exact"] <= recall["overlap"] <= 1.0 and recall["gold"] == 9
     assert not math.isnan(report["results"]["ner-retriever"]["r_precision"])
+
+
+def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
+    from ner_retriever.evaluate import VectorCache
+
+    a = VectorCache(tmp_path, {"data": 1}, check="spans-a")
+    a.save("22-value", np.ones((3, 2), np.float32))
+    assert a.load("22-value", 3) is not None
+    assert a.load("22-value", 4) is None  # row count must match too
+    b = VectorCache(tmp_path, {"data": 1}, check="spans-b")
+    assert b.folder == a.folder and b.load("22-value", 3) is None
+    b.save("10-key", np.zeros((3, 2), np.float32))  # drops the stale 22-value
+    assert a.load("22-value", 3) is None and b.load("10-key", 3) is not None
+    assert VectorCache(None, {"data": 1}).load("x", 1) is None

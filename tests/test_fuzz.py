@@ -186,6 +186,8 @@ def test_text_reader_keeps_lines_verbatim(tmp_path, lines, bom):
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + "\n".join(lines).encode("utf-8"))
     result = _read_all(path, "text")
     assert isinstance(result, list)
+    if lines and not bom:  # a U+FEFF that starts the file is its BOM, whoever wrote it
+        lines = [lines[0].removeprefix("\ufeff"), *lines[1:]]
     expected = [(str(i), line.rstrip("\r")) for i, line in enumerate(lines, 1)
                 if line.rstrip("\r").strip()]
     assert [(d.id, d.text) for d in result] == expected

@@ -125,7 +125,7 @@ def test_overlapping_windows_and_joint_vectors(encoder) -> None:
     def decide(idx, feats, offsets):
         seen["feats"], seen["offsets"] = feats, offsets
         return [[(0, 11), (24, 30), (45, 50), (text.index("Nobel"), text.index("Nobel") + 5)]
-                for _ in idx]
+                if i == 0 else [(0, 5)] for i in idx]  # spans inside each text
 
     feature = (4, "hidden")
     spans, vectors = small.detect_encode([text, "Paris"], [feature], decide)

@@ -3,6 +3,8 @@ through the real catalog (``Index``) so row ids, commits and per-document dedupe
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -182,9 +184,12 @@ def test_store_settings_are_validated_and_recorded(tmp_path):
 
 
 # -- Milvus Lite ---------------------------------------------------------------------------------
-pymilvus = pytest.importorskip("pymilvus")
+needs_milvus = pytest.mark.skipif(
+    importlib.util.find_spec("pymilvus") is None or importlib.util.find_spec("milvus_lite") is None,
+    reason="pymilvus and milvus-lite are not installed")
 
 
+@needs_milvus
 def test_milvus_lite_index_reopen_append_dedupe_and_leftovers(tmp_path, exact, monkeypatch):
     path = tmp_path / "idx"
     index = _build(path, store_settings("milvus", index_path=path), n_docs=400, batch=200)
@@ -227,6 +232,7 @@ def test_milvus_lite_index_reopen_append_dedupe_and_leftovers(tmp_path, exact, m
         np.testing.assert_allclose(it_scores, scores, atol=1e-5)
 
 
+@needs_milvus
 def test_milvus_lite_hnsw_and_ivfpq(tmp_path, exact):
     q = _queries()
     for index_type in ("hnsw", "ivfpq"):
@@ -241,6 +247,7 @@ def test_milvus_lite_hnsw_and_ivfpq(tmp_path, exact):
         index.close()
 
 
+@needs_milvus
 def test_milvus_end_to_end_with_the_real_model(tmp_path, smol_encoder):
     from ner_retriever.retriever import Retriever
 

@@ -106,9 +106,18 @@ def test_identity_init_starts_at_centred_raw(tiny):
     assert np.abs(out[:, ms.vectors.shape[1]:]).max() == 0
 
 
-def test_training_lowers_loss_and_reloads_bit_exact(tiny, tmp_path):
+@pytest.fixture()
+def one_thread():
+    """Tiny matrices: one thread avoids oversubscription on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_training_lowers_loss_and_reloads_bit_exact(tiny, tmp_path, one_thread):
     ms, _, desc = tiny
-    cfg = TrainConfig(epochs=6, batch_size=24, types_per_batch=4, steps_per_epoch=8, lr=1e-3,
+    cfg = TrainConfig(epochs=5, batch_size=24, types_per_batch=4, steps_per_epoch=6, lr=1e-3,
                       temperature=0.1, val_fraction=0, cv_folds=0, seed=3)
     result = train_head(ms, desc, cfg, progress=False)
     assert "organization_other" not in result.train_types  # catch-all types are left out
@@ -129,7 +138,7 @@ def test_training_lowers_loss_and_reloads_bit_exact(tiny, tmp_path):
     assert loaded.checksum() == result.head.checksum()
 
 
-def test_held_out_types_and_triplet(tiny):
+def test_held_out_types_and_triplet(tiny, one_thread):
     ms, _, desc = tiny
     cfg = TrainConfig(epochs=2, batch_size=16, types_per_batch=2, steps_per_epoch=3,
                       val_types=["art_film"], loss="triplet", seed=1)

@@ -102,7 +102,7 @@ def _progress() -> Progress:
 
 def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | None = None,
               block: int | None = None, component: str | None = None, detector: str = "spacy",
-              head: Path | None = None, batch_size: int = 256, if_exists: str = "error",
+              head: str = "auto", batch_size: int = 256, if_exists: str = "error",
               max_length: int = 512, engine: str = "local", address: str | None = None,
               workers: int = 1, gpus_per_worker: float = 0.0, store: str | None = None,
               uri: str | None = None, index_type: str | None = None,
@@ -185,7 +185,8 @@ def index(
     layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
     component: Annotated[Optional[ComponentOpt], typer.Option(help="attention component or block output")] = None,
     detector: Annotated[str, typer.Option(help="spacy | spacy-ents | gold | a+b")] = "spacy",
-    head: Annotated[Optional[Path], typer.Option(help="projection head folder or .pth")] = None,
+    head: Annotated[str, typer.Option(help="auto (the shipped trained head when it fits the "
+                                      "encoder), none (raw vectors), or a head folder / .pth")] = "auto",
     batch_size: Annotated[int, typer.Option(help="documents per committed batch")] = 256,
     if_exists: Annotated[IfExistsOpt, typer.Option(help="a document id already indexed: error, skip (resume) or update")] = IfExistsOpt.error,
     max_length: Annotated[int, typer.Option(help="tokens per window")] = 512,
@@ -466,8 +467,9 @@ def probe(
     _quiet_transformers()
     eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
                              include_other=include_other)
-    if query_template is not None and "{}" not in query_template:
-        raise ConfigError("the query template must contain '{}' where the description goes")
+    if query_template is not None and query_template.count("{}") != 1:
+        raise ConfigError("the query template must contain '{}' once, where the description "
+                          "goes")
     settings = {"query_template": query_template} if query_template is not None else {}
     if model:
         settings["model"] = model

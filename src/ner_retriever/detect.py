@@ -258,8 +258,7 @@ class SpacyDetector:
         pieces = list(_pieces(docs))
         if pieces:
             excluded = frozenset(self.exclude_labels)
-            texts = (text for _, _, text in pieces)
-            sdocs = self.nlp.pipe(texts, batch_size=self.batch_size)
+            sdocs = _pipe_bounded(self.nlp, [text for _, _, text in pieces], self.batch_size)
             for (doc_idx, offset, _), sdoc in zip(pieces, sdocs, strict=True):
                 ents, cands = _doc_spans(sdoc, excluded, self.candidates)
                 per_doc[doc_idx][0].extend(_shift(ents, offset))
@@ -314,6 +313,22 @@ def _shift(spans: list[Span], offset: int) -> Iterator[Span]:
     else:
         for s in spans:
             yield Span(s.start + offset, s.end + offset, s.label)
+
+
+def _pipe_bounded(nlp: Any, texts: list[str], batch_size: int) -> Iterator[Any]:
+    """``nlp.pipe`` in batches of at most ``batch_size`` texts *and* _MAX_CHUNK_CHARS
+    characters: spaCy's memory grows with a batch's total length, and 64 pieces of a long
+    document (100k characters each) in one batch took ~20 GB."""
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        if batch and (len(batch) >= batch_size or size + len(text) > _MAX_CHUNK_CHARS):
+            yield from nlp.pipe(batch, batch_size=len(batch))
+            batch, size = [], 0
+        batch.append(text)
+        size += len(text)
+    if batch:
+        yield from nlp.pipe(batch, batch_size=len(batch))
 
 
 def _pieces(docs: Sequence[Document]) -> Iterator[tuple[int, int, str]]:

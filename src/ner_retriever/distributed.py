@@ -34,6 +34,7 @@ from ner_retriever.errors import (ConfigError, CorpusError, DuplicateDocumentErr
 from ner_retriever.types import Document, Mention
 
 Progress = Callable[[int, int], None]  # (documents, mentions) committed
+LIGHT_CPUS = 0.1  # CPU request of Ray's reading and filtering tasks
 
 
 def _import_ray():
@@ -146,6 +147,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         kwargs["address"] = address
     else:
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 2
+        # Ray nices its workers (15) by default; on a shared machine the encoding actors would
+        # then starve behind every other process, which the single-process path never does.
+        kwargs["_system_config"] = {"worker_niceness": 0}
     for attempt in (1, 2):  # a busy machine can miss Ray's start-up deadline once
         try:
             ray.init(**kwargs)
@@ -179,17 +183,24 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
     stats, start = AddStats(), time.perf_counter()
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1))
-        per_actor = max(1.0, cpus // workers) if not address else 1.0
+        # The actors get the CPUs (and torch threads) of their share; reading and filtering
+        # are light tasks with a sliver of a CPU, so they can never wait behind the actors.
+        light = {"num_cpus": LIGHT_CPUS}
+        if address:
+            per_actor, threads = 1.0, 1
+        else:
+            per_actor = max(0.5, (cpus - 2 * LIGHT_CPUS) / workers)
+            threads = max(1, round(cpus / workers))
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # commit in corpus order: same row ids
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         if is_parquet(corpus, fmt):
-            dataset = ray.data.read_parquet(str(corpus))
+            dataset = ray.data.read_parquet(str(corpus), ray_remote_args=light)
             parquet_rows = dataset.count()  # from the file footers
             if if_exists == "skip":  # resume: finished documents never reach the actors
                 dataset = dataset.map_batches(_drop_present, fn_kwargs={
-                    "present": frozenset(_all_ids(index))}, batch_format="numpy")
+                    "present": frozenset(_all_ids(index))}, batch_format="numpy", **light)
             batch_rows = batch_size
         else:
             parquet_rows = None
@@ -221,7 +232,7 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
             fn_constructor_kwargs={"encoder": retriever.encoder.config.model_dump(),
                                    "detector": retriever.detector.config(), "head": head,
                                    "dim": index.config.dim,
-                                   "threads": int(per_actor) if not gpus_per_worker else 0},
+                                   "threads": threads if not gpus_per_worker else 0},
             compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch_rows,
             batch_format="numpy", num_cpus=per_actor, num_gpus=gpus_per_worker or None)
         seen_out: set[str] = set()

@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ner_retriever.errors import ConfigError
 from ner_retriever.models import DEFAULT_MODEL, load_model
@@ -31,7 +31,16 @@ class EncoderConfig(BaseModel):
     max_length: int = Field(default=512, ge=16, description="tokens per window")
     overlap: int = Field(default=128, ge=0, description="left context shared by windows")
     prepend_bos: bool = True
-    query_template: str = "{}"
+    # A bare description sits right after BOS, far from any mention's context; a short left
+    # context roughly doubles R-Precision (docs/RESULTS.md, chosen on training types).
+    query_template: str = "mentions of {}"
+
+    @field_validator("query_template")
+    @classmethod
+    def _one_slot(cls, value: str) -> str:
+        if value.count("{}") != 1:
+            raise ValueError("query_template must contain exactly one '{}'")
+        return value
 
     def identity(self) -> dict:
         """The fields that must match between an index and the encoder that queries it."""
@@ -310,8 +319,9 @@ class TransformerEncoder:
             q = q.strip()
             if not q:
                 raise ConfigError("query is empty")
-            text = self.config.query_template.format(q)
-            start = text.index(q)
+            template = self.config.query_template
+            start = template.index("{}")  # not text.index(q): "men" is inside "mentions"
+            text = template.replace("{}", q, 1)
             texts.append(text)
             spans.append([(start, start + len(q))])
         return np.stack([v[0] for v in self.encode_spans(texts, spans, batch_size)])

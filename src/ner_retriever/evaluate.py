@@ -47,7 +47,9 @@ from ner_retriever.types import Document, Span
 METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
 MENTION_SOURCES = ("gold", "detected")
 # Weight on the z-scored mention score in ``hybrid``; chosen on Few-NERD INTER train types
-# (inter_bio_structshot/dev.txt, 2,000-sentence sample), never on test types.
+# (inter_bio_structshot/dev.txt, 2,000-sentence sample, seed 0; SmolLM2 block 22 value, query
+# template "a famous {}"), never on test types: w = 0.5 gave 0.569 vs 0.433 (dense alone) and
+# 0.432 (mentions alone). See docs/RESULTS.md, table B.
 HYBRID_WEIGHT = 0.5
 CACHE_VERSION = "1"
 
@@ -254,16 +256,23 @@ def model_fingerprint(model: str) -> dict:
 class VectorCache:
     """``<cache>/eval/<key>/<block>-<component>.npy``: all mentions of a set, stacked."""
 
-    def __init__(self, root: Path | None, key: dict):
+    def __init__(self, root: Path | None, key: dict, check: str | None = None):
         self.key = {"v": CACHE_VERSION, **key}
         self.folder = None if root is None else Path(root) / "eval" / _digest(self.key)
+        self.check = check  # e.g. a digest of the spans: a mismatch means stale vectors
+
+    def _valid(self) -> bool:
+        marker = None if self.folder is None else self.folder / "check.txt"
+        if self.check is None or marker is None or not marker.is_file():
+            return True
+        return marker.read_text().strip() == self.check
 
     def path(self, name: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{name}.npy"
 
     def load(self, name: str, rows: int) -> np.ndarray | None:
         path = self.path(name)
-        if path is None or not path.is_file():
+        if path is None or not path.is_file() or not self._valid():
             return None
         array = np.load(path, allow_pickle=False)
         return array if array.shape[0] == rows else None
@@ -274,6 +283,12 @@ class VectorCache:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         (path.parent / "key.json").write_text(json.dumps(self.key, indent=2, default=str))
+        if self.check is not None:
+            marker = path.parent / "check.txt"
+            if marker.is_file() and marker.read_text().strip() != self.check:
+                for old in path.parent.glob("*.npy"):  # vectors of other spans: drop them
+                    old.unlink()
+            marker.write_text(self.check)
         tmp = path.with_name(f".{path.stem}.{random.getrandbits(32):08x}.npy")
         np.save(tmp, np.ascontiguousarray(array))
         tmp.replace(path)
@@ -327,10 +342,13 @@ def encode_mentions(encoder, texts: Sequence[str], spans: Sequence[Sequence[tupl
 def detect_spans(eval_set: EvalSet, detector_name: str, cache_root: Path | None,
                  progress: Progress | None = None) -> tuple[list[list[tuple[int, int]]], dict]:
     """Spans proposed by a detector (cached as JSON) and its recall against the gold spans."""
+    from ner_retriever import detect
     from ner_retriever.detect import build_detector, match_spans
 
     detector = build_detector(detector_name)
-    key = {"v": CACHE_VERSION, "data": eval_set.identity, "detector": detector.config()}
+    code = Path(detect.__file__).stat()  # detector rules change without a config change
+    key = {"v": CACHE_VERSION, "data": eval_set.identity, "detector": detector.config(),
+           "code": [code.st_size, code.st_mtime_ns]}
     path = None if cache_root is None else Path(cache_root) / "eval" / f"spans-{_digest(key)}.json"
     if path is not None and path.is_file():
         spans = [[tuple(s) for s in doc] for doc in json.loads(path.read_text())]
@@ -384,8 +402,9 @@ def _check_options(opts: EvalOptions) -> list[str]:
                           f"choose from {', '.join(METHODS)}")
     if opts.mentions not in MENTION_SOURCES:
         raise ConfigError(f"--mentions must be 'gold' or 'detected', not {opts.mentions!r}")
-    if opts.query_template is not None and "{}" not in opts.query_template:
-        raise ConfigError("the query template must contain '{}' where the description goes")
+    if opts.query_template is not None and opts.query_template.count("{}") != 1:
+        raise ConfigError("the query template must contain '{}' once, where the description "
+                          "goes")
     return methods
 
 
@@ -408,7 +427,8 @@ def mention_vectors_for(eval_set: EvalSet, encoder, spans, cache_root: Path | No
     key = {"data": eval_set.identity, "mentions": mention_source,
            "model": model_fingerprint(cfg.model), "max_length": cfg.max_length,
            "overlap": cfg.overlap, "bos": cfg.prepend_bos}
-    cache = VectorCache(cache_root, key) if cache_root is not None else None
+    check = _digest([list(map(list, s)) for s in spans])
+    cache = VectorCache(cache_root, key, check) if cache_root is not None else None
     targets = targets or [(cfg.block, cfg.component)]
     vectors = encode_mentions(encoder, eval_set.texts, spans, targets, cache, batch_size,
                               progress=progress, save=save)

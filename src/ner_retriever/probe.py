@@ -54,8 +54,9 @@ def query_targets(encoder, eval_set: EvalSet, targets: Sequence[tuple[int, str]]
     for t in eval_set.types:
         groups.append(len(eval_set.descriptions[t]))
         for desc in eval_set.descriptions[t]:
-            text = template.format(desc)
-            start = text.index(desc)
+            desc = desc.strip()
+            start = template.index("{}")  # as encode_queries: the slot, not text.index(desc)
+            text = template.replace("{}", desc, 1)
             texts.append(text)
             spans.append([(start, start + len(desc))])
     per_target = encoder.encode_targets(texts, spans, list(targets))

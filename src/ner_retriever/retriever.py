@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,17 +55,21 @@ class Retriever:
     @classmethod
     def create(cls, path: str | Path, encoder: Encoder | EncoderConfig | None = None,
                detector: Detector | str | dict = "spacy",
-               head: ProjectionHead | str | Path | None = None, store: str = "faiss",
+               head: ProjectionHead | str | Path | None = "auto", store: str = "faiss",
                index_type: str = "flat", storage: str | None = None, uri: str | None = None,
                store_params: dict | None = None) -> Retriever:
-        """Start a new index at ``path`` (``head=None`` stores raw normalised vectors).
+        """Start a new index at ``path``. ``head="auto"`` uses the trained head shipped for the
+        encoder's settings when there is one; ``None`` (or ``"none"``) stores raw vectors.
 
         ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
         how they are searched (see :func:`ner_retriever.store.store_settings`)."""
         settings = store_settings(store, index_type, storage, uri, store_params, index_path=path)
         encoder = _as_encoder(encoder)
         detector = build_detector(detector) if isinstance(detector, (str, dict)) else detector
-        head = ProjectionHead.load(head) if isinstance(head, (str, Path)) else head
+        if isinstance(head, str) and head in ("auto", "none"):
+            head = packaged_head(encoder.config) if head == "auto" else None
+        elif isinstance(head, (str, Path)):
+            head = ProjectionHead.load(head)
         if head is not None and head.config.input_dim != encoder.dim:
             raise ConfigError(f"head expects {head.config.input_dim}-d vectors but "
                               f"{encoder.config.model} block {encoder.config.block} "
@@ -134,7 +139,7 @@ class Retriever:
         if isinstance(detector, str) and build_detector(detector).config() != self.detector.config():
             raise ConfigError(f"index {self.index.path} was built with detector "
                               f"{self.detector.config()}, not {detector!r}")
-        if head is not None:
+        if head not in (None, "auto"):
             raise ConfigError(f"index {self.index.path} already exists; its head cannot change")
 
     def close(self) -> None:
@@ -151,7 +156,8 @@ class Retriever:
         return self.head.project(raw) if self.head is not None else normalize(raw)
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
-        return self._project(self.encoder.encode_queries(queries))
+        raw = self.encoder.encode_queries(queries)
+        return self.head.project_queries(raw) if self.head is not None else normalize(raw)
 
     def embed_mentions(self, docs: Sequence[Document], spans) -> list[np.ndarray]:
         raw = self.encoder.encode_spans([d.text for d in docs],
@@ -260,6 +266,18 @@ def index_info(index: Index) -> dict:
         "size_bytes": size,
         "config": cfg.model_dump(),
     }
+
+
+def packaged_head(config: EncoderConfig) -> ProjectionHead | None:
+    """The trained head shipped in the package for exactly these encoder settings, if any."""
+    folder = resources.files("ner_retriever") / "data" / "heads" / config.model
+    if not folder.is_dir():
+        return None
+    with resources.as_file(folder) as path:
+        head = ProjectionHead.load(path)
+    cfg = head.config
+    wanted = (config.model, config.block, config.component, config.query_template)
+    return head if (cfg.model, cfg.block, cfg.component, cfg.query_template) == wanted else None
 
 
 def _as_encoder(encoder: Encoder | EncoderConfig | None) -> Encoder:

@@ -102,7 +102,8 @@ def _cache_file(path: Path, encoder_cfg, block: int, component: str,
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     model = re.sub(r"[^A-Za-z0-9.-]+", "_", Path(encoder_cfg.model).name)
     n = "all" if max_sentences is None else str(max_sentences)
-    return cache_dir() / "mentions" / f"{path.stem}-{model}-b{block}-{component}-{n}-s{seed}-{digest}.npz"
+    name = f"{path.stem}-{model}-b{block}-{component}-{n}-s{seed}-{digest}.npz"
+    return cache_dir() / "mentions" / name
 
 
 def _save_npz(target: Path, ms: MentionSet) -> None:
@@ -281,7 +282,7 @@ class TrainConfig:
     min_mentions: int = 5  # types with fewer training mentions are dropped
     exclude_other: bool = True  # drop catch-all types (x-other) from training
     refit: bool = False  # after early stopping, retrain on all types for the best epoch count
-    cv_folds: int = 5  # > 1: choose the epoch count by cross-validation over types, then train on all
+    cv_folds: int = 5  # > 1: epoch count by cross-validation over types, then train on all types
     seed: int = 0
     steps_per_epoch: int | None = 10  # None: one pass over the training mentions
 
