@@ -237,21 +237,27 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
             batch_format="numpy", num_cpus=per_actor, num_gpus=gpus_per_worker or None)
         seen_out: set[str] = set()
         processed = 0
-        for out in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-            for payload in out["payload"]:
-                docs, mentions, vectors = pickle.loads(payload)
-                for d in docs:
-                    if d.id in seen_out:
-                        raise DuplicateDocumentError(d.id, d.source)
-                    seen_out.add(d.id)
-                added = index.add(docs, mentions, vectors, if_exists=if_exists)
-                stats.documents += added
-                stats.skipped += len(docs) - added
-                processed += len(docs)
-                n_mentions = sum(len(m) for m in mentions)
-                stats.mentions += n_mentions
-                if progress is not None:
-                    progress(len(docs), n_mentions)
+        # An explicit iterator, closed on every exit: closing it shuts the streaming executor
+        # down at once, so an interrupted run frees its actors (and their CPUs) right away.
+        batches = iter(encoded.iter_batches(batch_size=None, batch_format="numpy"))
+        try:
+            for out in batches:
+                for payload in out["payload"]:
+                    docs, mentions, vectors = pickle.loads(payload)
+                    for d in docs:
+                        if d.id in seen_out:
+                            raise DuplicateDocumentError(d.id, d.source)
+                        seen_out.add(d.id)
+                    added = index.add(docs, mentions, vectors, if_exists=if_exists)
+                    stats.documents += added
+                    stats.skipped += len(docs) - added
+                    processed += len(docs)
+                    n_mentions = sum(len(m) for m in mentions)
+                    stats.mentions += n_mentions
+                    if progress is not None:
+                        progress(len(docs), n_mentions)
+        finally:
+            batches.close()
         if parquet_rows is not None:  # rows dropped before the actors (already indexed)
             stats.skipped += parquet_rows - processed
     finally:
