@@ -183,13 +183,14 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
     stats, start = AddStats(), time.perf_counter()
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1))
-        # The actors get the CPUs (and torch threads) of their share; reading and filtering
-        # are light tasks with a sliver of a CPU, so they can never wait behind the actors.
+        # The actors run CPUs/N torch threads each but reserve one logical CPU less in all:
+        # Ray Data's own tasks (file listing takes a whole CPU; reading and filtering a sliver)
+        # must never wait behind the actors, or the pipeline stalls.
         light = {"num_cpus": LIGHT_CPUS}
         if address:
             per_actor, threads = 1.0, 1
         else:
-            per_actor = max(0.5, (cpus - 2 * LIGHT_CPUS) / workers)
+            per_actor = max(0.25, (cpus - 1) / workers)
             threads = max(1, round(cpus / workers))
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # commit in corpus order: same row ids

@@ -270,6 +270,9 @@ def index_info(index: Index) -> dict:
 
 def packaged_head(config: EncoderConfig) -> ProjectionHead | None:
     """The trained head shipped in the package for exactly these encoder settings, if any."""
+    name = Path(config.model)
+    if name.is_absolute() or ".." in name.parts or config.model.startswith("~"):
+        return None  # a model given by path: joining it would leave the heads folder
     folder = resources.files("ner_retriever") / "data" / "heads" / config.model
     if not folder.is_dir():
         return None
