@@ -9,7 +9,7 @@ Usage (figures in docs/SCALE.md):
 Vectors. Real mention vectors are the gold mentions of the Few-NERD INTER test sample (5,000
 sentences, seed 0, 10,038 mentions; SmolLM2-135M block 10 value, 192-d, from the training
 cache), lifted to 500-d by the project's projection head (Linear-SiLU-Linear, 500-d; seeded
-random init, as no trained head ships yet). Row i of the N-row set is
+random init, which the figures in docs/SCALE.md used: the trained head shipped later). Row i of the N-row set is
 ``normalize(a * h[p] + (1 - a) * h[q] + 0.5 * g / sqrt(500))`` with p, q random real mentions,
 a ~ U(0.5, 1) and g standard normal: every row lies near the real vectors' manifold (cosine to
 its main parent ~0.9) and no two rows are duplicates. Queries: the 17 test-type descriptions

@@ -197,7 +197,7 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         if is_parquet(corpus, fmt):
-            dataset = ray.data.read_parquet(str(corpus), ray_remote_args=light)
+            dataset = ray.data.read_parquet(str(corpus), num_cpus=LIGHT_CPUS)
             parquet_rows = dataset.count()  # from the file footers
             if if_exists == "skip":  # resume: finished documents never reach the actors
                 dataset = dataset.map_batches(_drop_present, fn_kwargs={

@@ -22,6 +22,7 @@ from ner_retriever.detect import Detector, build_detector
 from ner_retriever.encode import Encoder, EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentError, IndexStateError
 from ner_retriever.head import ProjectionHead, describe
+from ner_retriever.models import PACKAGED_MODELS
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.search import snippet, top_documents
 from ner_retriever.store import store_settings
@@ -270,9 +271,8 @@ def index_info(index: Index) -> dict:
 
 def packaged_head(config: EncoderConfig) -> ProjectionHead | None:
     """The trained head shipped in the package for exactly these encoder settings, if any."""
-    name = Path(config.model)
-    if name.is_absolute() or ".." in name.parts or config.model.startswith("~"):
-        return None  # a model given by path: joining it would leave the heads folder
+    if config.model not in PACKAGED_MODELS:  # heads ship only for the packaged aliases
+        return None
     folder = resources.files("ner_retriever") / "data" / "heads" / config.model
     if not folder.is_dir():
         return None
