@@ -9,11 +9,12 @@ Usage (figures in docs/SCALE.md):
 Vectors. Real mention vectors are the gold mentions of the Few-NERD INTER test sample (5,000
 sentences, seed 0, 10,038 mentions; SmolLM2-135M block 10 value, 192-d, from the training
 cache), lifted to 500-d by the project's projection head (Linear-SiLU-Linear, 500-d; seeded
-random init, which the figures in docs/SCALE.md used: the trained head shipped later). Row i of the N-row set is
-``normalize(a * h[p] + (1 - a) * h[q] + 0.5 * g / sqrt(500))`` with p, q random real mentions,
-a ~ U(0.5, 1) and g standard normal: every row lies near the real vectors' manifold (cosine to
-its main parent ~0.9) and no two rows are duplicates. Queries: the 17 test-type descriptions
-through the same encoder and head, plus 183 rows generated the same way (not in the set).
+random init, which the figures in docs/SCALE.md used: the trained head shipped later).
+Row i of the N-row set is ``normalize(a * h[p] + (1 - a) * h[q] + 0.5 * g / sqrt(500))`` with
+p, q random real mentions, a ~ U(0.5, 1) and g standard normal: every row lies near the real
+vectors' manifold (cosine to its main parent ~0.9) and no two rows are duplicates. Queries:
+the 16 test-type descriptions (catch-all types left out) through the same encoder and head,
+plus 184 rows generated the same way (not in the set).
 
 Each index type runs in its own process (peak RSS per type) on the memory-mapped vectors:
 build time (training + adding), serialized index bytes per mention, single-query latency
