@@ -168,7 +168,7 @@ def test_training_on_a_tiny_slice(tiny_detector) -> None:
     assert summary["sentences"] == 24 and summary["heldout_sentences"] == 6
     assert len(summary["history"]) == 2 and 1 <= summary["best_epoch"] <= 2
     assert summary["threshold"] in learned_detect.THRESHOLDS
-    assert set(summary["heldout"]) == {"wnut17train.conll"}
+    assert "wnut17train.conll" in summary["heldout"]
     saved = json.loads((out / "detector.json").read_text())
     assert saved["features"] == [[3, "hidden"]] and saved["training"]["sentences"] == 24
 

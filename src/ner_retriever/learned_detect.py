@@ -649,10 +649,12 @@ THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.05, 0.951, 0.05))
 
 def choose_threshold(head: TaggerHead, docs: Sequence[Document], feats: Sequence[np.ndarray],
                      offs: Sequence[Sequence[tuple[int, int]]], groups: dict[str, list[int]],
-                     target_recall: float) -> tuple[float, dict[str, dict[str, float]]]:
+                     target_recall: float
+                     ) -> tuple[float, dict[str, dict[str, float]], dict[str, dict]]:
     """The highest (most precise) threshold whose overlap recall reaches ``target_recall`` in
     every group of held-out documents; else the one with the best worst-group recall.
-    Returns it with the per-group scores at that threshold."""
+    Returns it, the per-group scores at that threshold and the whole curve (per threshold and
+    group: overlap recall, overlap precision)."""
     probs = dict(zip([i for g in groups.values() for i in g],
                      head.probabilities([feats[i] for g in groups.values() for i in g])))
     table = {th: {name: _span_scores([docs[i].text for i in rows], [offs[i] for i in rows],
@@ -664,7 +666,7 @@ def choose_threshold(head: TaggerHead, docs: Sequence[Document], feats: Sequence
     chosen = max(ok) if ok else max(THRESHOLDS, key=lambda th: (worst[th], -th))
     curve = {str(th): {name: [round(v["R_overlap"], 3), round(v["P_overlap"], 3)]
                        for name, v in table[th].items()} for th in THRESHOLDS}
-    return chosen, {**table[chosen], "curve (overlap R, P)": curve}
+    return chosen, table[chosen], curve
 
 
 def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
@@ -736,15 +738,14 @@ def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
                           proj_dim=cfg.proj_dim, context_dim=cfg.context_dim,
                           dropout=cfg.dropout)
     head, best_epoch, history = fit_head(tagger, feats, labels, train_idx, held_idx, cfg, log)
-    chosen, per_file = 0.5, {}
+    chosen, per_file, curve = 0.5, {}, {}
     if held_idx:
         groups: dict[str, list[int]] = {}
         for i in held_idx:
             groups.setdefault(files[file_of[i]].name, []).append(i)
-        chosen, per_file = choose_threshold(head, docs, feats, offs, groups, cfg.target_recall)
+        chosen, per_file, curve = choose_threshold(head, docs, feats, offs, groups,
+                                                   cfg.target_recall)
         for name, v in per_file.items():
-            if name.startswith("curve"):
-                continue
             log(f"held-out {name} at threshold {chosen}: overlap R {v['R_overlap']:.3f} "
                 f"P {v['P_overlap']:.3f}, exact R {v['R_exact']:.3f} P {v['P_exact']:.3f}")
     summary = {
@@ -752,7 +753,7 @@ def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
         "heldout_sentences": len(held_idx),
         "tokens": n_tokens, "ignored_tokens": n_ignored, "mask_detector": cfg.mask_detector,
         "options": cfg.model_dump(), "best_epoch": best_epoch, "history": history,
-        "threshold": chosen, "heldout": per_file,
+        "threshold": chosen, "heldout": per_file, "heldout_curve (overlap R, P)": curve,
         "seconds": {"hidden_states": round(t_lm, 1),
                     "total": round(time.perf_counter() - t_start, 1)},
     }
