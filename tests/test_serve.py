@@ -23,12 +23,12 @@ from typer.testing import CliRunner
 
 from ner_retriever.errors import ConfigError, IndexStateError
 from ner_retriever.retriever import Retriever
+from ner_retriever.search import context_window
 from ner_retriever.serve import (
     LockedEncoder,
     LRUCache,
     QueryEmbedder,
     ServeSettings,
-    context_window,
     create_app,
     open_app,
 )

@@ -48,10 +48,11 @@ def top_documents(search: Callable[[int], tuple[np.ndarray, np.ndarray]],
         fetch = min(ntotal, fetch * 4)
 
 
-def snippet(text: str, start: int, end: int, width: int = 160) -> str:
-    """A window of about ``width`` characters around ``text[start:end]``, cut at spaces."""
+def context_window(text: str, start: int, end: int, width: int = 160) -> tuple[int, int]:
+    """Offsets of about ``width`` characters around ``text[start:end]``, cut at spaces (offsets,
+    so callers such as the web page can highlight inside the window)."""
     if len(text) <= width:
-        return text
+        return 0, len(text)
     pad = max(0, (width - (end - start)) // 2)
     lo, hi = max(0, start - pad), min(len(text), end + pad)
     if lo > 0:
@@ -60,4 +61,10 @@ def snippet(text: str, start: int, end: int, width: int = 160) -> str:
     if hi < len(text):
         space = text.rfind(" ", end, hi)
         hi = space if space != -1 else hi
+    return lo, hi
+
+
+def snippet(text: str, start: int, end: int, width: int = 160) -> str:
+    """The context window as text, with ellipses where it was cut."""
+    lo, hi = context_window(text, start, end, width)
     return ("…" if lo > 0 else "") + text[lo:hi] + ("…" if hi < len(text) else "")

@@ -9,7 +9,6 @@ from ner_retriever.serve.app import (
     DEFAULT_EXAMPLES,
     SearchService,
     ServeSettings,
-    context_window,
     create_app,
     open_app,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "QueryEmbedder",
     "SearchService",
     "ServeSettings",
-    "context_window",
     "create_app",
     "open_app",
 ]

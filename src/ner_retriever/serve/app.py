@@ -47,6 +47,7 @@ from ner_retriever.errors import (
     NerRetrieverError,
 )
 from ner_retriever.retriever import Retriever, index_info
+from ner_retriever.search import context_window
 from ner_retriever.search import snippet as make_snippet
 from ner_retriever.serve.embedder import LockedEncoder, QueryEmbedder
 from ner_retriever.serve.schemas import (
@@ -117,22 +118,6 @@ class ServeSettings:
                     "\"import secrets; print(secrets.token_urlsafe(32))\"")
 
 
-def context_window(text: str, start: int, end: int, width: int = CONTEXT_CHARS) -> tuple[int, int]:
-    """Offsets of about ``width`` characters around ``text[start:end]``, cut at spaces (the
-    same window as :func:`ner_retriever.search.snippet`, as offsets the page can highlight in)."""
-    if len(text) <= width:
-        return 0, len(text)
-    pad = max(0, (width - (end - start)) // 2)
-    lo, hi = max(0, start - pad), min(len(text), end + pad)
-    if lo > 0:
-        space = text.find(" ", lo, start)
-        lo = space + 1 if space != -1 else lo
-    if hi < len(text):
-        space = text.rfind(" ", end, hi)
-        hi = space if space != -1 else hi
-    return lo, hi
-
-
 class SearchService:
     """The retriever plus what the server adds: batching, caching, locking."""
 
@@ -173,7 +158,7 @@ class SearchService:
         for rank, r in enumerate(page, offset + 1):
             text = docs[r.doc_id].text
             best = r.mentions[0]
-            lo, hi = context_window(text, best.start, best.end)
+            lo, hi = context_window(text, best.start, best.end, CONTEXT_CHARS)
             results.append({
                 "rank": rank, "doc_id": r.doc_id, "score": r.score,
                 "mentions": [{"start": m.start, "end": m.end, "text": m.text, "score": m.score}
