@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ner_retriever.detect import _trim, resolve_overlaps
@@ -48,8 +49,10 @@ PROMPT = (
 )
 
 
-def build_prompt(text: str, mark: str = DEFAULT_MARK) -> str:
-    return PROMPT.format(mark=mark, text=text)
+def build_prompt(text: str, mark: str = DEFAULT_MARK, prompt: str | None = None) -> str:
+    """The instruction for one text: ``prompt`` (default :data:`PROMPT`) with ``{text}`` and
+    ``{mark}`` filled in."""
+    return (prompt or PROMPT).replace("{mark}", mark).replace("{text}", text)
 
 
 def _squash(s: str) -> str:
@@ -183,7 +186,7 @@ class LLMExtractor:
 
     def __init__(self, model: str = DEFAULT_LLM, mark: str = DEFAULT_MARK, max_chars: int = 1500,
                  batch_size: int = 4, max_new_tokens: int | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, prompt: str | None = None) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f"llm detector: model must be a non-empty string, got {model!r}")
         if not isinstance(mark, str) or not mark.strip() or any(c.isalnum() for c in mark):
@@ -191,7 +194,10 @@ class LLMExtractor:
         for opt, val in (("max_chars", max_chars), ("batch_size", batch_size)):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
                 raise ConfigError(f"llm detector: {opt} must be a positive integer, got {val!r}")
+        if prompt is not None and (not isinstance(prompt, str) or "{text}" not in prompt):
+            raise ConfigError("llm detector: a custom prompt must contain '{text}'")
         self.model_name, self.mark, self.max_chars = model.strip(), mark, max_chars
+        self.prompt = prompt
         self.batch_size, self.max_new_tokens, self.device = batch_size, max_new_tokens, device
         self._model = self._tokenizer = None
 
@@ -199,9 +205,12 @@ class LLMExtractor:
         return f"LLMExtractor(model={self.model_name!r}, mark={self.mark!r})"
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model_name, "mark": self.mark,
-                "max_chars": self.max_chars, "batch_size": self.batch_size,
-                "max_new_tokens": self.max_new_tokens}
+        cfg = {"name": self.name, "model": self.model_name, "mark": self.mark,
+               "max_chars": self.max_chars, "batch_size": self.batch_size,
+               "max_new_tokens": self.max_new_tokens}
+        if self.prompt is not None:
+            cfg["prompt"] = self.prompt
+        return cfg
 
     def _load(self) -> None:
         if self._model is not None:
@@ -209,13 +218,22 @@ class LLMExtractor:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ner_retriever.models import PACKAGED_MODELS, load_model
+        from ner_retriever.models import (
+            PACKAGED_MODELS,
+            _gguf_cache_folder,
+            load_model,
+            resolve_model,
+        )
 
         if self.model_name in PACKAGED_MODELS:
-            base, tokenizer = load_model(self.model_name)  # cached, dequantised weights
-            model = AutoModelForCausalLM.from_config(base.config)
-            model.model.load_state_dict(base.state_dict())
-            model.tie_weights()
+            location, gguf = resolve_model(self.model_name)
+            folder = Path(location)
+            if gguf is not None:  # the dequantised copy in the cache (made on first use)
+                folder = _gguf_cache_folder(folder, gguf)
+                if not (folder / "config.json").is_file():
+                    load_model(self.model_name)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder)  # ties the output embedding
         else:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.model_name)
@@ -235,7 +253,7 @@ class LLMExtractor:
 
     def _prompt_ids(self, text: str) -> list[int]:
         tok = self._tokenizer
-        prompt = build_prompt(text, self.mark)
+        prompt = build_prompt(text, self.mark, self.prompt)
         if getattr(tok, "chat_template", None):
             ids = tok.apply_chat_template([{"role": "user", "content": prompt}],
                                           add_generation_prompt=True, tokenize=True)
@@ -284,7 +302,7 @@ class LLMExtractor:
         return [resolve_overlaps([r]) for r in results]
 
 
-_LLM_KEYS = {"model", "mark", "max_chars", "batch_size", "max_new_tokens", "device"}
+_LLM_KEYS = {"model", "mark", "max_chars", "batch_size", "max_new_tokens", "device", "prompt"}
 
 
 def build_llm(cfg: dict[str, Any]) -> LLMExtractor:
