@@ -35,7 +35,7 @@ DATASETS = {
     "MultiCoNER2 EN (dev)": "multiconer2_en/en-dev.conll",
     "WNUT-17 (test)": "wnut17/emerging.test.annotated",
 }
-DETECTORS = ["spacy-ents", "spacy", "learned", "learned+spacy"]
+DETECTORS = ["spacy-ents", "spacy", "learned", "learned+spacy-ents", "learned+spacy"]
 BEGIN, END = "<!-- detector-recall:begin -->", "<!-- detector-recall:end -->"
 TP_BEGIN, TP_END = "<!-- detector-throughput:begin -->", "<!-- detector-throughput:end -->"
 

@@ -254,6 +254,16 @@ def test_union_detector_with_learned_member(encoder) -> None:
     cfg = json.loads(json.dumps(union.config()))
     assert type(build_detector(cfg)) is JointUnionDetector
     assert type(build_detector("spacy+gold")) is UnionDetector  # no learned member
+    # gold first: its labels survive the shared pass
+    gold_docs = [Document("g", "Ada Lovelace met Charles Babbage in London .",
+                          spans=(Span(0, 12, "person"), Span(17, 32, "person")))]
+    spans, _ = build_detector("gold+learned").detect_and_encode(gold_docs, encoder)
+    labels = {gold_docs[0].text[s.start: s.end]: s.label for s in spans[0]}
+    assert labels["Ada Lovelace"] == "person" and labels["Charles Babbage"] == "person"
+    # a union nested in a union still works (without the shared pass)
+    nested = build_detector({"name": "union", "detectors": [cfg, {"name": "gold"}]})
+    spans, vectors = nested.detect_and_encode(gold_docs, encoder)
+    assert [len(v) for v in vectors] == [len(s) for s in spans] and spans[0]
 
 
 def test_retriever_uses_the_joint_pass(tmp_path, encoder) -> None:
@@ -273,3 +283,19 @@ def test_build_detector_options() -> None:
         build_detector({"name": "learned", "blocks": 3})
     with pytest.raises(ConfigError, match="'learned'"):
         build_detector("flair")
+
+
+def test_cli_train_detector_refuses_bad_input(tmp_path, shared_data) -> None:
+    from typer.testing import CliRunner
+
+    from ner_retriever.cli import app
+
+    runner = CliRunner()
+    test_file = str(shared_data / "fewnerd" / "inter_bio_structshot" / "big_test.txt")
+    result = runner.invoke(app, ["train-detector", test_file, "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "evaluation split" in result.stderr
+    train_file = str(shared_data / "wnut17" / "wnut17train.conll")
+    result = runner.invoke(app, ["train-detector", train_file, "--out", str(tmp_path / "d"),
+                                 "--features", "nine"])
+    assert result.exit_code == 1 and "--features" in result.stderr
+    assert not (tmp_path / "d").exists()

@@ -408,7 +408,11 @@ class LearnedDetector:
         register_encoder(encoder)
         raw, vectors = encoder.detect_encode(texts, self.features, self._decider(texts, others),
                                              vectors=True, batch_size=self.batch_size)
-        return [[Span(s, e) for s, e in sp] for sp in raw], vectors
+        spans = []
+        for i, sp in enumerate(raw):  # keep the other members' labels (a gold member's types)
+            known = {(s.start, s.end): s for g in (others or ()) if g is not None for s in g[i]}
+            spans.append([known.get((s, e)) or Span(s, e) for s, e in sp])
+        return spans, vectors
 
 
 class JointUnionDetector(UnionDetector):
@@ -418,7 +422,11 @@ class JointUnionDetector(UnionDetector):
     def detect_and_encode(self, docs: Sequence[Document], encoder: Any
                           ) -> tuple[list[list[Span]], list[np.ndarray]]:
         docs = list(docs)
-        learned = next(d for d in self.detectors if isinstance(d, LearnedDetector))
+        learned = next((d for d in self.detectors if isinstance(d, LearnedDetector)), None)
+        if learned is None:  # e.g. a union nested in a union: no shared pass
+            spans = self.detect(docs)
+            return spans, encoder.encode_spans([d.text for d in docs],
+                                               [[(s.start, s.end) for s in sp] for sp in spans])
         others: list[list[list[Span]] | None] = [
             None if d is learned else d.detect(docs) for d in self.detectors]
         return learned.detect_and_encode(docs, encoder, others)
