@@ -3,17 +3,17 @@ saved sentence-transformers style: ``head.json`` + ``head.safetensors``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ner_retriever.errors import ConfigError
+from ner_retriever.weights import load_state, read_folder, save_folder, state_checksum
 
 CONFIG_NAME = "head.json"
 WEIGHTS_NAME = "head.safetensors"
@@ -77,26 +77,14 @@ class ProjectionHead(nn.Module):
         return out
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME))
-        (path / CONFIG_NAME).write_text(self.config.model_dump_json(indent=2))
-        return path
+        return save_folder(path, self, self.config, CONFIG_NAME, WEIGHTS_NAME)
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> ProjectionHead:
         """Load a saved head folder, or the paper's ``.pth`` state dict (no pickle execution)."""
         path = Path(path)
         if path.is_dir():
-            cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
-            if not cfg_file.is_file() or not weights.is_file():
-                raise ConfigError(f"head: {path} must contain {CONFIG_NAME} and {WEIGHTS_NAME}")
-            try:
-                config = HeadConfig.model_validate_json(cfg_file.read_text())
-                state = load_file(str(weights))
-            except Exception as exc:  # noqa: BLE001 - any parse failure is a bad head file
-                raise ConfigError(f"head: cannot read {path}: {exc}") from exc
+            config, state = read_folder(path, HeadConfig, CONFIG_NAME, WEIGHTS_NAME, "head")
         elif path.is_file():
             state = _load_state_dict(path)
             try:
@@ -109,11 +97,7 @@ class ProjectionHead(nn.Module):
         if overrides:
             config = config.model_copy(update=overrides)
         head = cls(config)
-        try:
-            head.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ConfigError(f"head: weights in {path} do not match its config: {exc}") from exc
-        head.eval()
+        load_state(head, state, path, "head")
         return head
 
     def project_queries(self, vectors: np.ndarray) -> np.ndarray:
@@ -122,11 +106,7 @@ class ProjectionHead(nn.Module):
 
     def checksum(self) -> str:
         """SHA-256 over the weights, so an index can tell if its head changed."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return state_checksum(self)
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -139,6 +119,27 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ConfigError(f"head: {path} does not hold a state dict")
     return state
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalised float32 rows: what an index stores when there is no head."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def to_index_space(head: ProjectionHead | None, raw: np.ndarray,
+                   queries: bool = False) -> np.ndarray:
+    """Raw encoder vectors -> the space an index searches: the head (queries get its query
+    offset) or, without one, plain L2 normalisation. Indexing, search, evaluation and the Ray
+    workers all go through here, so mentions and queries are always projected alike."""
+    if head is None:
+        return normalize(raw)
+    return head.project(raw, queries=queries)
+
+
+def per_document(head: ProjectionHead | None, raw: list[np.ndarray], dim: int) -> list[np.ndarray]:
+    """:func:`to_index_space` for each document's mentions (documents without any stay empty)."""
+    return [to_index_space(head, r) if len(r) else np.zeros((0, dim), np.float32) for r in raw]
 
 
 def describe(head: ProjectionHead | None) -> dict | None:

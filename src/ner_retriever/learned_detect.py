@@ -52,6 +52,7 @@ from ner_retriever.detect import UnionDetector, _trim, match_spans, resolve_over
 from ner_retriever.errors import ConfigError
 from ner_retriever.models import DEFAULT_MODEL
 from ner_retriever.types import Document, Span
+from ner_retriever.weights import load_state, read_folder, save_folder, state_checksum
 
 __all__ = [
     "CONFIG_NAME",
@@ -154,42 +155,17 @@ class TaggerHead(nn.Module):
         return out  # type: ignore[return-value]
 
     def checksum(self) -> str:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return state_checksum(self)
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME))
-        (path / CONFIG_NAME).write_text(self.config.model_dump_json(indent=1) + "\n")
-        return path
+        return save_folder(path, self, self.config, CONFIG_NAME, WEIGHTS_NAME, indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> TaggerHead:
-        from safetensors.torch import load_file
-
         path = Path(path)
-        cfg_file, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
-        if not cfg_file.is_file() or not weights.is_file():
-            raise ConfigError(f"detector: {path} must contain {CONFIG_NAME} and {WEIGHTS_NAME}")
-        try:
-            config = TaggerConfig.model_validate_json(cfg_file.read_text())
-            state = load_file(str(weights))
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad detector folder
-            raise ConfigError(f"detector: cannot read {path}: {exc}") from exc
+        config, state = read_folder(path, TaggerConfig, CONFIG_NAME, WEIGHTS_NAME, "detector")
         head = cls(config)
-        try:
-            head.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError as exc:
-            raise ConfigError(f"detector: weights in {path} do not match its config: {exc}") \
-                from exc
-        head.eval()
+        load_state(head, {k: v.float() for k, v in state.items()}, path, "detector")
         return head
 
 
