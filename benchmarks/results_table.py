@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ner_retriever.descriptions import load_descriptions
+from ner_retriever.head import normalize
 from ner_retriever.evaluate import (
     HYBRID_WEIGHT,
     EvalOptions,
@@ -39,7 +40,6 @@ from ner_retriever.evaluate import (
     load_eval_set,
     mention_document_scores,
     mention_vectors_for,
-    normalize,
 )
 
 # The vector is read at the description's last token, so with a causal model only the text

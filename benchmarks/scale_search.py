@@ -59,6 +59,8 @@ SETTINGS = {  # name -> (index_type, storage, params, search sweeps)
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
+    # Not ner_retriever.head.normalize: importing it loads torch into a process whose peak
+    # memory is one of the measured figures.
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 

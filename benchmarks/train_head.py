@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ner_retriever.encode import EncoderConfig, TransformerEncoder
+from ner_retriever.head import normalize
 from ner_retriever.train import (
     MentionSet,
     TrainConfig,
@@ -32,7 +33,6 @@ from ner_retriever.train import (
     extract_mentions,
     is_other,
     load_descriptions,
-    normalize,
     train_head,
 )
 

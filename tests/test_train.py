@@ -13,6 +13,7 @@ import torch
 
 from ner_retriever.errors import ConfigError
 from ner_retriever.head import HeadConfig, ProjectionHead
+from ner_retriever.head import normalize
 from ner_retriever.train import (
     MentionSet,
     TrainConfig,
@@ -21,7 +22,6 @@ from ner_retriever.train import (
     identity_init,
     is_other,
     load_descriptions,
-    normalize,
     r_precision,
     split_types,
     train_head,

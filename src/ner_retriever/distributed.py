@@ -75,20 +75,14 @@ class MentionWorker:
 
     def process(self, docs: Sequence[Document]):
         """Exactly what ``Retriever.add`` does to one batch: detect, embed, project."""
-        from ner_retriever.retriever import normalize
+        from ner_retriever.head import per_document
 
         spans = self.detector.detect(docs)
         mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label) for s in sp]
                     for d, sp in zip(docs, spans)]
         raw = self.encoder.encode_spans([d.text for d in docs],
                                         [[(s.start, s.end) for s in sp] for sp in spans])
-        vectors = []
-        for r in raw:
-            if not len(r):
-                vectors.append(np.zeros((0, self.dim), np.float32))
-            else:
-                vectors.append(self.head.project(r) if self.head is not None else normalize(r))
-        return docs, mentions, vectors
+        return docs, mentions, per_document(self.head, raw, self.dim)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "docs" in batch:  # shards shipped by the driver: one pickled list per row

@@ -42,6 +42,7 @@ import numpy as np
 
 from ner_retriever.descriptions import Descriptions, is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
+from ner_retriever.head import ProjectionHead, normalize, to_index_space
 from ner_retriever.types import Document, Span
 
 METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
@@ -175,12 +176,6 @@ def evaluate_scores(eval_set: EvalSet, scores: np.ndarray) -> dict:
 
 
 # -- scoring ---------------------------------------------------------------------------------
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
 def document_max(scores: np.ndarray, doc_index: np.ndarray, n_docs: int) -> np.ndarray:
     """Per-document max over mentions: ``(q, n_mentions)`` -> ``(q, n_docs)``; ``-inf`` for a
     document without mentions. ``doc_index`` must be sorted (mentions grouped by document)."""
@@ -436,11 +431,11 @@ def mention_vectors_for(eval_set: EvalSet, encoder, spans, cache_root: Path | No
     return vectors, doc_index
 
 
-def embed_queries(encoder, eval_set: EvalSet, project=None) -> np.ndarray:
-    """One normalised query vector per type (the mean over its descriptions)."""
+def embed_queries(encoder, eval_set: EvalSet, head: ProjectionHead | None = None) -> np.ndarray:
+    """One normalised query vector per type (the mean over its descriptions), projected exactly
+    as ``Retriever`` projects a query."""
     flat = [d for t in eval_set.types for d in eval_set.descriptions[t]]
-    raw = encoder.encode_queries(flat)
-    vectors = project(raw) if project else raw
+    vectors = to_index_space(head, encoder.encode_queries(flat), queries=True)
     return average_queries(vectors, [len(eval_set.descriptions[t]) for t in eval_set.types])
 
 
@@ -484,8 +479,6 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
     if {"ner-retriever", "hybrid"} & set(methods):
         head = None
         if opts.head is not None:
-            from ner_retriever.head import ProjectionHead
-
             head = ProjectionHead.load(opts.head)
         encoder = encoder or build_encoder(opts)
         if head is not None and head.config.input_dim != encoder.dim:
@@ -499,9 +492,8 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         vectors, doc_index = mention_vectors_for(eval_set, encoder, spans, cache_root, source,
                                                  batch_size=opts.batch_size, progress=progress)
         raw = vectors[(encoder.config.block, encoder.config.component)]
-        project = head.project if head is not None else None
-        mentions = normalize(project(raw)) if project and len(raw) else normalize(raw)
-        queries = embed_queries(encoder, eval_set, project)
+        mentions = to_index_space(head, raw) if len(raw) else normalize(raw)
+        queries = embed_queries(encoder, eval_set, head)
         scores["ner-retriever"] = mention_document_scores(queries, mentions, doc_index,
                                                           len(eval_set.docs))
         settings.update(model=encoder.config.model, block=encoder.config.block,

@@ -14,6 +14,7 @@ import numpy as np
 
 from ner_retriever.encode import COMPONENTS, transformer_blocks
 from ner_retriever.errors import ConfigError
+from ner_retriever.head import normalize
 from ner_retriever.evaluate import (
     EvalSet,
     Progress,
@@ -21,7 +22,6 @@ from ner_retriever.evaluate import (
     evaluate_scores,
     mention_document_scores,
     mention_vectors_for,
-    normalize,
 )
 
 

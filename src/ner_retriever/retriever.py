@@ -21,7 +21,7 @@ from ner_retriever.corpus import iter_batches
 from ner_retriever.detect import Detector, build_detector
 from ner_retriever.encode import Encoder, EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentError, IndexStateError
-from ner_retriever.head import ProjectionHead, describe
+from ner_retriever.head import ProjectionHead, describe, per_document, to_index_space
 from ner_retriever.models import PACKAGED_MODELS
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.search import snippet, top_documents
@@ -38,11 +38,6 @@ class AddStats:
     skipped: int = 0
     mentions: int = 0
     seconds: float = 0.0
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 class Retriever:
@@ -153,18 +148,13 @@ class Retriever:
         self.close()
 
     # -- embedding -----------------------------------------------------------------------------
-    def _project(self, raw: np.ndarray) -> np.ndarray:
-        return self.head.project(raw) if self.head is not None else normalize(raw)
-
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
-        raw = self.encoder.encode_queries(queries)
-        return self.head.project_queries(raw) if self.head is not None else normalize(raw)
+        return to_index_space(self.head, self.encoder.encode_queries(queries), queries=True)
 
     def embed_mentions(self, docs: Sequence[Document], spans) -> list[np.ndarray]:
         raw = self.encoder.encode_spans([d.text for d in docs],
                                         [[(s.start, s.end) for s in sp] for sp in spans])
-        dim = self.index.config.dim
-        return [self._project(r) if len(r) else np.zeros((0, dim), np.float32) for r in raw]
+        return per_document(self.head, raw, self.index.config.dim)
 
     # -- verbs ---------------------------------------------------------------------------------
     def add(self, docs: Iterable[Document], if_exists: IfExists = "error", commit_every: int = 256,
@@ -194,8 +184,7 @@ class Retriever:
                 joint = getattr(self.detector, "detect_and_encode", None)
                 if joint is not None:  # learned detector: spans and vectors from one pass
                     spans, raw = joint(batch, self.encoder)
-                    vectors = [self._project(r) if len(r) else
-                               np.zeros((0, self.index.config.dim), np.float32) for r in raw]
+                    vectors = per_document(self.head, raw, self.index.config.dim)
                 else:
                     spans = self.detector.detect(batch)
                 mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ner_retriever.errors import ConfigError, CorpusError
+from ner_retriever.head import normalize
 
 CACHE_VERSION = "1"
 
@@ -225,10 +226,6 @@ def r_precision(query_vectors: np.ndarray, mention_vectors: np.ndarray, docs: np
 
 def relevant_docs(ms: MentionSet, types: Sequence[str]) -> list[np.ndarray]:
     return [np.unique(ms.docs[ms.labels == t]) for t in types]
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def evaluate_vectors(ms: MentionSet, query_raw: dict[str, np.ndarray],
