@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -130,13 +131,23 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
 def test_damaged_index_files_give_a_clear_error_naming_the_file(tmp_path, case):
+    """... and a failed open for writing releases the writer lock: once the index is repaired
+    (here: replaced by its intact copy), the same process opens it for writing again."""
     path = _synthetic(tmp_path / "idx")
+    shutil.copytree(path, tmp_path / "intact")
     mutate, name = CORRUPTIONS[case]
     mutate(path)
     for writable in (False, True):
         with pytest.raises(IndexStateError) as info:
             Index.open(path, writable=writable)
         assert name in str(info.value), str(info.value)
+    for file in path.rglob("*"):  # repair in place: the lock file itself must stay
+        if file.is_file() and file.name != LOCK_NAME:
+            file.unlink()
+    shutil.copytree(tmp_path / "intact", path, dirs_exist_ok=True)
+    with Index.open(path, writable=True) as index:  # the failed open left no lock behind
+        assert len(index) == 30
+    mutate(path)
     # the CLI says the same in one line, without a traceback
     from typer.testing import CliRunner
 
@@ -199,9 +210,7 @@ def test_head_files_are_checked(tmp_path):
 def test_damage_inside_a_catalog_page_is_a_clear_error_not_a_traceback(tmp_path):
     """A byte flipped inside a stored row passes SQLite's structural check on open; reading it
     later must still fail cleanly (HTTP: 503 naming the file; CLI: one line), never a 500.
-
-    Known limit (docs/RELIABILITY.md): catalog rows carry no checksum of their own, so a flip
-    that leaves valid UTF-8 in a text value is not detected at all."""
+    (Flips that still decode are caught by the row checksums: tests below.)"""
     path = _synthetic(tmp_path / "idx", batches=1)
     catalog = path / CATALOG_NAME
     data = catalog.read_bytes()
@@ -221,6 +230,74 @@ def test_damage_inside_a_catalog_page_is_a_clear_error_not_a_traceback(tmp_path)
         assert response.status_code == 503
         assert "catalog.sqlite" in response.json()["detail"]
         assert client.get("/documents/0-2").status_code == 200  # the rest still serves
+
+
+def _set_byte(file: Path, old: bytes, new: bytes) -> None:
+    """Overwrite bytes inside the file itself (no SQLite involved), keeping valid UTF-8."""
+    data = file.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    file.write_bytes(data.replace(old, new))
+
+
+def _assert_row_damage(path: Path, doc_id: str, read) -> None:
+    """The damaged row passes the checks on open, then every read of it names the document and
+    the catalog: the library, search, HTTP (503) and the CLI (one line)."""
+    vectors = np.concatenate([_batch(b)[2][i] for b in range(3) for i in range(10)])
+    row = [d.id for b in range(3) for d in _batch(b)[0]].index(doc_id) * 2 + 1  # its "Rome"
+    expected = f"row checksum mismatch for {read} {doc_id!r}"
+    with Index.open(path) as index:
+        reader = Retriever(index, encoder=None, detector=build_detector("gold"))
+        for call in (lambda: index.get_document(doc_id) and index.mentions_of(doc_id),
+                     lambda: reader.search_vector(vectors[row], k=3)):
+            with pytest.raises(IndexStateError) as info:
+                call()
+            assert expected in str(info.value) and str(path / CATALOG_NAME) in str(info.value)
+        assert index.get_document("0-2").text == _batch(0)[0][2].text  # the rest still serves
+    from fastapi.testclient import TestClient
+
+    from ner_retriever.serve import create_app
+
+    retriever = Retriever(Index.open(path), encoder=None, detector=build_detector("gold"))
+    with TestClient(create_app(retriever, owns_retriever=True)) as client:
+        response = client.get(f"/documents/{doc_id}")
+        assert response.status_code == 503 and expected in response.json()["detail"]
+
+
+def test_an_altered_character_in_a_stored_text_is_detected_not_served(tmp_path):
+    path = _synthetic(tmp_path / "idx")
+    with Index.open(path) as index:
+        assert index.get_document("1-3").text.endswith("batch 1 document 3.")
+    _set_byte(path / CATALOG_NAME, b"batch 1 document 3.", b"batch 1 document 8.")
+    _assert_row_damage(path, "1-3", "document")
+
+
+def test_an_altered_mention_offset_is_detected_not_served(tmp_path):
+    path = _synthetic(tmp_path / "idx")
+    db = sqlite3.connect(path / CATALOG_NAME)
+    with db:  # a start offset 10 -> 11, through SQLite (the page stays well-formed)
+        db.execute("UPDATE mentions SET start = 11 WHERE row = 2 * 13 + 1")
+    db.close()
+    _assert_row_damage(path, "1-3", "a mention of document")
+
+
+def test_a_catalog_without_row_checksums_is_migrated_by_a_writer(tmp_path):
+    """Indexes written before row checksums: a reader refuses them with what to do, a writer
+    adds the checksums (one transaction) and from then on damage is detected."""
+    path = _synthetic(tmp_path / "idx")
+    db = sqlite3.connect(path / CATALOG_NAME)
+    with db:
+        db.execute("ALTER TABLE documents DROP COLUMN checksum")
+        db.execute("ALTER TABLE mentions DROP COLUMN checksum")
+    db.close()
+    with pytest.raises(IndexStateError, match="before catalog rows had checksums.*rebuild"):
+        Index.open(path)
+    with Index.open(path, writable=True) as writer:
+        writer.add(*_batch(3))
+    with Index.open(path) as reader:
+        assert len(reader) == 40 and reader.mention_rows([27])[27] == (10, 14, "Rome")
+        assert [m.text for m in reader.mentions_of("3-9")] == ["Paris", "Rome"]
+    _set_byte(path / CATALOG_NAME, b"batch 1 document 3.", b"batch 1 document 8.")
+    _assert_row_damage(path, "1-3", "document")
 
 
 # -- one writer, many readers ----------------------------------------------------------------------

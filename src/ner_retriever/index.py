@@ -4,6 +4,7 @@ interrupted run leaves the last committed state intact."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -30,10 +31,11 @@ IfExists = Literal["error", "skip", "update"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
-    key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, metadata TEXT NOT NULL);
+    key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, metadata TEXT NOT NULL,
+    checksum TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS mentions (
     row INTEGER PRIMARY KEY, doc_key INTEGER NOT NULL, start INTEGER NOT NULL,
-    end INTEGER NOT NULL, text TEXT NOT NULL, label TEXT);
+    end INTEGER NOT NULL, text TEXT NOT NULL, label TEXT, checksum TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS mentions_doc ON mentions(doc_key);
 CREATE TABLE IF NOT EXISTS segments (
     name TEXT PRIMARY KEY, first_row INTEGER NOT NULL, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);
@@ -70,6 +72,22 @@ class StoredMention:
     text: str
 
 
+def row_checksum(*fields: str | int | None) -> str:
+    """Digest of a catalog row's content (documents: id, text, metadata; mentions: row,
+    doc_key, start, end, text, label). SQLite's page checks cannot see a flipped byte that still
+    decodes, so every row read for a result is checked against this."""
+    digest = hashlib.blake2b(digest_size=8)
+    for value in fields:  # length-prefixed: no two different rows share an encoding
+        data = b"\xff" if value is None else str(value).encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _has_checksum(db: sqlite3.Connection, table: str) -> bool:
+    return "checksum" in {c[1] for c in db.execute(f"PRAGMA table_info({table})")}
+
+
 def write_atomic(path: Path, data: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -86,6 +104,9 @@ class Index:
         self.path = path
         self.config = config
         self.writable = writable
+        # Held by every read that spans several queries and by every commit: readers on the
+        # writer's connection must never see a batch that is not committed yet.
+        self.lock = threading.RLock()
         self._lock: FileLock | None = None
         if writable:
             self._lock = FileLock(str(path / LOCK_NAME))
@@ -95,6 +116,14 @@ class Index:
                 raise IndexStateError(
                     f"index {path} is being written by another process (lock {path / LOCK_NAME})"
                 ) from None
+        try:
+            self._open()
+        except BaseException:  # a failed open must not keep the writer lock (or the catalog)
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        path, config, writable = self.path, self.config, self.writable
         catalog = path / CATALOG_NAME
         if not catalog.is_file():
             raise IndexStateError(f"index file missing: {catalog}")
@@ -117,9 +146,13 @@ class Index:
         if recorded[0] != file_sha256(path / CONFIG_NAME):
             raise IndexStateError(
                 f"index file was altered (checksum mismatch): {path / CONFIG_NAME}")
-        # Held by every read that spans several queries and by every commit: readers on the
-        # writer's connection must never see a batch that is not committed yet.
-        self.lock = threading.RLock()
+        if not all(_has_checksum(self._db, t) for t in ("documents", "mentions")):
+            if not writable:
+                raise IndexStateError(
+                    f"index {path} was written before catalog rows had checksums: open it once "
+                    f"for writing (e.g. `ner-retriever index` with --if-exists skip) to add them, "
+                    f"or rebuild it: {catalog}")
+            self._add_row_checksums()
         if config.store not in STORES:
             raise IndexStateError(f"{path / CONFIG_NAME}: unknown store {config.store!r}")
         self.store: VectorStore = make_store(
@@ -132,18 +165,33 @@ class Index:
             # however another process appends, updates or removes documents meanwhile.
             self._db.execute("BEGIN")
         segments = self.segments()
-        try:
-            if writable:
-                self.store.discard_uncommitted(segments)
-            self.store.load(segments)
-        except BaseException:
-            self._close_store()
-            self._db.close()
-            if self._lock is not None:
-                self._lock.release()
-            raise
+        if writable:
+            self.store.discard_uncommitted(segments)
+        self.store.load(segments)
         self._row_doc = self._load_row_doc()
         self._row_end = len(self._row_doc)
+
+    def _add_row_checksums(self) -> None:
+        """Migrates a catalog written before row checksums, in one transaction. The digests
+        certify the rows as they are now: damage that happened before cannot be told apart."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("documents", "mentions"):
+                if not _has_checksum(db, table):
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT NOT NULL DEFAULT ''")
+            for table, key, columns in (("documents", "key", "id, text, metadata"),
+                                        ("mentions", "row", "row, doc_key, start, end, text, label")):
+                last = -1
+                while rows := db.execute(f"SELECT {key}, {columns} FROM {table} WHERE {key} > ? "
+                                         f"ORDER BY {key} LIMIT 1000", (last,)).fetchall():
+                    db.executemany(f"UPDATE {table} SET checksum = ? WHERE {key} = ?",
+                                   [(row_checksum(*r[1:]), r[0]) for r in rows])
+                    last = rows[-1][0]
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
@@ -212,8 +260,11 @@ class Index:
         return cls(path, cls.read_config(path), writable)
 
     def close(self) -> None:
+        """Also undoes a partial open (whatever was opened so far)."""
         self._close_store()
-        self._db.close()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
         if self._lock is not None:
             self._lock.release()
 
@@ -296,28 +347,67 @@ class Index:
             found.update(r[0] for r in self._db.execute(q, part))
         return found
 
+    def _corrupt_row(self, doc: str | int, what: str = "document") -> IndexStateError:
+        """The error for a row whose checksum fails; ``doc`` is an id or a document key."""
+        if isinstance(doc, int):
+            found = self._db.execute("SELECT id FROM documents WHERE key = ?", (doc,)).fetchone()
+            doc = found[0] if found else f"<key {doc}>"
+        return IndexStateError(f"index file is corrupt (row checksum mismatch for {what} "
+                               f"{doc!r}): {self.path / CATALOG_NAME}")
+
+    def _document(self, doc_id: str, text: str, metadata: str, checksum: str) -> Document:
+        if checksum != row_checksum(doc_id, text, metadata):
+            raise self._corrupt_row(doc_id)
+        return Document(id=doc_id, text=text, metadata=json.loads(metadata))
+
+    def _check_mention(self, row: int, doc_key: int, start: int, end: int, text: str,
+                       label: str | None, checksum: str) -> None:
+        if checksum != row_checksum(row, doc_key, start, end, text, label):
+            raise self._corrupt_row(doc_key, "a mention of document")
+
     def documents_by_key(self, keys: Sequence[int]) -> dict[int, Document]:
         if not keys:
             return {}
-        q = f"SELECT key, id, text, metadata FROM documents WHERE key IN ({','.join('?' * len(keys))})"
-        return {k: Document(id=i, text=t, metadata=json.loads(m))
-                for k, i, t, m in self._db.execute(q, list(keys))}
+        q = (f"SELECT key, id, text, metadata, checksum FROM documents "
+             f"WHERE key IN ({','.join('?' * len(keys))})")
+        docs = {k: self._document(*rest) for k, *rest in self._db.execute(q, list(keys))}
+        missing = set(keys) - docs.keys()
+        if missing:  # mention rows point at a document the catalog does not hold
+            raise IndexStateError(f"index file is corrupt (mentions of a missing document, key "
+                                  f"{min(missing)}): {self.path / CATALOG_NAME}")
+        return docs
 
     def get_document(self, doc_id: str) -> Document | None:
-        row = self._db.execute("SELECT id, text, metadata FROM documents WHERE id = ?",
+        row = self._db.execute("SELECT id, text, metadata, checksum FROM documents WHERE id = ?",
                                (doc_id,)).fetchone()
-        return Document(id=row[0], text=row[1], metadata=json.loads(row[2])) if row else None
+        return self._document(*row) if row else None
 
     def mentions_of(self, doc_id: str) -> list[Mention]:
-        q = ("SELECT m.start, m.end, m.text, m.label FROM mentions m JOIN documents d "
-             "ON m.doc_key = d.key WHERE d.id = ? ORDER BY m.start")
-        return [Mention(doc_id, s, e, t, lab) for s, e, t, lab in self._db.execute(q, (doc_id,))]
+        q = ("SELECT m.row, m.doc_key, m.start, m.end, m.text, m.label, m.checksum "
+             "FROM mentions m JOIN documents d ON m.doc_key = d.key WHERE d.id = ? "
+             "ORDER BY m.start")
+        out = []
+        for row in self._db.execute(q, (doc_id,)):
+            self._check_mention(*row)
+            out.append(Mention(doc_id, row[2], row[3], row[4], row[5]))
+        return out
 
     def mention_rows(self, rows: Sequence[int]) -> dict[int, tuple[int, int, str]]:
         if not rows:
             return {}
-        q = f"SELECT row, start, end, text FROM mentions WHERE row IN ({','.join('?' * len(rows))})"
-        return {r: (s, e, t) for r, s, e, t in self._db.execute(q, [int(x) for x in rows])}
+        q = (f"SELECT row, doc_key, start, end, text, label, checksum FROM mentions "
+             f"WHERE row IN ({','.join('?' * len(rows))})")
+        wanted = [int(x) for x in rows]
+        out = {}
+        for row in self._db.execute(q, wanted):
+            self._check_mention(*row)
+            out[row[0]] = (row[2], row[3], row[4])
+        lost = set(wanted) - out.keys()
+        if lost:  # a row that the vectors and the row -> document map know is gone
+            first = min(lost)
+            raise self._corrupt_row(int(self.row_doc_keys(np.array([first]))[0]),
+                                    f"mention row {first} of document")
+        return out
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
@@ -371,13 +461,17 @@ class Index:
             row, rows = first_row, []
             for i in keep:
                 doc = docs[i]
-                cur = db.execute("INSERT INTO documents (id, text, metadata) VALUES (?, ?, ?)",
-                                 (doc.id, doc.text, json.dumps(doc.metadata, ensure_ascii=False)))
+                metadata = json.dumps(doc.metadata, ensure_ascii=False)
+                cur = db.execute(
+                    "INSERT INTO documents (id, text, metadata, checksum) VALUES (?, ?, ?, ?)",
+                    (doc.id, doc.text, metadata, row_checksum(doc.id, doc.text, metadata)))
                 key = cur.lastrowid
                 for m in mentions[i]:
-                    rows.append((row, key, m.start, m.end, m.text, m.label))
+                    fields = (row, key, m.start, m.end, m.text, m.label)
+                    rows.append((*fields, row_checksum(*fields)))
                     row += 1
-            db.executemany("INSERT INTO mentions VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO mentions (row, doc_key, start, end, text, label, "
+                           "checksum) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             if segment is not None:
                 db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)",
                            (segment.name, segment.first_row, segment.rows, segment.sha256))
