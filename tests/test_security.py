@@ -20,6 +20,8 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -73,25 +75,51 @@ def client(app):
         yield test_client
 
 
-@pytest.fixture(scope="module")
-def live(app):
-    """The app behind a real uvicorn (h11) on 127.0.0.1, for raw request targets."""
-    import uvicorn
-
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           lifespan="off"))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _running(config) -> Iterator[int]:
+    """A uvicorn server for ``config`` in a background thread; yields its port."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield port
+    yield config.port
     server.should_exit = True
     thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live(app):
+    """The app behind a real uvicorn (h11) on 127.0.0.1, for raw request targets."""
+    import uvicorn
+
+    with _running(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="error",
+                                 lifespan="off")) as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def strict(retriever):
+    """The uvicorn configuration of ``ner-retriever serve`` (``server_config``), with deadlines
+    of 1 s for a request body, a request head and an idle keep-alive connection."""
+    from ner_retriever.serve import ServeSettings, create_app, server_config
+
+    settings = ServeSettings(write_token=TOKEN, body_timeout_s=1.0, header_timeout_s=1.0,
+                             keep_alive_s=1)
+    config = server_config(create_app(retriever, settings), settings, port=_free_port(),
+                           log_level="error", lifespan="off")
+    with _running(config) as port:
+        yield port
 
 
 def raw_request(port: int, target: str | bytes, extra: bytes = b"", method: bytes = b"GET"
@@ -172,6 +200,69 @@ def test_query_and_body_limits_hold_on_the_wire(live):
         extra=b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Type: application/json"
               b"\r\nContent-Length: " + str(len(big)).encode() + b"\r\n")
     assert status == 413
+
+
+def _slow_client(port: int, first: bytes, drip: bytes, every: float = 0.2,
+                 give_up: float = 15.0) -> tuple[float, bytes, bool]:
+    """Send ``first``, then one byte of ``drip`` every ``every`` seconds (slowloris) until the
+    server hangs up; returns (seconds until then, what the server sent, whether it hung up)."""
+    start, data = time.monotonic(), b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(first)
+        sock.settimeout(every)
+        for i in range(int(give_up / every)):
+            try:
+                if i < len(drip):
+                    sock.sendall(drip[i: i + 1])
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - start, data, True
+            if not chunk:
+                return time.monotonic() - start, data, True
+            data += chunk
+    return time.monotonic() - start, data, False
+
+
+def test_slow_clients_get_408_and_hang_up_while_others_are_served(strict):
+    """Slowloris against ``ner-retriever serve``'s own uvicorn setup: a body, a request head,
+    or nothing at all, trickled in a byte every 0.2 s, each get a 408 and a closed connection
+    at the 1 s deadline, while a normal client is served meanwhile; an idle keep-alive
+    connection is closed too."""
+    body_head = (b"POST /documents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " +
+                 AUTH["Authorization"].encode() + b"\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 5000\r\n\r\n")
+    cases = {"body": (body_head, b'{"documents": [{"id": "slow", "text": "' + b"x" * 200),
+             "head": (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"X-Slow: " + b"a" * 200),
+             "nothing": (b"", b"")}
+    results: dict[str, tuple[float, bytes, bool]] = {}
+    threads = [threading.Thread(target=lambda n=name, c=case: results.__setitem__(
+        n, _slow_client(strict, *c))) for name, case in cases.items()]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    import httpx
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{strict}", timeout=30) as http:
+        assert http.get("/health").status_code == 200  # served while the slow ones wait
+        added = http.post("/documents", headers=AUTH, json={"documents": [
+            {"id": "fast", "text": "Angela Merkel visited Rome."}]})
+        assert added.status_code == 201, added.text
+    for thread in threads:
+        thread.join(timeout=30)
+    for name, (seconds, data, hung_up) in results.items():
+        assert hung_up and data.startswith(b"HTTP/1.1 408 "), (name, data)
+        assert b"not received within 1 s" in data, (name, data)
+        assert 0.9 < seconds < 6, (name, seconds)
+    assert b"request body" in results["body"][1] and b"headers" in results["head"][1]
+    # keep-alive: after a response, an idle connection is closed after keep_alive_s
+    with socket.create_connection(("127.0.0.1", strict), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        start, data = time.monotonic(), b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200 ") and time.monotonic() - start < 6
 
 
 # -- no request path reaches the file system ------------------------------------------------------

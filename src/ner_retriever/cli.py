@@ -521,18 +521,21 @@ def serve(
         "--example", help="example query shown on the page (repeatable)")] = None,
     cache_size: Annotated[int, typer.Option(help="query vectors kept in the LRU cache")] = 4096,
     max_batch: Annotated[int, typer.Option(help="most queries embedded in one model call")] = 32,
+    body_timeout: Annotated[float, typer.Option(
+        help="seconds a client has to send a request body (then 408)")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Serve an index over HTTP: JSON API (OpenAPI docs at /docs) and a search page at /."""
     import uvicorn
 
-    from ner_retriever.serve import DEFAULT_EXAMPLES, ServeSettings, open_app
+    from ner_retriever.serve import DEFAULT_EXAMPLES, ServeSettings, open_app, server_config
 
     _quiet_transformers()
     settings = ServeSettings(write_token=write_token or None,
                              cors_origins=tuple(cors_origin or ()),
                              examples=tuple(example) if example else DEFAULT_EXAMPLES,
-                             cache_size=cache_size, max_batch=max_batch)
+                             cache_size=cache_size, max_batch=max_batch,
+                             body_timeout_s=body_timeout)
     application = open_app(index_dir, settings)
     mode = "writes enabled with a bearer token" if settings.write_token else "read-only"
     if settings.write_token and host not in ("127.0.0.1", "localhost", "::1"):
@@ -540,7 +543,7 @@ def serve(
                   "network in clear text; put a TLS proxy in front", soft_wrap=True)
     err.print(f"serving {index_dir} ({mode}) on http://{host}:{port}/ - API docs at /docs",
               soft_wrap=True, highlight=False)
-    uvicorn.run(application, host=host, port=port, log_level=log_level, workers=1)
+    uvicorn.Server(server_config(application, settings, host, port, log_level)).run()
 
 
 @app.command("train-detector")

@@ -11,6 +11,7 @@ from ner_retriever.serve.app import (
     ServeSettings,
     create_app,
     open_app,
+    server_config,
 )
 from ner_retriever.serve.embedder import LockedEncoder, LRUCache, QueryEmbedder
 
@@ -23,4 +24,5 @@ __all__ = [
     "ServeSettings",
     "create_app",
     "open_app",
+    "server_config",
 ]

@@ -24,7 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+import h11
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ner_retriever import __version__
 from ner_retriever.errors import (
@@ -107,6 +110,11 @@ class ServeSettings:
     cache_size: int = 4096
     max_batch: int = 32
     max_wait_ms: float = 2.0
+    # Slow clients (slowloris): deadlines on receiving a request body and a request's line and
+    # headers (408), and on an idle keep-alive connection (closed). See ``server_config``.
+    body_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    keep_alive_s: int = 5
 
     def __post_init__(self) -> None:
         if self.write_token is not None:
@@ -241,7 +249,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, at most ``limit`` bytes, received within ``timeout`` seconds: a client that
+    sends it slowly on purpose would otherwise hold a connection (and the write path) forever."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -251,12 +261,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise _reject(400, "invalid Content-Length header") from None
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _reject(413, f"request body is larger than {limit} bytes; send fewer "
-                               "documents per request")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _reject(413, f"request body is larger than {limit} bytes; send fewer "
+                                       "documents per request")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _reject(408, f"request body not received within {timeout:g} s",
+                      headers={"Connection": "close"}) from None
     return b"".join(chunks)
 
 
@@ -478,7 +493,8 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
                 credentials.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")):
             raise _reject(401, "missing or invalid bearer token",
                           headers={"WWW-Authenticate": 'Bearer realm="ner-retriever"'})
-        payload = _parse_json(await _read_body(request, settings.max_body_bytes))
+        payload = _parse_json(await _read_body(request, settings.max_body_bytes,
+                                               settings.body_timeout_s))
         try:
             body = AddDocumentsRequest.model_validate(payload)
         except ValidationError as exc:
@@ -502,6 +518,58 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
 
     app.openapi = openapi
     return app
+
+
+class HeaderDeadlineH11(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request's line and headers.
+
+    uvicorn closes a keep-alive connection left idle after a response, but waits without limit
+    for a request to complete its headers (or for a new connection to send anything): a client
+    that sends them a byte at a time keeps its connection open for as long as it likes. Past
+    ``header_timeout`` seconds without a complete request head, the server answers 408 and
+    closes the connection."""
+
+    header_timeout: float = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_deadline)
+
+    def _header_deadline(self) -> None:
+        # h11 leaves IDLE only once a request's line and headers are complete
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        body = json.dumps({"detail": f"request headers not received within "
+                                     f"{self.header_timeout:g} s"}).encode()
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json"
+                             b"\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+                             % (len(body), body))
+        self.transport.close()
+
+
+def server_config(app: FastAPI, settings: ServeSettings, host: str = "127.0.0.1",
+                  port: int = 8000, log_level: str = "info", **options: Any) -> uvicorn.Config:
+    """The uvicorn configuration of ``ner-retriever serve``: one worker, h11 with the header
+    deadline above, idle keep-alive connections closed after ``settings.keep_alive_s``."""
+    protocol = type("HeaderDeadlineH11", (HeaderDeadlineH11,),
+                    {"header_timeout": settings.header_timeout_s})
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1,
+                          http=protocol, timeout_keep_alive=settings.keep_alive_s, **options)
 
 
 def open_app(index_dir: str | Path, settings: ServeSettings | None = None,
