@@ -27,8 +27,8 @@ import numpy as np
 
 from ner_retriever.descriptions import load_descriptions
 from ner_retriever.head import normalize
+from ner_retriever.search import HYBRID_WEIGHT
 from ner_retriever.evaluate import (
-    HYBRID_WEIGHT,
     EvalOptions,
     build_encoder,
     dense_document_scores,
@@ -36,7 +36,7 @@ from ner_retriever.evaluate import (
     evaluate,
     default_cache_root,
     evaluate_scores,
-    fuse,
+    hybrid_scores,
     load_eval_set,
     mention_document_scores,
     mention_vectors_for,
@@ -98,7 +98,7 @@ def train_type_choices(root: Path, opts: EvalOptions, encoder, sample: int) -> d
     out["bm25"] = evaluate(es, EvalOptions(methods=["bm25"]))["results"]["bm25"]["r_precision"]
     grid = []
     for w in WEIGHTS:
-        rp = evaluate_scores(es, fuse(mention_scores, dense, w))["r_precision"]
+        rp = evaluate_scores(es, hybrid_scores(es, mention_scores, dense, w))["r_precision"]
         grid.append({"weight": w, "r_precision": rp})
         log(f"train types: hybrid w={w}: {rp:.3f}")
     out["hybrid"] = grid

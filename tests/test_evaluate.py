@@ -23,15 +23,15 @@ from ner_retriever.descriptions import (
 from ner_retriever.errors import ConfigError
 from ner_retriever.evaluate import (
     EvalOptions,
-    document_max,
+    EvalSet,
     evaluate,
-    fuse,
+    hybrid_scores,
     load_eval_set,
     mention_document_scores,
     r_precision,
     sample_indices,
-    zscore,
 )
+from ner_retriever.search import document_max, fuse, score_stats
 
 # Nine sentences. politician: docs 0, 1, 3 (doc 1 mentions two politicians); GPE: 0, 2, 4;
 # music: only doc 5 (a type with one document); location-other is a catch-all; doc 6-8 have
@@ -179,16 +179,31 @@ def test_document_max_matches_a_loop():
         np.testing.assert_array_equal(got[:, d], expected)
 
 
-def test_zscore_and_fuse():
-    z = zscore(np.array([[1.0, 2.0, 3.0, -np.inf]]))
-    assert np.isfinite(z).all() and z[0, 3] == z[0, 0]  # no mention = lowest mention score
-    assert z.mean() == pytest.approx(0.0, abs=1e-6)
-    mention = np.array([[0.9, 0.1, 0.5]])
-    dense = np.array([[0.1, 0.9, 0.5]])
-    assert np.argsort(-fuse(mention, dense, 1.0)[0]).tolist() == [0, 2, 1]
-    assert np.argsort(-fuse(mention, dense, 0.0)[0]).tolist() == [1, 2, 0]
+def test_fuse_standardises_each_side_and_floors_missing_mentions():
+    mention = np.array([0.9, 0.1, 0.5, -np.inf])
+    dense = np.array([0.1, 0.9, 0.5, 0.2])
+    m_stats, d_stats = score_stats(mention), score_stats(dense)
+    assert m_stats.floor == pytest.approx(0.1)  # no mention = the lowest mention score
+    fused = fuse(mention, dense, m_stats, d_stats, 1.0)
+    assert fused[3] == pytest.approx(fused[1]) and np.argmax(fused) == 0
+    assert np.argsort(-fuse(mention, dense, m_stats, d_stats, 0.0)).tolist()[:3] == [1, 2, 3]
     with pytest.raises(ConfigError):
-        fuse(mention, dense, 1.5)
+        fuse(mention, dense, m_stats, d_stats, 1.5)
+
+
+def test_hybrid_scores_only_rank_candidates_and_match_full_fusion_on_small_sets():
+    # 300 documents < the 1,024-document calibration sample and candidate_count(k) >= 100:
+    # a type with R = 20 relevant documents fuses the top 100 of each side.
+    rng = np.random.default_rng(0)
+    mention, dense = rng.normal(size=(1, 300)), rng.normal(size=(1, 300))
+    es = EvalSet("toy", docs=[], types=["t"], skipped=[],
+                 relevant={"t": np.arange(20)}, descriptions={"t": ["t"]})
+    got = hybrid_scores(es, mention, dense, 0.5)[0]
+    ranked = np.isfinite(got)
+    top = set(np.argsort(-mention[0])[:100]) | set(np.argsort(-dense[0])[:100])
+    assert set(np.flatnonzero(ranked)) == top
+    full = fuse(mention[0], dense[0], score_stats(mention[0]), score_stats(dense[0]), 0.5)
+    np.testing.assert_allclose(got[ranked], full[ranked])
 
 
 def test_sample_indices_is_seeded_and_in_file_order():
@@ -292,7 +307,7 @@ def test_bm25_ranks_term_matches_first():
 
 
 def test_dense_minilm_ranks_by_meaning():
-    from ner_retriever.baselines import DenseEncoder
+    from ner_retriever.dense import DenseEncoder
 
     dense = DenseEncoder()
     vectors = dense.encode(DOCS)

@@ -28,7 +28,7 @@ def retriever(tmp_path, smol_encoder):
 
 def test_add_and_search_returns_each_document_once(retriever):
     assert len(retriever.index) == 5
-    results = retriever.search("politician", k=4)
+    results = retriever.search("politician", k=4, mode="mentions")
     assert len(results) == 4
     assert len({r.doc_id for r in results}) == 4
     scores = [r.score for r in results]
@@ -42,8 +42,87 @@ def test_add_and_search_returns_each_document_once(retriever):
 
 
 def test_k_larger_than_documents_returns_all_with_mentions(retriever):
-    results = retriever.search("city", k=50)
+    results = retriever.search("city", k=50, mode="mentions")
     assert {r.doc_id for r in results} == {"pol", "river", "team", "car"}  # "none" has no mention
+    # hybrid also ranks on the document vector: the mention-less document comes back, unhighlighted
+    hybrid = {r.doc_id: r for r in retriever.search("city", k=50)}
+    assert set(hybrid) == {d.id for d in DOCS}
+    assert hybrid["none"].mentions == [] and hybrid["none"].snippet == DOCS[4].text
+
+
+def _full_fusion(retriever, query, weight=0.5):
+    """Hybrid scores computed the slow way: every document, both sides, stats over all."""
+    from ner_retriever.search import fuse, score_stats
+
+    index = retriever.index
+    keys, live, doc_vectors = index.doc_vectors
+    q = retriever.embed_search_queries([query])[0]
+    mention_q, dense_q = q[: index.config.dim], q[index.config.dim:]
+    rows = index.rows_by_document(keys[live].tolist())
+    mention = np.array([(index.vectors(rows[int(k)]) @ mention_q).max() if len(rows[int(k)])
+                        else -np.inf for k in keys[live]])
+    dense = doc_vectors[live] @ dense_q
+    fused = fuse(mention, dense, score_stats(mention), score_stats(dense), weight)
+    docs = index.documents_by_key(keys[live].tolist())
+    return {docs[int(k)].id: float(f) for k, f in zip(keys[live], fused)}
+
+
+def test_hybrid_search_equals_fusing_every_document(retriever):
+    assert retriever.index.config.dense["model"] == "minilm-l6"
+    for query in ("politician", "river", "car brand"):
+        expected = _full_fusion(retriever, query)
+        got = retriever.search(query, k=5)
+        assert [r.doc_id for r in got] == sorted(expected, key=lambda d: -expected[d])
+        for r in got:
+            assert r.score == pytest.approx(expected[r.doc_id], abs=1e-5)
+            assert [m.score for m in r.mentions] == sorted((m.score for m in r.mentions),
+                                                           reverse=True)
+        with pytest.raises(ConfigError, match="weight"):
+            retriever.search(query, k=2, weight=1.5)
+
+
+def test_hybrid_document_vectors_follow_updates_and_reopen(tmp_path, retriever, smol_encoder):
+    retriever.add([Document("river", "Barack Obama spoke in the Senate.")], if_exists="update")
+    keys, live, _ = retriever.index.doc_vectors
+    assert live.sum() == len(retriever.index) == 5 and len(keys) == 6  # old slot kept, dead
+    assert (np.diff(keys) > 0).all()  # keys are never reused: lookups stay a binary search
+    before = [r.to_dict() for r in retriever.search("politician", k=5)]
+    assert _full_fusion(retriever, "politician")["river"] == pytest.approx(
+        next(r["score"] for r in before if r["doc_id"] == "river"), abs=1e-5)
+    retriever.close()
+    with Retriever.open(tmp_path / "idx", encoder=smol_encoder) as reader:
+        assert [r.to_dict() for r in reader.search("politician", k=5)] == before
+
+
+def test_mentions_only_index_and_mode_errors(tmp_path, smol_encoder):
+    with Retriever.create(tmp_path / "plain", encoder=smol_encoder, hybrid=False) as r:
+        r.add(DOCS[:2])
+        assert r.index.config.dense is None
+        results = r.search("politician", k=2)  # auto = mentions here
+        assert results[0].score == pytest.approx(results[0].mentions[0].score)
+        with pytest.raises(ConfigError, match="hybrid"):
+            r.search("politician", mode="hybrid")
+        with pytest.raises(ConfigError, match="mode"):
+            r.search("politician", mode="fused")
+        with pytest.raises(ConfigError, match="document vectors"):
+            r.index.add([DOCS[2]], [[]], [np.zeros((0, r.index.config.dim))],
+                        doc_vectors=np.zeros((1, 384)))
+    with pytest.raises(ConfigError, match="hybrid"):
+        Retriever.open_or_create(tmp_path / "plain", encoder=smol_encoder, hybrid=True)
+
+
+def test_altered_document_vector_is_a_clear_error(tmp_path, retriever, smol_encoder):
+    import sqlite3
+
+    retriever.close()
+    db = sqlite3.connect(tmp_path / "idx" / "catalog.sqlite")
+    (blob,) = db.execute("SELECT vector FROM doc_vectors LIMIT 1").fetchone()
+    altered = bytes([blob[0] ^ 1]) + blob[1:]
+    db.execute("UPDATE doc_vectors SET vector = ? WHERE vector = ?", (altered, blob))
+    db.commit()
+    db.close()
+    with pytest.raises(IndexStateError, match="dense vector of document 'pol'.*catalog.sqlite"):
+        Retriever.open(tmp_path / "idx", encoder=smol_encoder)
 
 
 def test_reopen_gives_same_results_and_append(tmp_path, retriever, smol_encoder):

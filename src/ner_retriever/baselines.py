@@ -2,9 +2,8 @@
 
 * ``bm25``: bm25s (Lucene BM25, k1=1.5, b=0.75) over the documents, English stopwords, no
   stemming; the query is the type description.
-* ``dense``: all-MiniLM-L6-v2 (the ``minilm-l6`` packaged model), mean pooling over the
-  document's tokens (attention-masked), L2-normalised; cosine between the description and each
-  whole document. Loaded with plain ``transformers`` (no sentence-transformers).
+* ``dense``: cosine between the description and each whole document, both embedded by
+  :class:`ner_retriever.dense.DenseEncoder` (all-MiniLM-L6-v2).
 """
 
 from __future__ import annotations
@@ -12,11 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from ner_retriever.errors import ConfigError
-
-DENSE_MODEL = "minilm-l6"
-DENSE_MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
 
 
 def bm25_scores(documents: Sequence[str], queries: Sequence[str]) -> np.ndarray:
@@ -33,46 +27,3 @@ def bm25_scores(documents: Sequence[str], queries: Sequence[str]) -> np.ndarray:
     return np.stack([np.asarray(retriever.get_scores(t), np.float32) if t
                      else np.zeros(len(documents), np.float32) for t in tokens]) \
         if queries else np.zeros((0, len(documents)), np.float32)
-
-
-class DenseEncoder:
-    """Mean-pooled sentence embeddings from a Hugging Face encoder folder or hub id."""
-
-    def __init__(self, model: str = DENSE_MODEL, max_length: int = DENSE_MAX_LENGTH,
-                 device: str | None = None):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        from ner_retriever.models import resolve_model
-
-        location, gguf = resolve_model(model)
-        if gguf is not None:
-            raise ConfigError(f"dense model {model!r}: GGUF models are not supported here")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(location)
-            self.model = AutoModel.from_pretrained(location)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"dense model {model!r} could not be loaded: {exc}") from exc
-        self.name = model
-        self.max_length = max_length
-        self.device = torch.device(device or "cpu")
-        self.model.to(self.device, dtype=torch.float32).eval()
-        self.dim = int(self.model.config.hidden_size)
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """``(n, dim)`` float32, L2-normalised."""
-        import torch
-
-        out = np.zeros((len(texts), self.dim), np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for b in range(0, len(order), batch_size):
-            idx = order[b: b + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt").to(self.device)
-            with torch.inference_mode():
-                hidden = self.model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            out[idx] = pooled.float().cpu().numpy()
-        return out

@@ -219,11 +219,10 @@ def print_results(query: str, results, console: Console = out) -> None:
     table.add_column("score", justify="right")
     table.add_column("snippet (best mention highlighted)")
     for rank, r in enumerate(results, 1):
-        best = r.mentions[0]
-        start = r.snippet.find(best.text)
         text = Text(r.snippet)
+        start = r.snippet.find(r.mentions[0].text) if r.mentions else -1
         if start >= 0:
-            text.stylize("bold reverse", start, start + len(best.text))
+            text.stylize("bold reverse", start, start + len(r.mentions[0].text))
         others = ", ".join(m.text for m in r.mentions[1:])
         if others:
             text.append(f"\n  also: {others}", style="dim")
@@ -379,7 +378,7 @@ def evaluate(
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
     layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
     component: Annotated[ComponentOpt, typer.Option(help="attention component or block output")] = ComponentOpt.value,
-    head: Annotated[Optional[Path], typer.Option(help="projection head folder or .pth (default: raw vectors)")] = None,
+    head: Annotated[str, typer.Option(help="auto (the shipped head when it fits the encoder, as `index` does), none (raw vectors), or a head folder / .pth")] = "auto",
     query_template: Annotated[Optional[str], typer.Option(help="template around the description, e.g. 'Examples of {}' (default: the encoder's)")] = None,
     hybrid_weight: Annotated[Optional[float], typer.Option(help="weight of the mention score in hybrid (0..1)")] = None,
     types: Annotated[Optional[list[str]], typer.Option("--type", help="evaluate only these tags (repeatable)")] = None,
@@ -390,8 +389,9 @@ def evaluate(
 ) -> None:
     """Zero-shot retrieval quality (R-Precision per type) of ner-retriever, bm25, dense, hybrid."""
     from ner_retriever.descriptions import load_descriptions
-    from ner_retriever.evaluate import HYBRID_WEIGHT, EvalOptions, load_eval_set
+    from ner_retriever.evaluate import EvalOptions, load_eval_set
     from ner_retriever.evaluate import evaluate as run_evaluation
+    from ner_retriever.search import HYBRID_WEIGHT
 
     _quiet_transformers()
     eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,

@@ -60,7 +60,7 @@ class MentionWorker:
     """A Ray actor: loads detector, encoder and head once, then turns shards into vectors."""
 
     def __init__(self, encoder: dict, detector: dict, head: Any = None, dim: int = 0,
-                 threads: int = 0):
+                 threads: int = 0, dense: dict | None = None):
         import torch
 
         from ner_retriever.detect import build_detector
@@ -72,9 +72,15 @@ class MentionWorker:
         self.detector = build_detector(detector)
         self.head = head
         self.dim = dim
+        self.dense = None
+        if dense is not None:  # a hybrid index: every document also gets its dense vector
+            from ner_retriever.dense import DenseEncoder
+
+            self.dense = DenseEncoder(dense["model"], dense["max_length"])
 
     def process(self, docs: Sequence[Document]):
-        """Exactly what ``Retriever.add`` does to one batch: detect, embed, project."""
+        """Exactly what ``Retriever.add`` does to one batch: detect, embed, project (and the
+        document vectors of a hybrid index)."""
         from ner_retriever.head import per_document
 
         spans = self.detector.detect(docs)
@@ -82,7 +88,8 @@ class MentionWorker:
                     for d, sp in zip(docs, spans)]
         raw = self.encoder.encode_spans([d.text for d in docs],
                                         [[(s.start, s.end) for s in sp] for sp in spans])
-        return docs, mentions, per_document(self.head, raw, self.dim)
+        doc_vectors = None if self.dense is None else self.dense.encode([d.text for d in docs])
+        return docs, mentions, per_document(self.head, raw, self.dim), doc_vectors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "docs" in batch:  # shards shipped by the driver: one pickled list per row
@@ -226,7 +233,7 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
             MentionWorker,
             fn_constructor_kwargs={"encoder": retriever.encoder.config.model_dump(),
                                    "detector": retriever.detector.config(), "head": head,
-                                   "dim": index.config.dim,
+                                   "dim": index.config.dim, "dense": index.config.dense,
                                    "threads": threads if not gpus_per_worker else 0},
             compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch_rows,
             batch_format="numpy", num_cpus=per_actor, num_gpus=gpus_per_worker or None)
@@ -238,12 +245,13 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
         try:
             for out in batches:
                 for payload in out["payload"]:
-                    docs, mentions, vectors = pickle.loads(payload)
+                    docs, mentions, vectors, doc_vectors = pickle.loads(payload)
                     for d in docs:
                         if d.id in seen_out:
                             raise DuplicateDocumentError(d.id, d.source)
                         seen_out.add(d.id)
-                    added = index.add(docs, mentions, vectors, if_exists=if_exists)
+                    added = index.add(docs, mentions, vectors, if_exists=if_exists,
+                                      doc_vectors=doc_vectors)
                     stats.documents += added
                     stats.skipped += len(docs) - added
                     processed += len(docs)

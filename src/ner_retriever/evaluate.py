@@ -20,10 +20,12 @@ Methods (all scored on the same documents)
   L2-normalised; a document's score is its best mention's cosine with the query vector (exact
   inner product in numpy; the same ranking as a flat FAISS index plus per-document dedupe).
 * ``bm25`` and ``dense``: see :mod:`ner_retriever.baselines`.
-* ``hybrid``: ``w * z(mention score) + (1 - w) * z(dense score)``, where ``z`` standardises a
-  query's document scores (mean 0, sd 1 over the documents; documents without any mention take
-  the lowest mention score). ``w`` (``--hybrid-weight``) defaults to :data:`HYBRID_WEIGHT`,
-  chosen on Few-NERD INTER *training* types only (see docs/RESULTS.md).
+* ``hybrid``: what a hybrid index returns (:func:`hybrid_scores`, the same code as
+  ``Retriever.search``): ``w * z(mention score) + (1 - w) * z(dense score)`` over the top
+  candidates of each side, ``z`` standardising with a query's scores on a fixed sample of up
+  to 1,024 documents (a document without any mention takes the lowest mention score). ``w``
+  (``--hybrid-weight``) defaults to ``search.HYBRID_WEIGHT``, chosen on Few-NERD INTER
+  *training* types only (see docs/RESULTS.md).
 
 Mention vectors are cached under the cache folder (``<cache>/eval``), keyed by the data files,
 the sample, the mention source and the encoder settings, so a rerun skips the language model.
@@ -43,15 +45,12 @@ import numpy as np
 from ner_retriever.descriptions import Descriptions, is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.head import ProjectionHead, normalize, to_index_space
+from ner_retriever.search import (HYBRID_WEIGHT, calibration_sample, candidate_count,
+                                  document_max, fuse, score_stats, top_positions)
 from ner_retriever.types import Document, Span
 
 METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
 MENTION_SOURCES = ("gold", "detected")
-# Weight on the z-scored mention score in ``hybrid``; chosen on Few-NERD INTER train types
-# (inter_bio_structshot/dev.txt, 2,000-sentence sample, seed 0; SmolLM2 block 22 value, query
-# template "a famous {}"), never on test types: w = 0.5 gave 0.569 vs 0.433 (dense alone) and
-# 0.432 (mentions alone). See docs/RESULTS.md, table B.
-HYBRID_WEIGHT = 0.5
 CACHE_VERSION = "1"
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -176,17 +175,6 @@ def evaluate_scores(eval_set: EvalSet, scores: np.ndarray) -> dict:
 
 
 # -- scoring ---------------------------------------------------------------------------------
-def document_max(scores: np.ndarray, doc_index: np.ndarray, n_docs: int) -> np.ndarray:
-    """Per-document max over mentions: ``(q, n_mentions)`` -> ``(q, n_docs)``; ``-inf`` for a
-    document without mentions. ``doc_index`` must be sorted (mentions grouped by document)."""
-    out = np.full((scores.shape[0], n_docs), -np.inf, dtype=np.float32)
-    if scores.shape[1] == 0:
-        return out
-    starts = np.flatnonzero(np.r_[True, doc_index[1:] != doc_index[:-1]])
-    out[:, doc_index[starts]] = np.maximum.reduceat(scores, starts, axis=1)
-    return out
-
-
 def mention_document_scores(query_vectors: np.ndarray, mention_vectors: np.ndarray,
                             doc_index: np.ndarray, n_docs: int, chunk: int = 64) -> np.ndarray:
     """Exact inner product between (normalised) queries and mentions, max per document."""
@@ -197,25 +185,22 @@ def mention_document_scores(query_vectors: np.ndarray, mention_vectors: np.ndarr
     return out
 
 
-def zscore(scores: np.ndarray) -> np.ndarray:
-    """Standardise each row; ``-inf`` entries (no mention) take the row's lowest finite value."""
-    scores = np.array(scores, dtype=np.float64)
-    for row in scores:
-        finite = np.isfinite(row)
-        if not finite.any():
-            row[:] = 0.0
-            continue
-        row[~finite] = row[finite].min()
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
-    return ((scores - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
-
-
-def fuse(mention_scores: np.ndarray, dense_scores: np.ndarray, weight: float) -> np.ndarray:
-    """The ``hybrid`` score: ``w * z(mention) + (1 - w) * z(dense)``."""
-    if not 0.0 <= weight <= 1.0:
-        raise ConfigError(f"hybrid weight must be in [0, 1], got {weight}")
-    return weight * zscore(mention_scores) + (1.0 - weight) * zscore(dense_scores)
+def hybrid_scores(eval_set: EvalSet, mention_scores: np.ndarray, dense_scores: np.ndarray,
+                  weight: float = HYBRID_WEIGHT) -> np.ndarray:
+    """The ``hybrid`` ranking exactly as :class:`Retriever` computes it for ``k = R``: per type
+    the top :func:`candidate_count` documents of each side are fused, each side standardised on
+    the calibration sample; the other documents are not ranked (``-inf``)."""
+    out = np.full(mention_scores.shape, -np.inf, dtype=np.float64)
+    sample = calibration_sample(mention_scores.shape[1])
+    for i, t in enumerate(eval_set.types):
+        n = candidate_count(len(eval_set.relevant[t]))
+        mention, dense = mention_scores[i], dense_scores[i]
+        with_mentions = np.flatnonzero(np.isfinite(mention))  # the mention side's candidates
+        picked = with_mentions[top_positions(mention[with_mentions], n)]
+        candidates = np.union1d(picked, top_positions(dense, n))
+        out[i, candidates] = fuse(mention[candidates], dense[candidates],
+                                  score_stats(mention[sample]), score_stats(dense[sample]), weight)
+    return out
 
 
 def average_queries(vectors: np.ndarray, groups: Sequence[int]) -> np.ndarray:
@@ -382,7 +367,7 @@ class EvalOptions:
     model: str | None = None
     block: int | None = None
     component: str = "value"
-    head: str | Path | None = None
+    head: str | Path | None = "auto"  # "auto": the shipped head for these encoder settings
     query_template: str | None = None  # None: the encoder's default (EncoderConfig)
     hybrid_weight: float = HYBRID_WEIGHT
     batch_size: int = 16
@@ -440,7 +425,7 @@ def embed_queries(encoder, eval_set: EvalSet, head: ProjectionHead | None = None
 
 
 def dense_document_scores(eval_set: EvalSet, cache_root: Path | None, dense=None) -> np.ndarray:
-    from ner_retriever.baselines import DenseEncoder
+    from ner_retriever.dense import DenseEncoder
 
     dense = dense or DenseEncoder()
     cache = VectorCache(cache_root, {"data": eval_set.identity, "dense": model_fingerprint(
@@ -477,10 +462,10 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
     settings.pop("files", None)
     detection = None
     if {"ner-retriever", "hybrid"} & set(methods):
-        head = None
-        if opts.head is not None:
-            head = ProjectionHead.load(opts.head)
         encoder = encoder or build_encoder(opts)
+        from ner_retriever.retriever import resolve_head
+
+        head = resolve_head(opts.head, encoder.config)
         if head is not None and head.config.input_dim != encoder.dim:
             raise ConfigError(f"head expects {head.config.input_dim}-d vectors but the encoder "
                               f"gives {encoder.dim}-d")
@@ -499,13 +484,14 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         settings.update(model=encoder.config.model, block=encoder.config.block,
                         component=encoder.config.component,
                         query_template=encoder.config.query_template,
-                        head=None if opts.head is None else str(opts.head))
+                        head=None if head is None else head.config.model_dump(mode="json"))
     if {"dense", "hybrid"} & set(methods):
         scores["dense"] = dense_document_scores(eval_set, cache_root)
     if "bm25" in methods:
         scores["bm25"] = bm25_document_scores(eval_set)
     if "hybrid" in methods:
-        scores["hybrid"] = fuse(scores["ner-retriever"], scores["dense"], opts.hybrid_weight)
+        scores["hybrid"] = hybrid_scores(eval_set, scores["ner-retriever"], scores["dense"],
+                                         opts.hybrid_weight)
         settings["hybrid_weight"] = opts.hybrid_weight
     for method in methods:
         report["results"][method] = evaluate_scores(eval_set, scores[method])

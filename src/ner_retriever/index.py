@@ -31,7 +31,7 @@ IfExists = Literal["error", "skip", "update"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
-    key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, metadata TEXT NOT NULL,
+    key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, metadata TEXT NOT NULL,
     checksum TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS mentions (
     row INTEGER PRIMARY KEY, doc_key INTEGER NOT NULL, start INTEGER NOT NULL,
@@ -40,6 +40,8 @@ CREATE INDEX IF NOT EXISTS mentions_doc ON mentions(doc_key);
 CREATE TABLE IF NOT EXISTS segments (
     name TEXT PRIMARY KEY, first_row INTEGER NOT NULL, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS doc_vectors (
+    doc_key INTEGER PRIMARY KEY, vector BLOB NOT NULL, checksum TEXT NOT NULL);
 """
 
 
@@ -61,6 +63,9 @@ class IndexConfig(BaseModel):
     storage: str = "fp32"
     uri: str | None = None  # milvus: a Milvus Lite path (relative = inside the index) or server
     store_params: dict[str, Any] = {}
+    # Hybrid ranking: the document-level dense encoder ({"model", "max_length", "dim"}) whose
+    # vector every document also gets; None = mention vectors only.
+    dense: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +175,7 @@ class Index:
         self.store.load(segments)
         self._row_doc = self._load_row_doc()
         self._row_end = len(self._row_doc)
+        self._load_doc_vectors()
 
     def _add_row_checksums(self) -> None:
         """Migrates a catalog written before row checksums, in one transaction. The digests
@@ -413,14 +419,91 @@ class Index:
         with self.lock:
             return self.store.search(queries, k)
 
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Stored mention vectors of the given rows (exact, whatever the ANN index type)."""
+        with self.lock:
+            return self.store.vectors(rows)
+
+    def rows_by_document(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
+        """Mention rows of each document key (empty for a document without mentions)."""
+        out: dict[int, list[int]] = {int(k): [] for k in keys}
+        keys = list(out)
+        for i in range(0, len(keys), 500):
+            part = keys[i: i + 500]
+            q = (f"SELECT doc_key, row FROM mentions WHERE doc_key IN "
+                 f"({','.join('?' * len(part))}) ORDER BY row")
+            for key, row in self._db.execute(q, part):
+                out[key].append(row)
+        return {k: np.array(v, dtype=np.int64) for k, v in out.items()}
+
+    @property
+    def doc_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(document keys, live, dense vectors)`` in memory (hybrid indexes). Keys ascend
+        (documents never reuse a key); a replaced document's slot stays, marked not live."""
+        n = self._dense_n
+        return self._dense_keys[:n], self._dense_live[:n], self._dense[:n]
+
+    def _load_doc_vectors(self) -> None:
+        dim = self.config.dense["dim"] if self.config.dense else 0
+        keys, blobs = [], []
+        if self.config.dense:
+            for key, blob, checksum in self._db.execute(
+                    "SELECT doc_key, vector, checksum FROM doc_vectors ORDER BY doc_key"):
+                if checksum != row_checksum(key, blob.hex()) or len(blob) != 4 * dim:
+                    raise self._corrupt_row(key, "the dense vector of document")
+                keys.append(key)
+                blobs.append(blob)
+        self._dense_keys = np.array(keys, dtype=np.int64)
+        self._dense = (np.frombuffer(b"".join(blobs), dtype="<f4").reshape(-1, dim)
+                       .astype(np.float32) if blobs else np.zeros((0, dim), np.float32))
+        self._dense_n = len(keys)
+        self._dense_live = np.ones(len(keys), dtype=bool)
+
+    def _update_doc_vectors(self, removed: np.ndarray, keys: np.ndarray,
+                            vectors: np.ndarray) -> None:
+        """Append after a commit; buffers grow by doubling so a bulk load stays linear."""
+        n, end = self._dense_n, self._dense_n + len(keys)
+        if len(removed):
+            self._dense_live[:n][np.isin(self._dense_keys[:n], removed)] = False
+        if end > len(self._dense_keys):
+            size = max(end, 2 * len(self._dense_keys), 64)
+            grown_keys = np.full(size, -1, dtype=np.int64)
+            grown_live = np.zeros(size, dtype=bool)
+            grown = np.zeros((size, self._dense.shape[1]), np.float32)
+            grown_keys[:n], grown_live[:n], grown[:n] = (
+                self._dense_keys[:n], self._dense_live[:n], self._dense[:n])
+            self._dense_keys, self._dense_live, self._dense = grown_keys, grown_live, grown
+        self._dense_keys[n:end], self._dense_live[n:end], self._dense[n:end] = keys, True, vectors
+        self._dense_n = end
+
+    def _keys_of(self, ids: Sequence[str]) -> np.ndarray:
+        keys: list[int] = []
+        for i in range(0, len(ids), 500):
+            part = list(ids[i: i + 500])
+            q = f"SELECT key FROM documents WHERE id IN ({','.join('?' * len(part))})"
+            keys.extend(r[0] for r in self._db.execute(q, part))
+        return np.array(keys, dtype=np.int64)
+
     @property
     def ntotal(self) -> int:
         return self.store.ntotal
 
     # -- writes --------------------------------------------------------------------------------
     def add(self, docs: Sequence[Document], mentions: Sequence[Sequence[Mention]],
-            vectors: Sequence[np.ndarray], if_exists: IfExists = "error") -> int:
-        """Commit one batch atomically; returns the number of documents written."""
+            vectors: Sequence[np.ndarray], if_exists: IfExists = "error",
+            doc_vectors: np.ndarray | None = None) -> int:
+        """Commit one batch atomically; returns the number of documents written.
+
+        ``doc_vectors`` (one dense vector per document of ``docs``) is required exactly when
+        the index was created for hybrid ranking (``config.dense``)."""
+        if (doc_vectors is None) != (self.config.dense is None):
+            raise ConfigError(f"index {self.path}: document vectors are "
+                              f"{'required' if self.config.dense else 'not used'} here")
+        if doc_vectors is not None:
+            doc_vectors = np.asarray(doc_vectors, dtype=np.float32)
+            if doc_vectors.shape != (len(docs), self.config.dense["dim"]):
+                raise ConfigError(f"expected {len(docs)} document vectors of "
+                                  f"{self.config.dense['dim']} dims, got {doc_vectors.shape}")
         if not self.writable:
             raise IndexStateError(f"index {self.path} was opened read-only")
         if if_exists not in ("error", "skip", "update"):
@@ -442,23 +525,31 @@ class Index:
             # "skip" keeps the indexed copies; only "update" replaces them.
             replaced = present if if_exists == "update" else set()
             replaced_rows = self._rows_of(sorted(replaced))
-            self._commit(docs, mentions, keep, replaced, first_row, segment)
+            replaced_keys = self._keys_of(sorted(replaced))
+            kept_vectors = None if doc_vectors is None else doc_vectors[keep]
+            new_keys = self._commit(docs, mentions, keep, replaced, first_row, segment,
+                                    kept_vectors)
             if segment is not None:
                 self.store.load([segment])
             self._update_row_doc(first_row, replaced_rows)
+            if kept_vectors is not None:
+                self._update_doc_vectors(replaced_keys, np.array(new_keys, np.int64),
+                                         kept_vectors)
             return len(keep)
 
-    def _commit(self, docs, mentions, keep, present, first_row, segment) -> None:
+    def _commit(self, docs, mentions, keep, present, first_row, segment,
+                doc_vectors: np.ndarray | None = None) -> list[int]:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             if present:
                 ids = list(present)
                 marks = ",".join("?" * len(ids))
-                db.execute(f"DELETE FROM mentions WHERE doc_key IN "
-                           f"(SELECT key FROM documents WHERE id IN ({marks}))", ids)
+                for table in ("mentions", "doc_vectors"):
+                    db.execute(f"DELETE FROM {table} WHERE doc_key IN "
+                               f"(SELECT key FROM documents WHERE id IN ({marks}))", ids)
                 db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids)
-            row, rows = first_row, []
+            row, rows, keys = first_row, [], []
             for i in keep:
                 doc = docs[i]
                 metadata = json.dumps(doc.metadata, ensure_ascii=False)
@@ -466,12 +557,18 @@ class Index:
                     "INSERT INTO documents (id, text, metadata, checksum) VALUES (?, ?, ?, ?)",
                     (doc.id, doc.text, metadata, row_checksum(doc.id, doc.text, metadata)))
                 key = cur.lastrowid
+                keys.append(key)
                 for m in mentions[i]:
                     fields = (row, key, m.start, m.end, m.text, m.label)
                     rows.append((*fields, row_checksum(*fields)))
                     row += 1
             db.executemany("INSERT INTO mentions (row, doc_key, start, end, text, label, "
                            "checksum) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            if doc_vectors is not None:
+                blobs = [v.astype("<f4").tobytes() for v in doc_vectors]
+                db.executemany("INSERT INTO doc_vectors VALUES (?, ?, ?)",
+                               [(key, blob, row_checksum(key, blob.hex()))
+                                for key, blob in zip(keys, blobs)])
             if segment is not None:
                 db.execute("INSERT INTO segments VALUES (?, ?, ?, ?)",
                            (segment.name, segment.first_row, segment.rows, segment.sha256))
@@ -479,3 +576,4 @@ class Index:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return keys

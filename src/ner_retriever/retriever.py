@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -24,12 +25,16 @@ from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentErro
 from ner_retriever.head import ProjectionHead, describe, per_document, to_index_space
 from ner_retriever.models import PACKAGED_MODELS
 from ner_retriever.index import IfExists, Index, IndexConfig
-from ner_retriever.search import snippet, top_documents
+from ner_retriever.dense import DENSE_MODEL, DenseEncoder
+from ner_retriever.search import (HYBRID_WEIGHT, DocumentHits, calibration_sample,
+                                  candidate_count, document_max, fuse, score_stats, snippet,
+                                  top_documents, top_positions)
 from ner_retriever.store import store_settings
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult
 
 HEAD_DIR = "head"
 MAX_K = 10_000
+SearchMode = Literal["auto", "hybrid", "mentions"]
 
 
 @dataclass
@@ -44,8 +49,10 @@ class Retriever:
     """Index documents by their entity mentions and find them by a free-text entity type."""
 
     def __init__(self, index: Index, encoder: Encoder, detector: Detector,
-                 head: ProjectionHead | None = None):
+                 head: ProjectionHead | None = None, dense: DenseEncoder | None = None):
         self.index, self.encoder, self.detector, self.head = index, encoder, detector, head
+        self._dense = dense
+        self._calibration: tuple | None = None  # (index state, sample keys, rows, vectors)
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -53,33 +60,37 @@ class Retriever:
                detector: Detector | str | dict = "spacy",
                head: ProjectionHead | str | Path | None = "auto", store: str = "faiss",
                index_type: str = "flat", storage: str | None = None, uri: str | None = None,
-               store_params: dict | None = None) -> Retriever:
+               store_params: dict | None = None, hybrid: bool = True,
+               dense_model: str = DENSE_MODEL) -> Retriever:
         """Start a new index at ``path``. ``head="auto"`` uses the trained head shipped for the
         encoder's settings when there is one; ``None`` (or ``"none"``) stores raw vectors.
+
+        ``hybrid`` also stores one ``dense_model`` vector per document, so searches fuse the
+        best-mention score with a whole-document score (the better default; docs/RESULTS.md).
 
         ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
         how they are searched (see :func:`ner_retriever.store.store_settings`)."""
         settings = store_settings(store, index_type, storage, uri, store_params, index_path=path)
         encoder = _as_encoder(encoder)
         detector = build_detector(detector) if isinstance(detector, (str, dict)) else detector
-        if isinstance(head, str) and head in ("auto", "none"):
-            head = packaged_head(encoder.config) if head == "auto" else None
-        elif isinstance(head, (str, Path)):
-            head = ProjectionHead.load(head)
+        head = resolve_head(head, encoder.config)
         if head is not None and head.config.input_dim != encoder.dim:
             raise ConfigError(f"head expects {head.config.input_dim}-d vectors but "
                               f"{encoder.config.model} block {encoder.config.block} "
                               f"{encoder.config.component} gives {encoder.dim}-d")
+        if Index.exists(path):
+            raise IndexStateError(f"{path} already holds an index")
+        dense = DenseEncoder(dense_model) if hybrid else None
         config = IndexConfig(
             encoder=encoder.config.identity(), raw_dim=encoder.dim,
             dim=head.config.output_dim if head else encoder.dim,
-            head=describe(head), detector=detector.config(), **settings)
-        if Index.exists(path):
-            raise IndexStateError(f"{path} already holds an index")
+            head=describe(head), detector=detector.config(), **settings,
+            dense=None if dense is None else {"model": dense_model,
+                                              "max_length": dense.max_length, "dim": dense.dim})
         if head is not None:  # before the catalog (the commit point): a crash leaves no index
             head.save(Path(path) / HEAD_DIR)
         index = Index.create(path, config)
-        return cls(index, encoder, detector, head)
+        return cls(index, encoder, detector, head, dense)
 
     @classmethod
     def open(cls, path: str | Path, writable: bool = False,
@@ -114,8 +125,13 @@ class Retriever:
         return cls.create(path, **kwargs)
 
     def _check_settings(self, encoder=None, detector=None, head=None, store=None,
-                        index_type=None, storage=None, uri=None, store_params=None) -> None:
+                        index_type=None, storage=None, uri=None, store_params=None,
+                        hybrid=None, dense_model=None) -> None:
         cfg = self.index.config
+        if hybrid is not None and hybrid != (cfg.dense is not None):
+            raise ConfigError(f"index {self.index.path} was built "
+                              f"{'with' if cfg.dense else 'without'} hybrid document vectors; "
+                              f"that cannot change when appending")
         asked = {"store": store, "index_type": index_type, "storage": storage}
         clash = {k: v for k, v in asked.items() if v is not None and getattr(cfg, k) != v}
         if clash or (uri is not None and store_settings(
@@ -148,8 +164,29 @@ class Retriever:
         self.close()
 
     # -- embedding -----------------------------------------------------------------------------
+    @property
+    def dense(self) -> DenseEncoder | None:
+        """The document encoder of a hybrid index (loaded on first use), else None."""
+        cfg = self.index.config.dense
+        if cfg is not None and self._dense is None:
+            self._dense = DenseEncoder(cfg["model"], cfg["max_length"])
+            if self._dense.dim != cfg["dim"]:
+                raise ConfigError(f"index {self.index.path}: dense model {cfg['model']} gives "
+                                  f"{self._dense.dim}-d vectors, the index holds {cfg['dim']}-d")
+        return self._dense
+
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         return to_index_space(self.head, self.encoder.encode_queries(queries), queries=True)
+
+    def embed_search_queries(self, queries: Sequence[str], mode: SearchMode = "auto"
+                             ) -> np.ndarray:
+        """What :meth:`search_vector` takes, one row per query: the projected mention-space
+        vector, followed on a hybrid search by the query's dense vector (one row, so a server
+        can batch and cache a query as a single array)."""
+        vectors = self.embed_queries(queries)
+        if not self._hybrid(mode):
+            return vectors
+        return np.hstack([vectors, self.dense.encode(list(queries))]).astype(np.float32)
 
     def embed_mentions(self, docs: Sequence[Document], spans) -> list[np.ndarray]:
         raw = self.encoder.encode_spans([d.text for d in docs],
@@ -191,46 +228,126 @@ class Retriever:
                              for s in sp] for d, sp in zip(batch, spans)]
                 if joint is None:
                     vectors = self.embed_mentions(batch, spans)
-                stats.documents += self.index.add(batch, mentions, vectors, if_exists=if_exists)
+                stats.documents += self.index.add(
+                    batch, mentions, vectors, if_exists=if_exists,
+                    doc_vectors=None if self.dense is None
+                    else self.dense.encode([d.text for d in batch]))
                 stats.mentions += sum(len(m) for m in mentions)
             if progress is not None:
                 progress(len(batch), sum(len(m) for m in mentions) if batch else 0)
         stats.seconds = time.perf_counter() - start
         return stats
 
-    def search(self, query: str, k: int = 10, per_doc: int = 3) -> list[SearchResult]:
-        return self.search_batch([query], k, per_doc)[0]
+    def search(self, query: str, k: int = 10, per_doc: int = 3, mode: SearchMode = "auto",
+               weight: float = HYBRID_WEIGHT) -> list[SearchResult]:
+        """Top ``k`` documents for an entity type. ``mode="auto"`` fuses mention and document
+        scores on a hybrid index (the score is then in standard units) and ranks by the best
+        mention's cosine otherwise; ``"mentions"`` forces the pure mention ranking."""
+        return self.search_batch([query], k, per_doc, mode, weight)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10,
-                     per_doc: int = 3) -> list[list[SearchResult]]:
-        if not 1 <= k <= MAX_K:
-            raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
+    def search_batch(self, queries: Sequence[str], k: int = 10, per_doc: int = 3,
+                     mode: SearchMode = "auto",
+                     weight: float = HYBRID_WEIGHT) -> list[list[SearchResult]]:
         for q in queries:
             if not q or not q.strip():
                 raise ConfigError("query is empty")
-        vectors = self.embed_queries(queries)
-        return [self._rank(v, k, per_doc) for v in vectors]
+        if not 1 <= k <= MAX_K:
+            raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
+        vectors = self.embed_search_queries(queries, mode)
+        return [self.search_vector(v, k, per_doc, weight) for v in vectors]
 
-    def search_vector(self, vector: np.ndarray, k: int = 10, per_doc: int = 3) -> list[SearchResult]:
-        """Search with an already-embedded (normalised, projected) query vector."""
-        return self._rank(vector, k, per_doc)
-
-    def _rank(self, vector: np.ndarray, k: int, per_doc: int) -> list[SearchResult]:
+    def search_vector(self, vector: np.ndarray, k: int = 10, per_doc: int = 3,
+                      weight: float = HYBRID_WEIGHT) -> list[SearchResult]:
+        """Search with a row of :meth:`embed_search_queries` (hybrid when it carries the
+        dense part)."""
+        if not 1 <= k <= MAX_K:
+            raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
+        dim = self.index.config.dim
+        mention, dense = vector[:dim], (vector[dim:] if len(vector) > dim else None)
         with self.index.lock:
-            return self._rank_locked(vector, k, per_doc)
+            if dense is None:
+                return self._results(self._mention_ranking(mention, k, per_doc))
+            return self._results(self._hybrid_ranking(mention, dense, k, per_doc, weight))
 
-    def _rank_locked(self, vector: np.ndarray, k: int, per_doc: int) -> list[SearchResult]:
-        grouped = top_documents(lambda n: tuple(a[0] for a in self.index.search(vector[None], n)),
-                                self.index.row_doc_keys, k, self.index.ntotal, per_doc)
+    def _hybrid(self, mode: SearchMode) -> bool:
+        if mode not in ("auto", "hybrid", "mentions"):
+            raise ConfigError(f"search mode must be auto, hybrid or mentions, not {mode!r}")
+        if mode == "hybrid" and self.index.config.dense is None:
+            raise ConfigError(f"index {self.index.path} holds no document vectors for hybrid "
+                              f"search (it was built with hybrid off)")
+        return mode != "mentions" and self.index.config.dense is not None
+
+    def _mention_ranking(self, vector: np.ndarray, k: int, per_doc: int) -> list[DocumentHits]:
+        return top_documents(lambda n: tuple(a[0] for a in self.index.search(vector[None], n)),
+                             self.index.row_doc_keys, k, self.index.ntotal, per_doc)
+
+    def _hybrid_ranking(self, vector: np.ndarray, dense_vector: np.ndarray, k: int,
+                        per_doc: int, weight: float) -> list[DocumentHits]:
+        """Fuse on candidates: the top documents of each side, every candidate scored exactly
+        on both sides, each side standardised on a fixed sample of the corpus."""
+        keys, live, doc_vectors = self.index.doc_vectors
+        if not live.any():
+            return []
+        n = candidate_count(k)
+        by_mention = {g.doc_key: g for g in self._mention_ranking(vector, n, per_doc)}
+        dense = doc_vectors @ np.asarray(dense_vector, np.float32)
+        dense[~live] = -np.inf
+        top_dense = keys[top_positions(dense, min(n, int(live.sum())))]
+        missing = [int(key) for key in top_dense if int(key) not in by_mention]
+        by_mention.update(self._score_documents(vector, missing, per_doc))
+        candidates = np.array(sorted(by_mention), dtype=np.int64)
+        sample_keys, mention_sample = self._calibration_scores(vector)
+        dense_stats = score_stats(dense[np.searchsorted(keys, sample_keys)])
+        fused = fuse(np.array([by_mention[key].score for key in candidates]),
+                     dense[np.searchsorted(keys, candidates)], score_stats(mention_sample),
+                     dense_stats, weight)
+        order = np.lexsort((candidates, -fused))[:k]
+        return [DocumentHits(int(candidates[i]), float(fused[i]),
+                             by_mention[int(candidates[i])].hits) for i in order]
+
+    def _score_documents(self, vector: np.ndarray, keys: Sequence[int],
+                         per_doc: int) -> dict[int, DocumentHits]:
+        """Exact best-mention scores (and hits) of documents the mention search did not reach."""
+        rows = self.index.rows_by_document(keys)
+        flat = np.concatenate([rows[k] for k in keys]) if keys else np.zeros(0, np.int64)
+        sims = self.index.vectors(flat) @ np.asarray(vector, np.float32) if len(flat) else flat
+        out, at = {}, 0
+        for key in keys:
+            own = sims[at: at + len(rows[key])]
+            order = np.argsort(-own)[:per_doc]
+            out[key] = DocumentHits(key, float(own[order[0]]) if len(own) else -np.inf,
+                                    [(int(rows[key][i]), float(own[i])) for i in order])
+            at += len(rows[key])
+        return out
+
+    def _calibration_scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keys of the calibration sample and their best-mention scores for this query; the
+        sample's vectors are read once per index state."""
+        keys, live, _ = self.index.doc_vectors
+        state = (len(keys), int(live.sum()), self.index.ntotal)
+        if self._calibration is None or self._calibration[0] != state:
+            live_keys = keys[live]
+            sample = live_keys[calibration_sample(len(live_keys))]
+            rows = self.index.rows_by_document(sample.tolist())
+            counts = [len(rows[int(k)]) for k in sample]
+            flat = np.concatenate([rows[int(k)] for k in sample]) if len(sample) else \
+                np.zeros(0, np.int64)
+            doc_index = np.repeat(np.arange(len(sample)), counts)
+            self._calibration = (state, sample, doc_index, self.index.vectors(flat))
+        _, sample, doc_index, vectors = self._calibration
+        sims = (vectors @ np.asarray(vector, np.float32))[None]
+        return sample, document_max(sims, doc_index, len(sample))[0]
+
+    def _results(self, grouped: list[DocumentHits]) -> list[SearchResult]:
         docs = self.index.documents_by_key([g.doc_key for g in grouped])
         rows = self.index.mention_rows([r for g in grouped for r, _ in g.hits])
         results = []
         for g in grouped:
             doc = docs[g.doc_key]
             hits = [MentionHit(*rows[r], score=float(s)) for r, s in g.hits]
-            best = hits[0]
+            start, end = (hits[0].start, hits[0].end) if hits else (0, 0)
             results.append(SearchResult(doc.id, float(g.score), hits,
-                                        snippet(doc.text, best.start, best.end)))
+                                        snippet(doc.text, start, end)))
         return results
 
     def info(self) -> dict:
@@ -256,6 +373,17 @@ def index_info(index: Index) -> dict:
         "size_bytes": size,
         "config": cfg.model_dump(),
     }
+
+
+def resolve_head(head: ProjectionHead | str | Path | None,
+                 config: EncoderConfig) -> ProjectionHead | None:
+    """``"auto"``: the head shipped for these encoder settings, if any; ``None``/``"none"``:
+    raw vectors; a folder or ``.pth``: that head."""
+    if isinstance(head, str) and head in ("auto", "none"):
+        return packaged_head(config) if head == "auto" else None
+    if isinstance(head, (str, Path)):
+        return ProjectionHead.load(head)
+    return head
 
 
 def packaged_head(config: EncoderConfig) -> ProjectionHead | None:

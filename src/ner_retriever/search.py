@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ner_retriever.errors import ConfigError
+
 
 @dataclass
 class DocumentHits:
@@ -68,3 +70,73 @@ def snippet(text: str, start: int, end: int, width: int = 160) -> str:
     """The context window as text, with ellipses where it was cut."""
     lo, hi = context_window(text, start, end, width)
     return ("…" if lo > 0 else "") + text[lo:hi] + ("…" if hi < len(text) else "")
+
+
+def document_max(scores: np.ndarray, doc_index: np.ndarray, n_docs: int) -> np.ndarray:
+    """Per-document max over mentions: ``(q, n_mentions)`` -> ``(q, n_docs)``; ``-inf`` for a
+    document without mentions. ``doc_index`` must be sorted (mentions grouped by document)."""
+    out = np.full((scores.shape[0], n_docs), -np.inf, dtype=np.float32)
+    if scores.shape[1] == 0:
+        return out
+    starts = np.flatnonzero(np.r_[True, doc_index[1:] != doc_index[:-1]])
+    out[:, doc_index[starts]] = np.maximum.reduceat(scores, starts, axis=1)
+    return out
+
+
+# -- hybrid ranking --------------------------------------------------------------------------
+# Weight on the standardised mention score; chosen on Few-NERD INTER *training* types only
+# (docs/RESULTS.md, "hybrid"), never on test types.
+HYBRID_WEIGHT = 0.5
+CALIBRATION_DOCS = 1024  # documents whose scores standardise each side of a query
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """Location and scale of one query's document scores, from a sample of the corpus; a
+    document without any mention takes ``floor`` (the lowest mention score seen)."""
+
+    mean: float
+    std: float
+    floor: float
+
+
+def calibration_sample(n_docs: int, size: int = CALIBRATION_DOCS) -> np.ndarray:
+    """Seeded positions of the documents that calibrate the scores (all when few)."""
+    if n_docs <= size:
+        return np.arange(n_docs)
+    return np.sort(np.random.default_rng(0).choice(n_docs, size, replace=False))
+
+
+def score_stats(scores: np.ndarray) -> ScoreStats:
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = scores[np.isfinite(scores)]
+    if not len(finite):
+        return ScoreStats(0.0, 1.0, 0.0)
+    floor = float(finite.min())
+    filled = np.where(np.isfinite(scores), scores, floor)
+    std = float(filled.std())
+    return ScoreStats(float(filled.mean()), std if std > 1e-12 else 1.0, floor)
+
+
+def candidate_count(k: int) -> int:
+    """Documents fetched from each side before fusing: enough that the fused top k is almost
+    always among them (checked against fusing every document, docs/RESULTS.md)."""
+    return max(4 * k, 100)
+
+
+def fuse(mention: np.ndarray, dense: np.ndarray, mention_stats: ScoreStats,
+         dense_stats: ScoreStats, weight: float = HYBRID_WEIGHT) -> np.ndarray:
+    """``w * z(mention) + (1 - w) * z(dense)``: each side standardised with its own statistics,
+    so neither scale dominates; ``-inf`` mention scores (no mention) take the floor."""
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"hybrid weight must be in [0, 1], got {weight}")
+    mention = np.where(np.isfinite(mention), mention, mention_stats.floor)
+    return (weight * (mention - mention_stats.mean) / mention_stats.std
+            + (1.0 - weight) * (np.asarray(dense) - dense_stats.mean) / dense_stats.std)
+
+
+def top_positions(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` highest scores (unordered)."""
+    if n >= len(scores):
+        return np.arange(len(scores))
+    return np.argpartition(-scores, n - 1)[:n]

@@ -91,6 +91,11 @@ class VectorStore(Protocol):
         """Top-k by inner product: ``(scores, rows)``, rows padded with -1."""
         ...
 
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors of committed rows, ``(len(rows), dim)`` float32 (exact scores for
+        candidates that an approximate search did not return, e.g. in hybrid ranking)."""
+        ...
+
     def close(self) -> None:
         """Persist what is worth keeping (writers) and release resources."""
         ...
@@ -491,6 +496,20 @@ class FaissStore:
             self._set_search_params(k)
         return scores, rows
 
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), self.dim), np.float32)
+        starts = np.array([s.first_row for s in self._segments], dtype=np.int64)
+        where = np.searchsorted(starts, rows, side="right") - 1
+        for i in np.unique(where):
+            seg = self._segments[i] if i >= 0 else None
+            picked = np.flatnonzero(where == i)
+            offsets = rows[picked] - (seg.first_row if seg else 0)
+            if seg is None or (offsets >= seg.rows).any():
+                raise IndexStateError(f"no committed vector for row {int(rows[picked][0])}")
+            out[picked] = self._read_segment(seg, verify=False)[offsets]
+        return out
+
     @property
     def ntotal(self) -> int:
         return int(self._index.ntotal)
@@ -668,6 +687,28 @@ class MilvusStore:
                 out.extend(batch)
         finally:
             it.close()
+        return out
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        rows = [int(r) for r in np.asarray(rows).ravel()]
+        out = np.zeros((len(rows), self.dim), np.float32)
+        if not rows:
+            return out
+        found = {}
+        for start in range(0, len(rows), self.INSERT_BATCH):
+            for hit in self._client.get(self.collection, ids=rows[start:start + self.INSERT_BATCH],
+                                        output_fields=["row", "vector"]):
+                vector = hit["vector"]
+                if isinstance(vector, (bytes, bytearray)):  # float16 vectors come back as bytes
+                    vector = np.frombuffer(vector, dtype=np.float16)
+                elif isinstance(vector, list) and vector and isinstance(vector[0], bytes):
+                    vector = np.frombuffer(vector[0], dtype=np.float16)
+                found[int(hit["row"])] = np.asarray(vector, dtype=np.float32)
+        for i, row in enumerate(rows):
+            if row not in found or row >= self._end:
+                raise IndexStateError(f"Milvus collection {self.collection} at {self.uri} holds "
+                                      f"no committed vector for row {row}")
+            out[i] = found[row]
         return out
 
     def close(self) -> None:

@@ -135,7 +135,7 @@ class SearchService:
         self.owns_retriever = owns_retriever
         if not isinstance(retriever.encoder, LockedEncoder):
             retriever.encoder = LockedEncoder(retriever.encoder)
-        self.embedder = QueryEmbedder(retriever.embed_queries, cache_size=settings.cache_size,
+        self.embedder = QueryEmbedder(retriever.embed_search_queries, cache_size=settings.cache_size,
                                       max_batch=settings.max_batch,
                                       max_wait=settings.max_wait_ms / 1000)
         self._write_lock = threading.Lock()
@@ -165,13 +165,14 @@ class SearchService:
         results = []
         for rank, r in enumerate(page, offset + 1):
             text = docs[r.doc_id].text
-            best = r.mentions[0]
-            lo, hi = context_window(text, best.start, best.end, CONTEXT_CHARS)
+            # a hybrid result can rank on its document vector alone: no mention to centre on
+            start, end = (r.mentions[0].start, r.mentions[0].end) if r.mentions else (0, 0)
+            lo, hi = context_window(text, start, end, CONTEXT_CHARS)
             results.append({
                 "rank": rank, "doc_id": r.doc_id, "score": r.score,
                 "mentions": [{"start": m.start, "end": m.end, "text": m.text, "score": m.score}
                              for m in r.mentions],
-                "snippet": make_snippet(text, best.start, best.end),
+                "snippet": make_snippet(text, start, end),
                 "context": {"start": lo, "end": hi, "text": text[lo:hi],
                             "doc_length": len(text)},
             })
