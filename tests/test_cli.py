@@ -55,6 +55,29 @@ def test_search_table_and_info(built_index):
     assert (data["model"], data["block"], data["component"]) == ("smollm2-135m", 10, "value")
     assert data["head"]["query_template"] == "mentions of {}" and data["dim"] == 500
     assert data["detector"]["name"] == "spacy"
+    assert data["hybrid"] == {"model": "minilm-l6", "max_length": 256, "dim": 384}
+
+
+def test_search_modes_and_a_mentions_only_index(built_index, tmp_path):
+    hybrid = json.loads(runner.invoke(app, ["search", str(built_index), "politician", "-k", "3",
+                                            "--json"]).stdout)["results"]
+    plain = json.loads(runner.invoke(app, ["search", str(built_index), "politician", "-k", "3",
+                                           "--mode", "mentions", "--json"]).stdout)["results"]
+    for r in plain:  # mentions mode: the score is the best mention's cosine
+        assert r["score"] == pytest.approx(r["mentions"][0]["score"])
+    assert {r["doc_id"] for r in hybrid} == {r["doc_id"] for r in plain} == {"a", "b", "c"}
+    corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS[:1])
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "plain"),
+                                 "--no-hybrid"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["info", str(tmp_path / "plain"), "--json"]).stdout)
+    assert info["hybrid"] is None
+    result = runner.invoke(app, ["search", str(tmp_path / "plain"), "city", "--mode", "hybrid"])
+    assert result.exit_code == 1 and "hybrid" in result.output
+    # appending cannot switch hybrid on
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "plain"),
+                                 "--if-exists", "skip", "--hybrid"])
+    assert result.exit_code == 1 and "hybrid" in result.output
 
 
 def test_reindex_same_corpus_needs_if_exists(built_index, tmp_path):

@@ -65,6 +65,12 @@ class StorageOpt(str, Enum):
     pq = "pq"
 
 
+class ModeOpt(str, Enum):
+    auto = "auto"
+    hybrid = "hybrid"
+    mentions = "mentions"
+
+
 def friendly_errors(func):
     """Known errors become one line on stderr and exit code 1; never a traceback."""
 
@@ -106,7 +112,7 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
               max_length: int = 512, engine: str = "local", address: str | None = None,
               workers: int = 1, gpus_per_worker: float = 0.0, store: str | None = None,
               uri: str | None = None, index_type: str | None = None,
-              storage: str | None = None) -> dict:
+              storage: str | None = None, hybrid: bool | None = None) -> dict:
     """Validate the whole corpus first (so bad input never half-writes), then index it.
 
     ``engine="ray"`` runs detection and encoding on Ray (``ner_retriever.distributed``);
@@ -141,7 +147,8 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
             raise CorpusError("corpus holds no documents", str(corpus))
         del ids
     store_opts = {k: v for k, v in {"store": store, "uri": uri, "index_type": index_type,
-                                    "storage": storage}.items() if v is not None}
+                                    "storage": storage, "hybrid": hybrid}.items()
+                  if v is not None}
     settings = {k: v for k, v in {"block": block, "component": component}.items() if v is not None}
     encoder = EncoderConfig(model=model, max_length=max_length, **settings) if model else \
         EncoderConfig(max_length=max_length, **settings)
@@ -198,6 +205,7 @@ def index(
     uri: Annotated[Optional[str], typer.Option(help="milvus: a Milvus Lite file path or http://host:19530")] = None,
     index_type: Annotated[Optional[IndexTypeOpt], typer.Option(help="flat (exact, default), hnsw or ivfpq")] = None,
     storage: Annotated[Optional[StorageOpt], typer.Option(help="fp32, fp16 or pq (default per index type: flat fp32, hnsw fp16, ivfpq pq)")] = None,
+    hybrid: Annotated[Optional[bool], typer.Option("--hybrid/--no-hybrid", help="also store a dense vector per document and fuse both scores at search time (default for a new index: on)")] = None,
 ) -> None:
     """Detect mentions, embed them and add the documents to an index (created if missing)."""
     result = run_index(corpus, index_dir, fmt, model, layer,
@@ -206,7 +214,7 @@ def index(
                        workers=workers, gpus_per_worker=gpus_per_worker,
                        store=store.value if store else None, uri=uri,
                        index_type=index_type.value if index_type else None,
-                       storage=storage.value if storage else None)
+                       storage=storage.value if storage else None, hybrid=hybrid)
     err.print(f"indexed {result['added']} documents ({result['mentions']} mentions, "
               f"{result['skipped']} skipped) in {result['seconds']} s; "
               f"index holds {result['documents']} documents")
@@ -236,6 +244,7 @@ def search(
     index_dir: Annotated[Path, typer.Argument(help="index directory")],
     query: Annotated[str, typer.Argument(help='entity type in your words, e.g. "politician"')],
     k: Annotated[int, typer.Option("-k", "--k", help="documents to return")] = 10,
+    mode: Annotated[ModeOpt, typer.Option(help="auto (hybrid when the index has document vectors), hybrid, or mentions (best-mention cosine only)")] = ModeOpt.auto,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Rank the indexed documents by how well their mentions match an entity type."""
@@ -243,7 +252,7 @@ def search(
 
     _quiet_transformers()
     with Retriever.open(index_dir) as retriever:
-        results = retriever.search(query, k=k)
+        results = retriever.search(query, k=k, mode=mode.value)
     if as_json:
         print(json.dumps({"query": query, "results": [r.to_dict() for r in results]},
                          ensure_ascii=False))

@@ -368,6 +368,7 @@ def index_info(index: Index) -> dict:
         "head": cfg.head,
         "detector": cfg.detector,
         "store": cfg.store,
+        "hybrid": cfg.dense,
         "dim": cfg.dim,
         "created": cfg.created,
         "size_bytes": size,
