@@ -205,9 +205,12 @@ def test_r_precision_hand_cases():
     q = normalize(np.array([[1, 0], [0, 1]], np.float32))
     per = r_precision(q, m, docs, 4, [{0, 3}, {1}])
     assert per.tolist() == [1.0, 1.0]
-    # a tie between docs 0 and 1 breaks by document number
+    # a tie between docs 0 and 1 at the cut counts in expectation (evaluate's metric)
     m2 = normalize(np.array([[1, 0], [1, 0]], np.float32))
-    assert r_precision(q[:1], m2, np.array([0, 1]), 2, [{1}]).tolist() == [0.0]
+    assert r_precision(q[:1], m2, np.array([0, 1]), 2, [{1}]).tolist() == [0.5]
+    # mentions need not be grouped by document
+    assert r_precision(q, m[[3, 0, 2, 1]], docs[[3, 0, 2, 1]], 4, [{0, 3}, {1}]).tolist() == \
+        [1.0, 1.0]
     assert np.isnan(r_precision(q[:1], m2, np.array([0, 1]), 2, [set()])[0])
 
 

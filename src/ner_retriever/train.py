@@ -198,29 +198,21 @@ def is_other(tag: str) -> bool:
 
 
 # -- metric ------------------------------------------------------------------------------------
-def doc_scores(scores: np.ndarray, docs: np.ndarray, n_docs: int) -> np.ndarray:
-    """Max mention score per document: ``(n_mentions, q)`` -> ``(n_docs, q)``, -inf if none."""
-    out = np.full((n_docs, scores.shape[1]), -np.inf, dtype=np.float32)
-    np.maximum.at(out, docs, scores)
-    return out
-
-
 def r_precision(query_vectors: np.ndarray, mention_vectors: np.ndarray, docs: np.ndarray,
                 n_docs: int, relevant: Sequence[set[int] | np.ndarray]) -> np.ndarray:
-    """R-Precision per query: rank documents by their best mention, cut at R = |relevant|.
+    """R-Precision per query, ranking documents by their best mention: the metric of
+    :mod:`ner_retriever.evaluate` (ties in expectation), so validation here selects what the
+    evaluation measures. Vectors must be normalised; queries with R = 0 give NaN."""
+    from ner_retriever.evaluate import mention_document_scores
+    from ner_retriever.evaluate import r_precision as ranking_r_precision
 
-    Vectors must already be normalised (inner product = cosine). Ties are broken by document
-    number, so the result is deterministic. Queries with R = 0 give NaN."""
-    ds = doc_scores(mention_vectors @ query_vectors.T, docs, n_docs)
+    order = np.argsort(docs, kind="stable")  # the per-document max wants mentions grouped
+    scores = mention_document_scores(query_vectors, mention_vectors[order], docs[order], n_docs)
     result = np.full(len(relevant), np.nan)
-    order = np.arange(n_docs)
     for q, rel in enumerate(relevant):
         rel = np.fromiter(rel, dtype=np.int64) if isinstance(rel, set) else np.asarray(rel)
-        r = len(rel)
-        if r == 0:
-            continue
-        ranked = np.lexsort((order, -ds[:, q]))[:r]
-        result[q] = np.isin(ranked, rel).sum() / r
+        if len(rel):
+            result[q] = ranking_r_precision(scores[q], rel)
     return result
 
 
