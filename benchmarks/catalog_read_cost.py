@@ -90,9 +90,9 @@ def main() -> None:
 
         views = timed(view, args.queries)
         retriever.close()
-    print(json.dumps({"docs": args.docs, "build_s": round(build_s, 3), "search_ms_p50": round(search[0], 3),
-                      "search_ms_p95": round(search[1], 3), "view_ms_p50": round(views[0], 3),
-                      "view_ms_p95": round(views[1], 3)}))
+    print(json.dumps({"docs": args.docs, "build_s": round(build_s, 3),
+                      "search_ms_p50": round(search[0], 3), "search_ms_p95": round(search[1], 3),
+                      "view_ms_p50": round(views[0], 3), "view_ms_p95": round(views[1], 3)}))
 
 
 if __name__ == "__main__":

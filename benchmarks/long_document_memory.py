@@ -13,6 +13,11 @@ detector on the whole text (spaCy gets pieces of at most 100,000 characters).
     python benchmarks/long_document_memory.py                       # SmolLM2, gold spans
     python benchmarks/long_document_memory.py --model tiny --span-every 2000
     python benchmarks/long_document_memory.py --model tiny --detector spacy-ents
+    python benchmarks/long_document_memory.py --detector learned --sizes 0.25 0.5 1 --detect-only
+
+``--detect-only`` measures the detector's joint pass alone (``detect_and_encode``: spans and
+their raw vectors), without the index: what remains of the growth is then the spans and
+vectors found, not the pass over the text.
 """
 
 from __future__ import annotations
@@ -63,6 +68,37 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def windows_of(encoder, tokens: int) -> int:
+    window = encoder.window
+    return 1 + max(0, -(-(tokens - window) // max(
+        1, window - min(encoder.config.overlap, window - 1))))
+
+
+def detect_only(megabytes: float, model: str | None, detector: str) -> dict:
+    """Runs in a fresh process: the detector's joint pass over one long document."""
+    from ner_retriever.detect import build_detector
+    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+    from ner_retriever.types import Document
+
+    encoder = TransformerEncoder(EncoderConfig(model=model) if model else EncoderConfig())
+    det = build_detector(detector)
+    det.detect_and_encode([Document("warm", make_text(0.002))], encoder)
+    baseline_peak = peak_mb()
+    text = make_text(megabytes)
+    start = time.perf_counter()
+    spans, vectors = det.detect_and_encode([Document("long", text)], encoder)
+    seconds = time.perf_counter() - start
+    peak = peak_mb()
+    tokens = len(encoder._tokenize(text)[0])
+    return {"megabytes": round(len(text.encode()) / 1e6, 2), "mentions": len(spans[0]),
+            "tokens": tokens, "windows_in_document": windows_of(encoder, tokens),
+            "seconds": round(seconds, 1), "baseline_peak_mb": round(baseline_peak, 1),
+            "peak_mb": round(peak, 1), "growth_mb": round(peak - baseline_peak, 1),
+            "vectors_mb": round(vectors[0].nbytes / 2**20, 1), "model": encoder.config.model,
+            "detector": detector, "max_length": encoder.config.max_length,
+            "torch_threads": __import__("torch").get_num_threads()}
+
+
 def child(megabytes: float, model: str | None, detector: str, span_every: int) -> dict:
     """Runs in a fresh process: baseline after warm-up, then one long document."""
     from ner_retriever.encode import EncoderConfig
@@ -95,9 +131,7 @@ def child(megabytes: float, model: str | None, detector: str, span_every: int) -
             seconds = time.perf_counter() - start
             peak = peak_mb()  # before the token count below, which tokenizes again
             tokens = len(r.encoder._tokenize(text)[0])
-            window = r.encoder.window
-            windows_total = 1 + max(0, -(-(tokens - window) // max(
-                1, window - min(r.encoder.config.overlap, window - 1))))
+            windows_total = windows_of(r.encoder, tokens)
             result = {"megabytes": round(text_mb, 2), "mentions": stats.mentions,
                       "tokens": tokens, "windows_in_document": windows_total,
                       "seconds": round(seconds, 1), "baseline_rss_mb": round(baseline_rss, 1),
@@ -120,11 +154,14 @@ def main() -> None:
                         "spacy-ents or spacy")
     parser.add_argument("--span-every", type=int, default=20_000,
                         help="gold: characters between synthetic spans")
+    parser.add_argument("--detect-only", action="store_true",
+                        help="the detector's joint pass alone, without the index")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.model, args.detector, args.span_every)))
+        print(json.dumps(detect_only(args.child, args.model, args.detector) if args.detect_only
+                         else child(args.child, args.model, args.detector, args.span_every)))
         return
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -141,6 +178,8 @@ def main() -> None:
                "--span-every", str(args.span_every)]
         if args.model:
             cmd += ["--model", args.model]
+        if args.detect_only:
+            cmd.append("--detect-only")
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"{size} MB run failed:\n{out.stderr[-3000:]}")

@@ -5,6 +5,8 @@ Real SmolLM2 (the session's encoder) and real spaCy; no mocks."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,6 +149,62 @@ def test_overlapping_windows_and_joint_vectors(encoder) -> None:
     # without vectors the pass stops at the feature block and returns None
     spans2, none = small.detect_encode([text], [feature], decide, vectors=False)
     assert none is None and spans2 == spans[:1]
+
+
+def test_a_long_document_goes_in_pieces_with_the_spans_and_vectors_of_one_pass(tmp_path):
+    """A 300 KB document (73k tokens) is processed in pieces of windows, so the detector's
+    working memory is bounded by ``max_tokens`` whatever the length; the spans and vectors are
+    exactly those of one pass over the whole text (a tiny random Llama and a random tagger
+    head, sharpened so that about 30% of the tokens are inside a mention)."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from crash_trials import make_fixture
+    finally:
+        sys.path.pop(0)
+    model = make_fixture(tmp_path, n_docs=1)[0]
+    small = TransformerEncoder(EncoderConfig(model=str(model)))
+    torch.manual_seed(0)
+    head = TaggerHead(learned_detect.TaggerConfig(model=str(model), features=[(0, "hidden")],
+                                                  input_dim=small.model.config.hidden_size,
+                                                  proj_dim=16,
+                                                  context_dim=8, threshold=0.905))
+    with torch.no_grad():
+        head.out.weight.mul_(60)
+        head.out.bias.zero_()
+    head.save(tmp_path / "det")
+    det = LearnedDetector(tmp_path / "det")
+    sentences = ["Angela Merkel met Emmanuel Macron in Paris.", "Toyota unveiled a car.",
+                 "it rained all day, so the streets stayed empty."]
+    long = " ".join(f"{sentences[i % 3]} ({i})" for i in range(8000))[:300_000]
+    texts = [long, "Paris is nice.", long[:5000], "   "]
+    assert len(small._tokenize(long)[0]) > 70_000
+
+    def run(max_tokens: int):
+        longest = []
+        decide = det._decider(texts)
+
+        def bounded(idx, feats, offsets):
+            longest.append(max(len(f) for f in feats))
+            return decide(idx, feats, offsets)
+
+        spans, vectors = small.detect_encode(texts, det.features, bounded, max_tokens=max_tokens)
+        return spans, vectors, max(longest)
+
+    whole, whole_vectors, _ = run(10**9)  # one piece per document: the behaviour before pieces
+    assert len(whole[0]) > 10_000 and len(whole[2]) > 100
+    assert all(a[1] <= b[0] for a, b in zip(whole[0], whole[0][1:]))
+    for max_tokens, pieces in ((4096, 30), (32768, 3)):
+        assert len(small._detect_pieces(0, len(small._tokenize(long)[0]), max_tokens)) >= pieces
+        spans, vectors, longest = run(max_tokens)
+        assert longest <= max_tokens  # what the detector holds at once
+        assert spans == whole
+        for got, want in zip(vectors, whole_vectors):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    learned_detect.register_encoder(small)  # the detector's own path (default max_tokens)
+    docs = [Document(str(i), t) for i, t in enumerate(texts)]
+    assert [[(s.start, s.end) for s in sp] for sp in det.detect(docs)] == whole
 
 
 # --------------------------------------------------------------------------- training, save/load

@@ -85,6 +85,29 @@ def _cut_point(text: str, pos: int, size: int) -> int:
     return end
 
 
+def _last_tokens(starts: np.ndarray, ends: np.ndarray, span_ends: np.ndarray) -> np.ndarray:
+    """Per span end: the last real token (one that covers characters) starting before it, 0 if
+    none. This is the token whose state is a span's vector, in encoding and in the joint pass."""
+    real = ends > starts
+    last_real = np.maximum.accumulate(np.where(real, np.arange(len(starts)), -1))
+    if np.all(starts[1:] >= starts[:-1]):  # offsets in text order: binary search
+        before = np.searchsorted(starts, span_ends, side="left") - 1
+        toks = np.where(before >= 0, last_real[np.maximum(before, 0)], -1)
+    else:  # pragma: no cover - no tokenizer we know reorders offsets; scan to be safe
+        toks = np.array([(lambda c: c[-1] if len(c) else -1)(
+            np.nonzero((starts < e) & real)[0]) for e in span_ends], dtype=np.int64)
+    return np.maximum(toks, 0)
+
+
+def _window_count(n_tokens: int, width: int, step: int) -> int:
+    return 0 if n_tokens == 0 else (1 if n_tokens <= width else (n_tokens - 1 - width) // step + 2)
+
+
+def _first_window(token: int, width: int, step: int) -> int:
+    """The first window holding ``token``: the one that gives it the most left context."""
+    return 0 if token < width else (token - width) // step + 1
+
+
 class _Stop(Exception):
     """Raised from a hook once every requested activation is captured: skips the rest."""
 
@@ -173,6 +196,11 @@ class TransformerEncoder:
     def window(self) -> int:
         return self.config.max_length - len(self._prefix) - len(self._suffix)
 
+    @property
+    def _step(self) -> int:
+        """Tokens between the starts of consecutive windows."""
+        return max(1, self.window - min(self.config.overlap, self.window - 1))
+
     def _tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Token ids and character start/end offsets as compact arrays.
 
@@ -213,23 +241,11 @@ class TransformerEncoder:
         ids, starts, ends = self._tokenize(text)
         if not len(ids):
             raise ConfigError(f"document {doc_idx}: text produced no tokens")
-        width = self.window
-        step = max(1, width - min(self.config.overlap, width - 1))
-        # the last real token (one that covers characters) that starts before each span ends
-        real = ends > starts
-        positions = np.arange(len(ids), dtype=np.int32)
-        last_real = np.maximum.accumulate(np.where(real, positions, -1))
-        span_ends = np.array([e for _, e in spans], dtype=np.int64)
-        if np.all(starts[1:] >= starts[:-1]):  # offsets in text order: binary search
-            before = np.searchsorted(starts, span_ends, side="left") - 1
-            toks = np.where(before >= 0, last_real[np.maximum(before, 0)], -1)
-        else:  # pragma: no cover - no tokenizer we know reorders offsets; scan to be safe
-            toks = np.array([(lambda c: c[-1] if len(c) else -1)(
-                np.nonzero((starts < e) & real)[0]) for e in span_ends], dtype=np.int64)
+        width, step = self.window, self._step
+        toks = _last_tokens(starts, ends, np.array([e for _, e in spans], dtype=np.int64))
         targets: dict[int, list[tuple[int, int, int]]] = {}
-        for span_idx, tok in enumerate(np.maximum(toks, 0).tolist()):
-            # first window containing the token = the one giving it the most left context
-            w = 0 if tok < width else (tok - width) // step + 1
+        for span_idx, tok in enumerate(toks.tolist()):
+            w = _first_window(tok, width, step)
             targets.setdefault(w, []).append((doc_idx, span_idx, tok - w * step))
         prefix = np.asarray(self._prefix, dtype=np.int64)
         suffix = np.asarray(self._suffix, dtype=np.int64)
@@ -341,8 +357,14 @@ class TransformerEncoder:
         window where it has the most context on both sides) and the tokens' character offsets, and
         returns character spans per document. Their vectors are read from the captured
         activations exactly as ``encode_spans`` reads them (last token of the span, in the first
-        window that contains it). Returns ``(spans, vectors or None)``; documents are processed
-        in groups of about ``max_tokens`` tokens to bound memory."""
+        window that contains it). Returns ``(spans, vectors or None)``.
+
+        Memory stays bounded whatever the length: documents are processed in groups of about
+        ``max_tokens`` tokens, and a longer document in pieces of consecutive windows
+        (:meth:`_detect_pieces`). ``decide`` then sees one piece at a time: a document index may
+        repeat, offsets are always into the whole text, and only the spans whose last token lies
+        in the piece's own part are kept, so that every kept span has the states and the vector
+        a pass over the whole document gives it."""
         target = (self.config.block, self.config.component)
         feats = list(dict.fromkeys(features))
         for block, component in feats:
@@ -352,82 +374,119 @@ class TransformerEncoder:
                 raise ConfigError(f"unknown component {component!r}; choose from {COMPONENTS}")
         targets = feats + ([target] if vectors and target not in feats else [])
         slot = targets.index(target) if vectors else -1
-        width, p = self.window, len(self._prefix)
-        step = max(1, width - min(self.config.overlap, width - 1))
-        all_spans: list[list[tuple[int, int]]] = []
-        all_vecs: list[np.ndarray] | None = [] if vectors else None
-
-        encs = []
-        for text in texts:
-            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            encs.append((list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]))
+        width, step, p = self.window, self._step, len(self._prefix)
+        tokens = [self._tokenize(text) for text in texts]  # compact arrays, 12 bytes a token
+        pieces = [piece for d, (ids, _, _) in enumerate(tokens)
+                  for piece in self._detect_pieces(d, len(ids), max_tokens)]
         groups, group, size = [], [], 0
-        for i, (ids, _) in enumerate(encs):
-            if group and size + len(ids) > max_tokens:
+        for q, (_, first, end, _, _) in enumerate(pieces):
+            if group and size + end - first > max_tokens:
                 groups.append(group)
                 group, size = [], 0
-            group.append(i)
-            size += len(ids)
+            group.append(q)
+            size += end - first
         if group:
             groups.append(group)
 
+        kept: list[list[tuple[int, int]]] = [[] for _ in texts]
+        kept_vecs: list[list[np.ndarray]] = [[] for _ in texts]
+        frontier = [0] * len(texts)  # end of the spans that earlier pieces of a document kept
         for group in groups:
-            pieces = []  # (doc, window start, ids)
-            n_windows = {}
-            for d in group:
-                ids = encs[d][0]
-                n = len(ids)
-                count = 0 if n == 0 else (1 if n <= width else (n - 1 - width) // step + 2)
-                n_windows[d] = count
-                for w in range(count):
-                    pieces.append((d, w * step, ids[w * step: w * step + width]))
-            pieces.sort(key=lambda x: len(x[2]))
-            feat_rows = {d: None for d in group}
-            best = {d: np.full(len(encs[d][0]), -1, np.int64) for d in group}
-            windows: dict[tuple[int, int], np.ndarray] = {}
-            for b in range(0, len(pieces), batch_size):
-                chunk = pieces[b: b + batch_size]
-                tensors = self._capture([self._prefix + c[2] + self._suffix for c in chunk],
-                                        targets)
+            windows = []  # (piece, window start, ids); windows are those of the whole document
+            for q in group:
+                d, first, end = pieces[q][:3]
+                for w in range(first // step, _window_count(end, width, step)):
+                    ids = tokens[d][0][w * step: min(w * step + width, end)]
+                    windows.append((q, w * step, ids))
+            windows.sort(key=lambda x: len(x[2]))
+            feat_rows: dict[int, np.ndarray | None] = {q: None for q in group}
+            best = {q: np.full(pieces[q][2] - pieces[q][1], -1, np.int64) for q in group}
+            states: dict[tuple[int, int], np.ndarray] = {}
+            for b in range(0, len(windows), batch_size):
+                chunk = windows[b: b + batch_size]
+                tensors = self._capture([self._prefix + c[2].tolist() + self._suffix
+                                         for c in chunk], targets)
                 feat = torch.cat(tensors[: len(feats)], dim=-1).numpy()
-                for row, (d, start, chunk_ids) in enumerate(chunk):
+                for row, (q, start, chunk_ids) in enumerate(chunk):
+                    d, first, end = pieces[q][:3]
                     n_tok = len(chunk_ids)
-                    if feat_rows[d] is None:
-                        feat_rows[d] = np.zeros((len(encs[d][0]), feat.shape[-1]), np.float32)
+                    if feat_rows[q] is None:
+                        feat_rows[q] = np.zeros((end - first, feat.shape[-1]), np.float32)
                     local = np.arange(n_tok)
                     # context a token keeps on each side; a window edge at a document edge
                     # cuts nothing off
                     big = 1 << 30
                     left = local if start > 0 else np.full(n_tok, big)
-                    right = n_tok - 1 - local if start + n_tok < len(encs[d][0]) \
+                    right = n_tok - 1 - local if start + n_tok < len(tokens[d][0]) \
                         else np.full(n_tok, big)
                     context = np.minimum(left, right)
-                    glob = start + local
-                    take = context > best[d][glob]
-                    best[d][glob[take]] = context[take]
-                    feat_rows[d][glob[take]] = feat[row, p + local[take]]
+                    glob = start - first + local
+                    take = context > best[q][glob]
+                    best[q][glob[take]] = context[take]
+                    feat_rows[q][glob[take]] = feat[row, p + local[take]]
                     if vectors:
-                        windows[(d, start)] = tensors[slot][row, p: p + n_tok].numpy()
-            doc_feats = [feat_rows[d] if feat_rows[d] is not None
-                         else np.zeros((0, sum(self._dims(feats))), np.float32) for d in group]
-            spans = decide(list(group), doc_feats, [encs[d][1] for d in group])
-            for d, sp in zip(group, spans):
+                        states[(q, start)] = tensors[slot][row, p: p + n_tok].numpy()
+            doc_feats = [feat_rows[q] if feat_rows[q] is not None
+                         else np.zeros((0, sum(self._dims(feats))), np.float32) for q in group]
+            offsets = []
+            for q in group:
+                d, first, end = pieces[q][:3]
+                _, starts, ends = tokens[d]
+                offsets.append(list(zip(starts[first:end].tolist(), ends[first:end].tolist())))
+            spans = decide([pieces[q][0] for q in group], doc_feats, offsets)
+            for q, sp in zip(group, spans):
+                d, _, _, own_from, own_to = pieces[q]
                 sp = [(int(s), int(e)) for s, e in sp]
-                all_spans.append(sp)
-                if not vectors:
-                    continue
-                out = np.zeros((len(sp), self.dim), np.float32)
-                offsets = encs[d][1]
-                if sp and offsets:
-                    starts = np.array([s for s, _ in offsets])
-                    ends = np.array([e if e > s else -1 for s, e in offsets])
-                    for k, (_, e) in enumerate(sp):
-                        cand = np.nonzero((starts < e) & (ends > 0))[0]
-                        tok = int(cand[-1]) if len(cand) else 0
-                        w = 0 if tok < width else (tok - width) // step + 1
-                        out[k] = windows[(d, w * step)][tok - w * step]
-                all_vecs.append(out)
-        return all_spans, all_vecs
+                _, starts, ends = tokens[d]
+                last = (_last_tokens(starts, ends, np.array([e for _, e in sp], np.int64))
+                        if sp and len(starts) else np.zeros(len(sp), np.int64))
+                # pieces agree on what they share; should a span still overlap one that an
+                # earlier piece kept, the earlier one wins
+                mine = [(span, int(tok)) for span, tok in zip(sp, last.tolist())
+                        if own_from <= tok < own_to and span[0] >= frontier[d]]
+                frontier[d] = max([frontier[d]] + [e for (_, e), _ in mine])
+                kept[d].extend(span for span, _ in mine)
+                if vectors:
+                    out = np.zeros((len(mine), self.dim), np.float32)
+                    for k, (_, tok) in enumerate(mine):
+                        if len(starts):
+                            start = _first_window(tok, width, step) * step
+                            out[k] = states[(q, start)][tok - start]
+                    kept_vecs[d].append(out)
+        if not vectors:
+            return kept, None
+        return kept, [np.concatenate(v) if v else np.zeros((0, self.dim), np.float32)
+                      for v in kept_vecs]
+
+    def _detect_pieces(self, doc: int, n_tokens: int, max_tokens: int
+                       ) -> list[tuple[int, int, int, int, int]]:
+        """``(doc, first token, end token, own from, own to)`` pieces of one document.
+
+        A piece is a run of the document's own windows (at most ``max_tokens`` tokens); the
+        next piece starts ``shared`` windows before this one ends, and each piece owns the
+        tokens up to the middle of what it shares with the next. ``shared`` is chosen so that
+        every window holding an owned token, or a token a few places away (the detector head
+        looks 3 tokens each side), lies inside the piece: an owned token then gets exactly the
+        states (and a span ending there exactly the vector) of a pass over the whole document.
+        A document that fits is one piece, processed as before (one without tokens keeps the
+        spans ``decide`` gives it, with zero vectors)."""
+        width, step = self.window, self._step
+        count = _window_count(n_tokens, width, step)
+        shared = 2 + -(-width // step)
+        per_piece = max(shared + 1, (max_tokens - width) // step + 1)
+        if count <= per_piece:
+            return [(doc, 0, n_tokens, 0, max(n_tokens, 1))]
+        stride = per_piece - shared
+        margin = ((shared - 1) * step + width) // 2  # middle of the tokens two pieces share
+        out, w = [], 0
+        while True:
+            last = min(w + per_piece, count)
+            own_from = 0 if w == 0 else w * step + margin
+            own_to = n_tokens if last == count else (w + stride) * step + margin
+            out.append((doc, w * step, min((last - 1) * step + width, n_tokens), own_from, own_to))
+            if last == count:
+                return out
+            w += stride
 
     def _dims(self, targets: Sequence[tuple[int, str]]) -> list[int]:
         """Width of each (block, component) activation (probed once, then remembered)."""
