@@ -338,7 +338,7 @@ def other_writer(tmp_path, tiny_model):
             docs.append(Document(f"{b}-{i}", text,
                                  spans=(Span(paris, paris + 5), Span(rome, rome + 4))))
     with Retriever.create(path, encoder=EncoderConfig(model=str(tiny_model)),
-                          detector="gold") as r:
+                          detector="gold", hybrid=False) as r:  # the writer adds mentions only
         r.add(docs, commit_every=10)
         assert {m.text for m in r.index.mentions_of("1-4")} == {"Paris", "Rome"}
     script = tmp_path / "writer.py"

@@ -186,8 +186,9 @@ class Index:
             for table in ("documents", "mentions"):
                 if not _has_checksum(db, table):
                     db.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT NOT NULL DEFAULT ''")
+            mention_columns = "row, doc_key, start, end, text, label"
             for table, key, columns in (("documents", "key", "id, text, metadata"),
-                                        ("mentions", "row", "row, doc_key, start, end, text, label")):
+                                        ("mentions", "row", mention_columns)):
                 last = -1
                 while rows := db.execute(f"SELECT {key}, {columns} FROM {table} WHERE {key} > ? "
                                          f"ORDER BY {key} LIMIT 1000", (last,)).fetchall():
