@@ -15,7 +15,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def smol_encoder():
-    """The real offline default (SmolLM2-135M, block 10, value)."""
+    """The real offline default (SmolLM2-135M, block 22, value)."""
     from ner_retriever.encode import TransformerEncoder
 
     return TransformerEncoder()

@@ -128,7 +128,7 @@ def test_local_model_folder_loads(tmp_path, minilm_tokenizer):
 
 
 def test_smollm2_default(smol_encoder):
-    assert smol_encoder.config.block == 10 and smol_encoder.dim == 192
+    assert smol_encoder.config.block == 22 and smol_encoder.dim == 192
     assert len(transformer_blocks(smol_encoder.model)) == 30
     other = "The mayor of Paris met Angela Merkel."
     vecs = smol_encoder.encode_spans([TEXT, other], [SPANS, [(13, 18), (23, 36)]])

@@ -258,7 +258,7 @@ def test_altered_config_and_truncated_catalog_are_detected(tmp_path, retriever):
     path = retriever.index.path
     retriever.close()
     config = (path / "config.json").read_text()
-    (path / "config.json").write_text(config.replace('"block": 10', '"block": 11'))
+    (path / "config.json").write_text(config.replace('"block": 22', '"block": 21'))
     with pytest.raises(IndexStateError, match="config.json"):
         Index.open(path)
     (path / "config.json").write_text(config)

@@ -17,7 +17,7 @@ Component = Literal["query", "key", "value", "hidden"]
 COMPONENTS: tuple[str, ...] = ("query", "key", "value", "hidden")
 
 # Block chosen for the packaged models (see docs/PROBE.md); other models default to the middle.
-DEFAULT_BLOCKS = {"smollm2-135m": 10, "minilm-l6": 5}
+DEFAULT_BLOCKS = {"smollm2-135m": 22, "minilm-l6": 5}
 
 
 class EncoderConfig(BaseModel):

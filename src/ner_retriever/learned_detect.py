@@ -2,7 +2,7 @@
 
 A small token-classification head (BIO over one label, "mention") reads the hidden states of an
 early block of the *same* language model that produces the mention vectors.  The vectors are
-read at a later block (SmolLM2: value, block 10), so every block the detector needs is computed
+read at a later block (SmolLM2: value, block 22), so every block the detector needs is computed
 anyway: with :meth:`LearnedDetector.detect_and_encode` one forward pass per window yields both
 the spans and their vectors (``TransformerEncoder.detect_encode``).
 
