@@ -143,6 +143,16 @@ def test_search_returns_ranked_documents_with_mentions_and_context(client):
         assert best["text"] in r["snippet"]
 
 
+def test_search_mode_mentions_ranks_by_the_best_mention(client):
+    data = client.get("/search", params={"q": "politician", "k": 5, "mode": "mentions"}).json()
+    for r in data["results"]:
+        assert r["score"] == pytest.approx(r["mentions"][0]["score"])
+    hybrid = client.get("/search", params={"q": "politician", "k": 5}).json()["results"]
+    assert any(r["score"] != pytest.approx(r["mentions"][0]["score"]) for r in hybrid)
+    bad = client.get("/search", params={"q": "politician", "mode": "fused"})
+    assert bad.status_code == 422 and "mode" in bad.text
+
+
 def test_search_finds_people_first_for_a_person_query(client):
     top = search(client, "person", k=3)["results"]
     assert len(top) == 3 and all(r["score"] > 0 for r in top)

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import h11
 import numpy as np
@@ -156,8 +156,11 @@ class SearchService:
             self.retriever.close()
 
     # -- reads ---------------------------------------------------------------------------------
-    def search(self, vector: np.ndarray, k: int, offset: int, per_doc: int) -> tuple[list, bool]:
+    def search(self, vector: np.ndarray, k: int, offset: int, per_doc: int,
+               mode: str = "auto") -> tuple[list, bool]:
         index = self.retriever.index
+        if mode == "mentions":  # the cached row also holds the dense part: drop it
+            vector = vector[:index.config.dim]
         with self.reading():
             ranked = self.retriever.search_vector(vector, k=offset + k + 1, per_doc=per_doc)
             page = ranked[offset: offset + k]
@@ -448,8 +451,12 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
                                      description="skip this many results (for 'more')")] = 0,
         per_doc: Annotated[int, Query(ge=1, le=settings.max_per_doc,
                                       description="matching mentions shown per document")] = 3,
+        mode: Annotated[Literal["auto", "mentions"], Query(
+            description="auto: hybrid on a hybrid index (mention and document scores fused), "
+                        "else best mention; mentions: best-mention cosine only")] = "auto",
     ) -> dict:
-        """Rank documents by their best-matching mention; mentions carry document offsets."""
+        """Rank documents by their mentions (fused with a document score on a hybrid index);
+        mentions carry document offsets."""
         query = q.strip()
         if not query:
             raise _reject(422, "invalid request: query parameter 'q': query is empty")
@@ -457,7 +464,8 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
         future, cached = service.embedder.submit(query)
         # shielded: a client hanging up must not cancel a vector other requests may share
         vector = await asyncio.shield(asyncio.wrap_future(future))
-        results, has_more = await run_in_threadpool(service.search, vector, k, offset, per_doc)
+        results, has_more = await run_in_threadpool(service.search, vector, k, offset, per_doc,
+                                                    mode)
         return {"query": query, "k": k, "offset": offset, "has_more": has_more,
                 "cached": cached, "took_ms": round((time.perf_counter() - started) * 1000, 2),
                 "results": results}
