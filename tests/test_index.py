@@ -58,9 +58,10 @@ def _full_fusion(retriever, query, weight=0.5):
     keys, live, doc_vectors = index.doc_vectors
     q = retriever.embed_search_queries([query])[0]
     mention_q, dense_q = q[: index.config.dim], q[index.config.dim:]
-    rows = index.rows_by_document(keys[live].tolist())
-    mention = np.array([(index.vectors(rows[int(k)]) @ mention_q).max() if len(rows[int(k)])
-                        else -np.inf for k in keys[live]])
+    _, doc_index, vectors = index.document_mentions(keys[live].tolist())
+    sims = vectors @ mention_q
+    mention = np.array([sims[doc_index == i].max() if (doc_index == i).any() else -np.inf
+                        for i in range(int(live.sum()))])
     dense = doc_vectors[live] @ dense_q
     fused = fuse(mention, dense, score_stats(mention), score_stats(dense), weight)
     docs = index.documents_by_key(keys[live].tolist())

@@ -321,15 +321,20 @@ class Index:
         row_doc[replaced] = -1
         self._row_doc, self._row_end = row_doc, end
 
+    def _select_in(self, sql: str, values: Iterable) -> list[tuple]:
+        """Rows of ``sql`` whose ``{in}`` is a list of ``values``, run in chunks of 500 (under
+        SQLite's limit on bound parameters)."""
+        values = list(values)
+        found: list[tuple] = []
+        for i in range(0, len(values), 500):
+            part = values[i: i + 500]
+            found.extend(self._db.execute(sql.format(**{"in": ",".join("?" * len(part))}), part))
+        return found
+
     def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
-        ids = list(ids)
-        rows: list[int] = []
-        for i in range(0, len(ids), 500):
-            part = ids[i: i + 500]
-            q = (f"SELECT m.row FROM mentions m JOIN documents d ON m.doc_key = d.key "
-                 f"WHERE d.id IN ({','.join('?' * len(part))})")
-            rows.extend(r[0] for r in self._db.execute(q, part))
-        return np.array(rows, dtype=np.int64)
+        found = self._select_in("SELECT m.row FROM mentions m JOIN documents d "
+                                "ON m.doc_key = d.key WHERE d.id IN ({in})", ids)
+        return np.array([r[0] for r in found], dtype=np.int64)
 
     def row_doc_keys(self, rows: np.ndarray) -> np.ndarray:
         """Document key per mention row; -1 for padding or mentions of removed documents."""
@@ -346,13 +351,7 @@ class Index:
         return self._db.execute("SELECT COUNT(*) FROM mentions").fetchone()[0]
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
-        ids = list(ids)
-        found: set[str] = set()
-        for i in range(0, len(ids), 500):
-            part = ids[i: i + 500]
-            q = f"SELECT id FROM documents WHERE id IN ({','.join('?' * len(part))})"
-            found.update(r[0] for r in self._db.execute(q, part))
-        return found
+        return {r[0] for r in self._select_in("SELECT id FROM documents WHERE id IN ({in})", ids)}
 
     def _corrupt_row(self, doc: str | int, what: str = "document") -> IndexStateError:
         """The error for a row whose checksum fails; ``doc`` is an id or a document key."""
@@ -425,17 +424,17 @@ class Index:
         with self.lock:
             return self.store.vectors(rows)
 
-    def rows_by_document(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
-        """Mention rows of each document key (empty for a document without mentions)."""
-        out: dict[int, list[int]] = {int(k): [] for k in keys}
-        keys = list(out)
-        for i in range(0, len(keys), 500):
-            part = keys[i: i + 500]
-            q = (f"SELECT doc_key, row FROM mentions WHERE doc_key IN "
-                 f"({','.join('?' * len(part))}) ORDER BY row")
-            for key, row in self._db.execute(q, part):
-                out[key].append(row)
-        return {k: np.array(v, dtype=np.int64) for k, v in out.items()}
+    def document_mentions(self, keys: Sequence[int]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The mentions of the given documents, grouped in ``keys`` order: ``(rows, doc_index,
+        vectors)``, ``doc_index[i]`` = position in ``keys`` of row ``i``'s document (a document
+        without mentions has no row)."""
+        position = {int(k): i for i, k in enumerate(keys)}
+        found = self._select_in("SELECT doc_key, row FROM mentions WHERE doc_key IN ({in})",
+                                position)
+        pairs = np.array(sorted((position[key], row) for key, row in found),
+                         dtype=np.int64).reshape(-1, 2)
+        return pairs[:, 1], pairs[:, 0], self.vectors(pairs[:, 1])
 
     @property
     def doc_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -478,12 +477,8 @@ class Index:
         self._dense_n = end
 
     def _keys_of(self, ids: Sequence[str]) -> np.ndarray:
-        keys: list[int] = []
-        for i in range(0, len(ids), 500):
-            part = list(ids[i: i + 500])
-            q = f"SELECT key FROM documents WHERE id IN ({','.join('?' * len(part))})"
-            keys.extend(r[0] for r in self._db.execute(q, part))
-        return np.array(keys, dtype=np.int64)
+        found = self._select_in("SELECT key FROM documents WHERE id IN ({in})", ids)
+        return np.array([r[0] for r in found], dtype=np.int64)
 
     @property
     def ntotal(self) -> int:

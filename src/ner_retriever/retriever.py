@@ -308,16 +308,15 @@ class Retriever:
     def _score_documents(self, vector: np.ndarray, keys: Sequence[int],
                          per_doc: int) -> dict[int, DocumentHits]:
         """Exact best-mention scores (and hits) of documents the mention search did not reach."""
-        rows = self.index.rows_by_document(keys)
-        flat = np.concatenate([rows[k] for k in keys]) if keys else np.zeros(0, np.int64)
-        sims = self.index.vectors(flat) @ np.asarray(vector, np.float32) if len(flat) else flat
-        out, at = {}, 0
-        for key in keys:
-            own = sims[at: at + len(rows[key])]
+        rows, doc_index, vectors = self.index.document_mentions(keys)
+        sims = vectors @ np.asarray(vector, np.float32)
+        bounds = np.searchsorted(doc_index, np.arange(len(keys) + 1))
+        out = {}
+        for i, key in enumerate(keys):
+            own, own_rows = sims[bounds[i]:bounds[i + 1]], rows[bounds[i]:bounds[i + 1]]
             order = np.argsort(-own)[:per_doc]
             out[key] = DocumentHits(key, float(own[order[0]]) if len(own) else -np.inf,
-                                    [(int(rows[key][i]), float(own[i])) for i in order])
-            at += len(rows[key])
+                                    [(int(own_rows[j]), float(own[j])) for j in order])
         return out
 
     def _calibration_scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -328,12 +327,8 @@ class Retriever:
         if self._calibration is None or self._calibration[0] != state:
             live_keys = keys[live]
             sample = live_keys[calibration_sample(len(live_keys))]
-            rows = self.index.rows_by_document(sample.tolist())
-            counts = [len(rows[int(k)]) for k in sample]
-            flat = np.concatenate([rows[int(k)] for k in sample]) if len(sample) else \
-                np.zeros(0, np.int64)
-            doc_index = np.repeat(np.arange(len(sample)), counts)
-            self._calibration = (state, sample, doc_index, self.index.vectors(flat))
+            _, doc_index, vectors = self.index.document_mentions(sample.tolist())
+            self._calibration = (state, sample, doc_index, vectors)
         _, sample, doc_index, vectors = self._calibration
         sims = (vectors @ np.asarray(vector, np.float32))[None]
         return sample, document_max(sims, doc_index, len(sample))[0]
