@@ -31,7 +31,7 @@ import numpy as np
 
 from ner_retriever.errors import (ConfigError, CorpusError, DuplicateDocumentError,
                                   IndexStateError)
-from ner_retriever.types import Document, Mention
+from ner_retriever.types import Document
 
 Progress = Callable[[int, int], None]  # (documents, mentions) committed
 LIGHT_CPUS = 0.1  # CPU request of Ray's reading and filtering tasks
@@ -79,17 +79,11 @@ class MentionWorker:
             self.dense = DenseEncoder(dense["model"], dense["max_length"])
 
     def process(self, docs: Sequence[Document]):
-        """Exactly what ``Retriever.add`` does to one batch: detect, embed, project (and the
-        document vectors of a hybrid index)."""
-        from ner_retriever.head import per_document
+        """Exactly what ``Retriever.add`` does to one batch (:func:`retriever.embed_batch`)."""
+        from ner_retriever.retriever import embed_batch
 
-        spans = self.detector.detect(docs)
-        mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label) for s in sp]
-                    for d, sp in zip(docs, spans)]
-        raw = self.encoder.encode_spans([d.text for d in docs],
-                                        [[(s.start, s.end) for s in sp] for sp in spans])
-        doc_vectors = None if self.dense is None else self.dense.encode([d.text for d in docs])
-        return docs, mentions, per_document(self.head, raw, self.dim), doc_vectors
+        return (docs, *embed_batch(docs, self.detector, self.encoder, self.head, self.dim,
+                                   self.dense))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "docs" in batch:  # shards shipped by the driver: one pickled list per row

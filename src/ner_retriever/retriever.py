@@ -188,11 +188,6 @@ class Retriever:
             return vectors
         return np.hstack([vectors, self.dense.encode(list(queries))]).astype(np.float32)
 
-    def embed_mentions(self, docs: Sequence[Document], spans) -> list[np.ndarray]:
-        raw = self.encoder.encode_spans([d.text for d in docs],
-                                        [[(s.start, s.end) for s in sp] for sp in spans])
-        return per_document(self.head, raw, self.index.config.dim)
-
     # -- verbs ---------------------------------------------------------------------------------
     def add(self, docs: Iterable[Document], if_exists: IfExists = "error", commit_every: int = 256,
             progress: Callable[[int, int], None] | None = None) -> AddStats:
@@ -218,20 +213,11 @@ class Retriever:
                     doc = next(d for d in batch if d.id in present)
                     raise DuplicateDocumentError(doc.id, doc.source)
             if batch:
-                joint = getattr(self.detector, "detect_and_encode", None)
-                if joint is not None:  # learned detector: spans and vectors from one pass
-                    spans, raw = joint(batch, self.encoder)
-                    vectors = per_document(self.head, raw, self.index.config.dim)
-                else:
-                    spans = self.detector.detect(batch)
-                mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label)
-                             for s in sp] for d, sp in zip(batch, spans)]
-                if joint is None:
-                    vectors = self.embed_mentions(batch, spans)
-                stats.documents += self.index.add(
-                    batch, mentions, vectors, if_exists=if_exists,
-                    doc_vectors=None if self.dense is None
-                    else self.dense.encode([d.text for d in batch]))
+                mentions, vectors, doc_vectors = embed_batch(
+                    batch, self.detector, self.encoder, self.head, self.index.config.dim,
+                    self.dense)
+                stats.documents += self.index.add(batch, mentions, vectors, if_exists=if_exists,
+                                                  doc_vectors=doc_vectors)
                 stats.mentions += sum(len(m) for m in mentions)
             if progress is not None:
                 progress(len(batch), sum(len(m) for m in mentions) if batch else 0)
@@ -347,6 +333,24 @@ class Retriever:
 
     def info(self) -> dict:
         return index_info(self.index)
+
+
+def embed_batch(docs: Sequence[Document], detector: Detector, encoder: Encoder,
+                head: ProjectionHead | None, dim: int, dense: DenseEncoder | None = None
+                ) -> tuple[list[list[Mention]], list[np.ndarray], np.ndarray | None]:
+    """Detect, embed and project one batch: ``(mentions, vectors, document vectors)``. Shared
+    by :meth:`Retriever.add` and the Ray workers, so both index exactly alike."""
+    joint = getattr(detector, "detect_and_encode", None)
+    if joint is not None:  # learned detector: spans and vectors from one pass
+        spans, raw = joint(docs, encoder)
+    else:
+        spans = detector.detect(docs)
+        raw = encoder.encode_spans([d.text for d in docs],
+                                   [[(s.start, s.end) for s in sp] for sp in spans])
+    mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label) for s in sp]
+                for d, sp in zip(docs, spans)]
+    doc_vectors = None if dense is None else dense.encode([d.text for d in docs])
+    return mentions, per_document(head, raw, dim), doc_vectors
 
 
 def index_info(index: Index) -> dict:
