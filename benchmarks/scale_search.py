@@ -78,9 +78,10 @@ def real_mentions():
 
 def type_queries(encoder, ms) -> tuple[list[str], np.ndarray]:
     """Raw query vectors (mean over a type's descriptions), the 'other' types left out."""
-    from ner_retriever.train import encode_descriptions, is_other, load_descriptions
+    from ner_retriever.descriptions import is_other_tag
+    from ner_retriever.train import encode_descriptions, load_descriptions
 
-    types = sorted(t for t in set(ms.labels.tolist()) if not is_other(t))
+    types = sorted(t for t in set(ms.labels.tolist()) if not is_other_tag(t))
     raw = encode_descriptions(encoder, load_descriptions("fewnerd", types))
     return types, raw
 

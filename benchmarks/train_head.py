@@ -25,13 +25,13 @@ from pathlib import Path
 
 from ner_retriever.encode import EncoderConfig, TransformerEncoder
 from ner_retriever.head import normalize
+from ner_retriever.descriptions import is_other_tag
 from ner_retriever.train import (
     MentionSet,
     TrainConfig,
     encode_descriptions,
     evaluate_vectors,
     extract_mentions,
-    is_other,
     load_descriptions,
     train_head,
 )
@@ -88,7 +88,7 @@ def evaluate_head(head_dir: Path, template: str) -> None:
                                                query_template=template))
     for name, (path, dmap, n) in EVAL_SETS.items():
         ms = extract_mentions(path, encoder, n, 0)
-        types = [t for t in ms.types if not is_other(t)]
+        types = [t for t in ms.types if not is_other_tag(t)]
         queries = encode_descriptions(encoder, load_descriptions(dmap, types))
         raw = evaluate_vectors(ms, queries)
         trained = evaluate_vectors(ms, queries, head.project,
@@ -130,7 +130,7 @@ def main() -> None:
     train = MentionSet.concat([extract_mentions(f, encoder, n, 0)
                                for f, n in zip(TRAIN_FILES, sizes)])
     test = extract_mentions(TEST_FILE, encoder, args.test_sentences, 0)
-    test_types = [t for t in test.types if not is_other(t)]
+    test_types = [t for t in test.types if not is_other_tag(t)]
     test_q = encode_descriptions(encoder, load_descriptions("fewnerd", test_types))
     desc_para = encode_descriptions(encoder, load_descriptions(PARAPHRASES, train.types))
     desc_names = encode_descriptions(encoder, load_descriptions("fewnerd", train.types))

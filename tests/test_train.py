@@ -14,13 +14,13 @@ import torch
 from ner_retriever.errors import ConfigError
 from ner_retriever.head import HeadConfig, ProjectionHead
 from ner_retriever.head import normalize
+from ner_retriever.descriptions import is_other_tag
 from ner_retriever.train import (
     MentionSet,
     TrainConfig,
     encode_descriptions,
     extract_mentions,
     identity_init,
-    is_other,
     load_descriptions,
     r_precision,
     split_types,
@@ -215,7 +215,7 @@ def test_r_precision_hand_cases():
 
 
 def test_descriptions_and_types(tmp_path):
-    assert is_other("location_other") and is_other("art-other") and not is_other("person_actor")
+    assert is_other_tag("location_other") and is_other_tag("art-other") and not is_other_tag("person_actor")
     path = tmp_path / "d.json"
     path.write_text(json.dumps({"GPE": ["country", "city"], "person_actor": "actor"}))
     d = load_descriptions(path, ["location_GPE", "person_actor", "art_film"])

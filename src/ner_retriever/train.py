@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ner_retriever.descriptions import is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.head import normalize
 
@@ -188,13 +189,6 @@ def load_descriptions(path_or_name: str | Path | None, tags: Iterable[str]) -> d
 
     mapping = load_map(path_or_name)
     return {t: mapping.get_all(t) for t in tags}
-
-
-def is_other(tag: str) -> bool:
-    """Catch-all types (``location-other``, ``MISC``, ``OtherPER``) are not retrieval targets."""
-    from ner_retriever.descriptions import is_other_tag
-
-    return is_other_tag(tag)
 
 
 # -- metric ------------------------------------------------------------------------------------
@@ -388,7 +382,7 @@ def train_head(train: MentionSet, description_vectors: dict[str, np.ndarray],
     log = log or (lambda _msg: None)
     counts = {t: int((train.labels == t).sum()) for t in train.types}
     usable = sorted(t for t, c in counts.items() if c >= cfg.min_mentions
-                    and t in description_vectors and not (cfg.exclude_other and is_other(t)))
+                    and t in description_vectors and not (cfg.exclude_other and is_other_tag(t)))
     if cfg.cv_folds > 1 and cfg.val_types is None:
         if len(usable) < 2 * cfg.cv_folds:
             raise ConfigError(f"{len(usable)} usable types are too few for {cfg.cv_folds} folds")
