@@ -7,14 +7,21 @@ Usage (figures in docs/SCALE.md):
     ... python benchmarks/scale_search.py --rprecision
 
 Vectors. Real mention vectors are the gold mentions of the Few-NERD INTER test sample (5,000
-sentences, seed 0, 10,038 mentions; SmolLM2-135M block 10 value, 192-d, from the training
-cache), lifted to 500-d by the project's projection head (Linear-SiLU-Linear, 500-d; seeded
-random init, which the figures in docs/SCALE.md used: the trained head shipped later).
-Row i of the N-row set is ``normalize(a * h[p] + (1 - a) * h[q] + 0.5 * g / sqrt(500))`` with
-p, q random real mentions, a ~ U(0.5, 1) and g standard normal: every row lies near the real
-vectors' manifold (cosine to its main parent ~0.9) and no two rows are duplicates. Queries:
-the 16 test-type descriptions (catch-all types left out) through the same encoder and head,
-plus 184 rows generated the same way (not in the set).
+sentences, seed 0, 10,038 mentions) as the shipped default index stores them: SmolLM2-135M
+block 22 value vectors (192-d, from the training cache) through the shipped head (500-d).
+Two generators extend them to N rows (``--generator``):
+
+* ``model`` (default): perturb in the encoder's space, then apply the head, as real vectors
+  are made. Row i is ``head(a * v[p] + (1 - a) * v[q] + 0.2 * s * g)`` with p, q random real
+  mentions, a ~ U(0.5, 1), g standard normal (192-d) and s the mean per-dimension scale of
+  the real vectors; cosine to the main parent ~0.88, no duplicates. Like real vectors, the
+  rows span the head's 192-d image inside the 500-d output space.
+* ``output`` (the first 1M/10M runs in docs/SCALE.md, which used block 10 and a seeded random
+  head): ``normalize(a * h[p] + (1 - a) * h[q] + 0.5 * g / sqrt(500))`` on the 500-d outputs.
+  The isotropic 500-d noise makes the set full rank, which no head output can be.
+
+Queries: the 16 test-type descriptions through the same encoder and head, plus 184 rows
+generated the same way (not in the set).
 
 Each index type runs in its own process (peak RSS per type) on the memory-mapped vectors:
 build time (training + adding), serialized index bytes per mention, single-query latency
@@ -51,10 +58,20 @@ SETTINGS = {  # name -> (index_type, storage, params, search sweeps)
                   [{"ef_search": 128}, {"ef_search": 256}]),
     # nlist 1024 and a 100k training sample keep k-means within minutes on 2 shared cores;
     # the store's default (nlist = 4 sqrt(n), 200k sample) would pick 4096 lists at 1M.
+    # The store's default subspace=True: on head outputs IVF works in their 192-d span.
     "ivfpq-pq": ("ivfpq", "pq", {"nlist": 1024, "train_size": 100_000},
                  [{"nprobe": 16}, {"nprobe": 64}]),
     "ivfpq-fp16": ("ivfpq", "fp16", {"nlist": 1024, "train_size": 100_000},
                    [{"nprobe": 16, "refine_factor": 4}, {"nprobe": 64, "refine_factor": 8}]),
+    # 10M runs: 4096 lists trained on 200k rows.
+    "ivf4k-pq": ("ivfpq", "pq", {"nlist": 4096, "train_size": 200_000},
+                 [{"nprobe": 16}, {"nprobe": 64}]),
+    "ivf4k-pq10": ("ivfpq", "pq", {"nlist": 4096, "train_size": 200_000, "pq_nbits": 10},
+                   [{"nprobe": 16}, {"nprobe": 32}, {"nprobe": 64}]),
+    "ivf4k-sq8": ("ivfpq", "sq8", {"nlist": 4096, "train_size": 200_000},
+                  [{"nprobe": 16}, {"nprobe": 32}, {"nprobe": 64}]),
+    "ivf4k-fp16": ("ivfpq", "fp16", {"nlist": 4096, "train_size": 200_000},
+                   [{"nprobe": 16, "refine_factor": 4}, {"nprobe": 32, "refine_factor": 4}]),
 }
 
 
@@ -64,14 +81,13 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def real_mentions():
-    """Few-NERD INTER test gold mentions (cached by ner_retriever.train) and the encoder."""
+def real_mentions(block: int | None = None):
+    """Few-NERD INTER test gold mentions (cached by ner_retriever.train) and the encoder
+    (the shipped default settings unless ``block`` is given)."""
     from ner_retriever.encode import EncoderConfig, TransformerEncoder
     from ner_retriever.train import extract_mentions
 
-    # Block 10 (the default when these figures were first measured), kept so the 1M and 10M
-    # runs use the same vectors.
-    encoder = TransformerEncoder(EncoderConfig(block=10))
+    encoder = TransformerEncoder(EncoderConfig() if block is None else EncoderConfig(block=block))
     return encoder, extract_mentions(BIG_TEST, encoder, max_sentences=5000, seed=0,
                                      progress=False)
 
@@ -86,7 +102,8 @@ def type_queries(encoder, ms) -> tuple[list[str], np.ndarray]:
     return types, raw
 
 
-def head_500(input_dim: int):
+def random_head(input_dim: int):
+    """The ``output`` generator's head: the architecture with a seeded random init."""
     import torch
 
     from ner_retriever.head import HeadConfig, ProjectionHead
@@ -95,32 +112,54 @@ def head_500(input_dim: int):
     return ProjectionHead(HeadConfig(input_dim=input_dim)).eval()
 
 
-def synth(base: np.ndarray, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    p, q = rng.integers(0, len(base), n), rng.integers(0, len(base), n)
-    a = rng.uniform(0.5, 1.0, (n, 1)).astype(np.float32)
-    noise = rng.standard_normal((n, base.shape[1]), dtype=np.float32) * (0.5 / math.sqrt(DIM))
-    return normalize(a * base[p] + (1 - a) * base[q] + noise)
+class Generator:
+    """Seeded synthetic mention vectors around the real ones (see the module docstring)."""
+
+    def __init__(self, kind: str):
+        from ner_retriever.retriever import packaged_head
+
+        self.kind = kind
+        self.encoder, self.ms = real_mentions(None if kind == "model" else 10)
+        ms = self.ms
+        self.raw = ms.vectors
+        self.head = (packaged_head(self.encoder.config) if kind == "model"
+                     else random_head(ms.vectors.shape[1]))
+        self.base = self.head.project(self.raw)
+        self.scale = float(np.linalg.norm(self.raw, axis=1).mean() / math.sqrt(self.raw.shape[1]))
+        self.types, self.raw_queries = type_queries(self.encoder, ms)
+        self.type_queries = normalize(np.stack(
+            [self.head.project_queries(self.raw_queries[t]).mean(0) for t in self.types]))
+
+    def rows(self, n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        p, q = rng.integers(0, len(self.raw), n), rng.integers(0, len(self.raw), n)
+        a = rng.uniform(0.5, 1.0, (n, 1)).astype(np.float32)
+        if self.kind == "model":
+            g = rng.standard_normal((n, self.raw.shape[1]), dtype=np.float32)
+            return normalize(self.head.project(a * self.raw[p] + (1 - a) * self.raw[q]
+                                               + 0.2 * self.scale * g))
+        noise = rng.standard_normal((n, DIM), dtype=np.float32) * (0.5 / math.sqrt(DIM))
+        return normalize(a * self.base[p] + (1 - a) * self.base[q] + noise)
 
 
-def prepare(n: int, out: Path) -> None:
+def prepare(n: int, out: Path, generator: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text())["n"] == n:
-        return
-    encoder, ms = real_mentions()
-    head = head_500(ms.vectors.shape[1])
-    base = head.project(ms.vectors)
-    types, raw = type_queries(encoder, ms)
-    typeq = normalize(np.stack([head.project(raw[t]).mean(0) for t in types]))
-    queries = np.concatenate([typeq, synth(base, N_QUERIES - len(typeq), seed=10 ** 6)])
+    if (out / "meta.json").is_file():
+        meta = json.loads((out / "meta.json").read_text())
+        if meta["n"] == n and meta.get("generator", "output") == generator:
+            return
+    gen = Generator(generator)
+    queries = np.concatenate([gen.type_queries,
+                              gen.rows(N_QUERIES - len(gen.types), seed=10 ** 6)])
     vectors = np.lib.format.open_memmap(out / "vectors.npy", mode="w+", dtype=np.float32,
                                         shape=(n, DIM))
     t0 = time.perf_counter()
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
-        vectors[start:stop] = synth(base, stop - start, seed=start)
+        vectors[start:stop] = gen.rows(stop - start, seed=start)
     vectors.flush()
     gen_s = time.perf_counter() - t0
+    check = gen.rows(5000, seed=2 ** 31)
     # Exact top-K (inner product over float32) as ground truth, chunk by chunk.
     import faiss
 
@@ -139,8 +178,11 @@ def prepare(n: int, out: Path) -> None:
         best_i = np.take_along_axis(i_all, order, 1)
     np.save(out / "queries.npy", queries)
     np.save(out / "truth.npy", best_i)
+    singular = np.linalg.svd(check, compute_uv=False) ** 2
     (out / "meta.json").write_text(json.dumps({
-        "n": n, "dim": DIM, "real_mentions": int(len(base)), "type_queries": len(types),
+        "n": n, "dim": DIM, "generator": generator, "real_mentions": int(len(gen.raw)),
+        "type_queries": len(gen.types),
+        "rank_99.9999%": int(np.searchsorted(np.cumsum(singular) / singular.sum(), 1 - 1e-6) + 1),
         "generate_s": round(gen_s, 1), "exact_truth_s": round(time.perf_counter() - t0, 1)}))
 
 
@@ -148,7 +190,7 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
     """One index type on all rows, or on the first ``limit`` rows (exact truth recomputed)."""
     import faiss
 
-    from ner_retriever.store import build_faiss_index, index_bytes
+    from ner_retriever.store import build_faiss_index, index_bytes, refine_of
 
     index_type, storage, params, sweeps = SETTINGS[name]
     vectors = np.load(out / "vectors.npy", mmap_mode="r")
@@ -183,17 +225,20 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
         if index_type == "ivfpq":
             faiss.extract_index_ivf(index).nprobe = p["nprobe"]
             if storage == "fp16":
-                faiss.downcast_index(index.index).k_factor = float(p["refine_factor"])
+                refine_of(index).k_factor = float(p["refine_factor"])
         index.search(queries[:5], K)  # warm up
-        n_lat = 30 if index_type == "flat" else len(queries)
+        # An exhaustive scan takes seconds per query at 10M: time a few, batch the first 20.
+        n_lat = min(10 if n > 2_000_000 else 30, len(queries)) if index_type == "flat" \
+            else len(queries)
+        n_batch = 20 if index_type == "flat" and n > 2_000_000 else len(queries)
         lat = []
         for q in queries[:n_lat]:
             t = time.perf_counter()
             index.search(q[None], K)
             lat.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        _, rows = index.search(queries, K)
-        qps = len(queries) / (time.perf_counter() - t)
+        _, rows = index.search(queries[:n_batch], K)
+        qps = n_batch / (time.perf_counter() - t)
         recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(rows, truth)]))
         lat.sort()
         results.append({"search": sweep, "p50_ms": round(statistics.median(lat), 2),
@@ -203,7 +248,9 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
     # input vectors that were read (up to 2 GB at 1M).
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     size = index_bytes(index)
+    ivf = faiss.extract_index_ivf(index) if index_type == "ivfpq" else None
     return {"name": name, "n": n, "index_type": index_type, "storage": storage,
+            "indexed_dim": DIM if ivf is None else ivf.d,
             "params": params, "train_s": round(train_s, 1), "build_s": round(build_s, 1),
             "bytes_per_mention": round(size / n, 1), "index_mb": round(size / 2 ** 20, 1),
             "peak_rss_mb": round(peak), "load_avg_1m": round(os.getloadavg()[0], 1),
@@ -211,25 +258,27 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
 
 
 def rprecision() -> dict:
-    """Macro R-Precision on Few-NERD INTER test gold mentions (default index: raw 192-d,
-    no head) for each index type, via the store's builder and the search widening loop."""
+    """Macro R-Precision on Few-NERD INTER test gold mentions (the shipped default: block 22
+    value through the shipped head, 500-d) for each index type, via the store's builder and
+    the search widening loop."""
     import faiss
 
     from ner_retriever.search import top_documents
     from ner_retriever.store import build_faiss_index, index_bytes
     from ner_retriever.train import evaluate_vectors, relevant_docs
 
-    encoder, ms = real_mentions()
-    types, raw = type_queries(encoder, ms)
-    vectors = normalize(ms.vectors)
-    queries = normalize(np.stack([normalize(raw[t]).mean(0) for t in types]))
+    gen = Generator("model")
+    ms, types, queries = gen.ms, gen.types, gen.type_queries
+    vectors = gen.base
     relevant = relevant_docs(ms, types)
-    exact_numpy = evaluate_vectors(ms, raw, types=types)["r_precision"]
+    exact_numpy = evaluate_vectors(ms, gen.raw_queries, gen.head.project, types=types,
+                                   project_queries=gen.head.project_queries)["r_precision"]
     out = {"mentions": len(vectors), "documents": ms.n_docs, "types": len(types),
            "dim": vectors.shape[1], "numpy_exact": round(exact_numpy, 4), "index": {}}
     combos = [("flat", "fp32", [{}]), ("flat", "fp16", [{}]), ("hnsw", "fp32", [{}]),
               ("hnsw", "fp16", [{}]),
               ("ivfpq", "pq", [{"nprobe": 32}, {"nprobe": 128}, {"nprobe": 65536}]),
+              ("ivfpq", "sq8", [{"nprobe": 32}, {"nprobe": 128}]),
               ("ivfpq", "fp16", [{"nprobe": 32}, {"nprobe": 128}])]
     doc_of = ms.docs
     for index_type, storage, sweeps in combos:
@@ -264,6 +313,8 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help="index only the first N rows (exact truth "
                         "recomputed on them): for index types too slow to build at --n")
+    parser.add_argument("--generator", choices=("model", "output"), default="model",
+                        help="how the real vectors are extended to --n rows (docstring)")
     parser.add_argument("--rprecision", action="store_true")
     args = parser.parse_args()
     if args.rprecision:
@@ -275,7 +326,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.one, args.out, args.limit)))
         return
-    prepare(args.n, args.out)
+    prepare(args.n, args.out, args.generator)
     print(json.dumps(json.loads((args.out / "meta.json").read_text())), flush=True)
     for name in args.types.split(","):
         proc = subprocess.run([sys.executable, __file__, "--one", name, "--out", str(args.out)],

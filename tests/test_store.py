@@ -13,7 +13,7 @@ from ner_retriever.errors import ConfigError
 from ner_retriever.index import Index, IndexConfig
 from ner_retriever.search import top_documents
 from ner_retriever.store import (ANN_FILE, ANN_MANIFEST, build_faiss_index, index_bytes,
-                                 store_settings)
+                                 span_transform, store_settings)
 from ner_retriever.types import Mention
 
 DIM = 32
@@ -21,7 +21,7 @@ DIM = 32
 SMALL_IVF = {"train_min": 2000, "train_size": 4000, "nlist": 16, "pq_m": 16, "pq_nbits": 6,
              "nprobe": 8}
 COMBOS = [("flat", "fp32"), ("flat", "fp16"), ("hnsw", "fp32"), ("hnsw", "fp16"),
-          ("ivfpq", "pq"), ("ivfpq", "fp16")]
+          ("ivfpq", "pq"), ("ivfpq", "sq8"), ("ivfpq", "fp16")]
 
 
 def _data(n_docs: int, per_doc: int = 8, seed: int = 0, offset: int = 0):
@@ -86,7 +86,7 @@ def test_faiss_index_types_recall_reopen_append(tmp_path, exact, index_type, sto
     recall = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(rows, exact[0])])
     docs = [_top_docs(index, v, 10) for v in q]
     doc_recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(docs, exact[1])])
-    floor = {"fp32": 0.95, "fp16": 0.9, "pq": 0.6}[storage]
+    floor = {"fp32": 0.95, "fp16": 0.9, "sq8": 0.9, "pq": 0.6}[storage]
     if index_type == "flat":
         floor = 0.999 if storage == "fp32" else 0.98
     assert recall >= floor, f"recall@50 {recall:.3f}"
@@ -156,6 +156,46 @@ def test_ivfpq_fits_128_bytes_per_mention_at_500d():
     before = index_bytes(index)
     index.add_with_ids(x[300:], np.arange(300, 2300))
     assert (index_bytes(index) - before) / 2000 <= 128  # 100 PQ bytes + an 8-byte row id
+
+
+def _low_rank(n: int, rank: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors inside a ``rank``-d subspace of ``dim``-d space (like head outputs: the
+    shipped head maps 192-d vectors to 500-d)."""
+    rng = np.random.default_rng(seed)
+    basis = np.random.default_rng(42).standard_normal((rank, dim))
+    x = rng.standard_normal((n, rank)) @ basis + 0.3 * rng.standard_normal((1, rank)) @ basis
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_span_transform_finds_the_subspace_and_keeps_inner_products():
+    x = _low_rank(2000, 24, 128)
+    transform = span_transform(x)
+    assert transform.d_out == 24
+    y = transform.apply(x[:50])
+    np.testing.assert_allclose(y @ y.T, x[:50] @ x[:50].T, atol=1e-5)
+    full = np.random.default_rng(1).standard_normal((500, 64)).astype(np.float32)
+    assert span_transform(full) is None  # nothing to gain: no transform
+
+
+@pytest.mark.parametrize("storage", ["pq", "sq8", "fp16"])
+def test_ivf_in_the_subspace_ranks_like_exact_search(storage):
+    import faiss
+
+    x = _low_rank(6000, 20, 96)
+    q = _low_rank(10, 20, 96, seed=3)
+    index = build_faiss_index(96, "ivfpq", storage, {"nlist": 8, "nprobe": 8, "pq_nbits": 8},
+                              train=x)
+    assert faiss.extract_index_ivf(index).d == 20  # codes over the span, not 96 dimensions
+    index.add_with_ids(x, np.arange(6000, dtype=np.int64))
+    scores, rows = index.search(q, 20)
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :20]
+    recall = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(rows, truth)])
+    assert recall >= {"pq": 0.6, "sq8": 0.9, "fp16": 0.95}[storage], recall
+    np.testing.assert_allclose(scores[:, 0], (q @ x.T).max(1), atol=0.02)
+    assert index_bytes(index) / 6000 < {"pq": 40, "sq8": 40, "fp16": 100}[storage]
+    off = build_faiss_index(96, "ivfpq", storage, {"nlist": 8, "pq_nbits": 8,
+                                                   "subspace": False}, train=x)
+    assert faiss.extract_index_ivf(off).d == 96
 
 
 def test_store_settings_are_validated_and_recorded(tmp_path):

@@ -8,7 +8,8 @@ Backends (``STORES``):
 
 * ``faiss`` (embedded default): segments are ``.npy`` files (float32, or float16 when the
   storage is compressed), checksummed in the catalog. The searchable index is built in memory:
-  ``flat`` (exact), ``hnsw`` (graph) or ``ivfpq`` (inverted lists + product quantisation).
+  ``flat`` (exact), ``hnsw`` (graph) or ``ivfpq`` (inverted lists + product quantisation,
+  8-bit scalar codes or PQ re-ranked on fp16), IVF in the span of the vectors (exact there).
   Index types that are slow to build (HNSW, IVF-PQ) are also saved as a FAISS file next to the
   segments (atomic write, SHA-256 and the rows it covers in ``ann.json``), so reopening loads
   it and adds only the segments committed since; a missing or corrupt file is rebuilt from the
@@ -37,11 +38,13 @@ import numpy as np
 from ner_retriever.errors import ConfigError, IndexStateError
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
-STORAGES = ("fp32", "fp16", "pq")
+STORAGES = ("fp32", "fp16", "pq", "sq8")
 # Storage used when none is given, per index type.
 DEFAULT_STORAGE = {"flat": "fp32", "hnsw": "fp16", "ivfpq": "pq"}
+# ivfpq + sq8 = inverted lists of 8-bit scalar codes instead of PQ codes;
 # ivfpq + fp16 = IVF-PQ candidates re-ranked with fp16 copies of the vectors (IndexRefine).
-VALID_STORAGE = {"flat": ("fp32", "fp16"), "hnsw": ("fp32", "fp16"), "ivfpq": ("pq", "fp16")}
+VALID_STORAGE = {"flat": ("fp32", "fp16"), "hnsw": ("fp32", "fp16"),
+                 "ivfpq": ("pq", "sq8", "fp16")}
 
 # Tunables; any of them can be overridden per index (recorded in the index config).
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -57,6 +60,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "train_size": 200_000,    # ivfpq: training sample (seeded, from the committed rows)
     "retrain_growth": 8,      # ivfpq: retrain when the index grew this much since training
     "save_every": 1_000_000,  # rows added before the ANN file is saved again (and on close)
+    "subspace": True,         # ivfpq: search in the span of the training sample (exact there)
 }
 ANN_FILE = "ann.faiss"
 ANN_MANIFEST = "ann.json"
@@ -221,9 +225,36 @@ def auto_nlist(rows: int) -> int:
     return max(1, min(nlist, 65536))
 
 
+def span_transform(sample: np.ndarray, tolerance: float = 1e-6) -> faiss.LinearTransform | None:
+    """An orthonormal map onto the linear span of ``sample`` (all but ``tolerance`` of its
+    energy), or None when that span is nearly the whole space.
+
+    Inner products between vectors inside the span are unchanged, so an index built there is
+    as exact as in the full space on fewer dimensions, and every byte of a code budget goes
+    to dimensions that carry signal. Mention vectors are the image of a low-dimensional model
+    space: the shipped head maps 192-d value vectors to 500-d, so its outputs span 192."""
+    x = np.asarray(sample, dtype=np.float64)
+    dim = x.shape[1]
+    eigval, eigvec = np.linalg.eigh(x.T @ x)  # ascending; Gram matrix: cheap for any n
+    eigval, eigvec = eigval[::-1].clip(min=0), eigvec[:, ::-1]
+    total = eigval.sum()
+    if len(x) == 0 or total <= 0:
+        return None
+    d = int(np.searchsorted(np.cumsum(eigval) / total, 1.0 - tolerance) + 1)
+    d = min(dim, -(-d // 4) * 4)  # a multiple of 4: PQ sub-quantisers and SIMD kernels
+    if d > 0.9 * dim:
+        return None
+    transform = faiss.LinearTransform(dim, d, False)
+    faiss.copy_array_to_vector(np.ascontiguousarray(eigvec[:, :d].T, dtype=np.float32).ravel(),
+                               transform.A)
+    transform.is_trained = True
+    return transform
+
+
 def faiss_factory(dim: int, index_type: str, storage: str, params: dict[str, Any],
                   rows: int = 0) -> str:
-    """The ``faiss.index_factory`` string of an index type (``rows``: training rows, for nlist)."""
+    """The ``faiss.index_factory`` string of an index type over ``dim``-d vectors (for ivfpq:
+    the index inside the optional span transform and id map; ``rows``: training rows)."""
     p = {**DEFAULT_PARAMS, **params}
     if index_type == "flat":
         return "IDMap,Flat" if storage == "fp32" else "IDMap,SQfp16"
@@ -232,9 +263,10 @@ def faiss_factory(dim: int, index_type: str, storage: str, params: dict[str, Any
     if index_type == "ivfpq":
         nlist = int(p["nlist"] or auto_nlist(rows))
         m = int(p["pq_m"] or pq_subquantizers(dim))
+        if storage == "sq8":
+            return f"IVF{nlist},SQ8"
         ivfpq = f"IVF{nlist},PQ{m}x{int(p['pq_nbits'])}"
-        # Plain IVF-PQ keeps the ids in its lists (no id map); the refined one needs a map.
-        return ivfpq if storage == "pq" else f"IDMap,{ivfpq},Refine(SQfp16)"
+        return ivfpq if storage == "pq" else f"{ivfpq},Refine(SQfp16)"
     raise ValueError(f"unknown index type {index_type!r}")
 
 
@@ -242,30 +274,51 @@ def build_faiss_index(dim: int, index_type: str, storage: str, params: dict[str,
                       train: np.ndarray | None = None, rows: int | None = None) -> faiss.Index:
     """An empty FAISS index (inner product) whose ``add_with_ids`` takes global row ids.
 
-    IVF-PQ is trained on ``train`` (required); an automatic nlist follows ``rows`` (the rows
-    the index will hold, default ``len(train)``), capped so every list gets 39 training rows."""
+    IVF is trained on ``train`` (required); an automatic nlist follows ``rows`` (the rows
+    the index will hold, default ``len(train)``), capped so every list gets 39 training rows.
+    With ``subspace`` (default) IVF indexes work in the span of the training sample
+    (:func:`span_transform`). Plain IVF keeps the ids in its lists; the re-ranked one needs
+    an id map."""
     p = {**DEFAULT_PARAMS, **params}
-    if index_type == "ivfpq" and train is None:
+    if index_type != "ivfpq":
+        index = faiss.index_factory(dim, faiss_factory(dim, index_type, storage, params),
+                                    faiss.METRIC_INNER_PRODUCT)
+        if index_type == "hnsw":
+            inner = faiss.downcast_index(index.index)
+            inner.hnsw.efConstruction = int(p["ef_construction"])
+            inner.hnsw.efSearch = int(p["ef_search"])
+        return index
+    if train is None:
         raise ValueError("ivfpq needs training vectors")
-    if train is not None and p["nlist"] is None:
+    if p["nlist"] is None:
         nlist = auto_nlist(max(rows or 0, len(train)))
         while nlist > 1 and len(train) < 39 * nlist:
             nlist //= 2
         params = {**params, "nlist": nlist}
-    rows = 0 if train is None else len(train)
-    index = faiss.index_factory(dim, faiss_factory(dim, index_type, storage, params, rows),
-                                faiss.METRIC_INNER_PRODUCT)
-    if index_type == "hnsw":
-        inner = faiss.downcast_index(index.index)
-        inner.hnsw.efConstruction = int(p["ef_construction"])
-        inner.hnsw.efSearch = int(p["ef_search"])
-    if index_type == "ivfpq":
-        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    train = np.ascontiguousarray(train, dtype=np.float32)
+    transform = span_transform(train) if p["subspace"] else None
+    d = dim if transform is None else transform.d_out
+    index = inner = faiss.index_factory(d, faiss_factory(d, index_type, storage, params),
+                                        faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(inner))
+    if hasattr(ivf, "do_polysemous_training"):
         ivf.do_polysemous_training = False  # the factory's default; slow and not used here
-        index.train(np.ascontiguousarray(train, dtype=np.float32))
-        ivf.nprobe = min(int(p["nprobe"]), ivf.nlist)
-        if storage != "pq":
-            faiss.downcast_index(index.index).k_factor = float(p["refine_factor"])
+    if storage == "fp16":
+        refine_of(inner).k_factor = float(p["refine_factor"])
+    if transform is not None:
+        index = faiss.IndexPreTransform(transform, index)
+    if storage == "fp16":
+        index = faiss.IndexIDMap(index)
+    index.train(train)
+    ivf.nprobe = min(int(p["nprobe"]), ivf.nlist)
+    return index
+
+
+def refine_of(index: faiss.Index) -> faiss.IndexRefine:
+    """The re-ranking layer of an ``ivfpq`` + ``fp16`` index, under its id map and transform."""
+    index = faiss.downcast_index(index)
+    while not isinstance(index, faiss.IndexRefine):
+        index = faiss.downcast_index(index.index)
     return index
 
 
