@@ -50,9 +50,12 @@ def test_k_larger_than_documents_returns_all_with_mentions(retriever):
     assert hybrid["none"].mentions == [] and hybrid["none"].snippet == DOCS[4].text
 
 
-def _full_fusion(retriever, query, weight=0.5):
-    """Hybrid scores computed the slow way: every document, both sides, stats over all."""
-    from ner_retriever.search import fuse, score_stats
+def _full_fusion(retriever, query, weight=None):
+    """Hybrid scores computed the slow way: every document, both sides, stats over all
+    (``weight`` None: the shipped default, what ``search`` uses)."""
+    from ner_retriever.search import HYBRID_WEIGHT, fuse, score_stats
+
+    weight = HYBRID_WEIGHT if weight is None else weight
 
     index = retriever.index
     keys, live, doc_vectors = index.doc_vectors
