@@ -198,6 +198,35 @@ def test_ivf_in_the_subspace_ranks_like_exact_search(storage):
     assert faiss.extract_index_ivf(off).d == 96
 
 
+def test_index_in_the_span_is_saved_and_reopened(tmp_path):
+    """The store trains IVF in the vectors' span, saves it (transform included) and a reader
+    gets the same neighbours from the file; appending after reopening still works."""
+    import faiss
+
+    rows_per_doc, dim = 8, 64
+    x = _low_rank(3200, 12, dim)
+    docs = [Document(str(i), f"Document {i}.") for i in range(400)]
+    mentions = [[Mention(str(i), 0, 8, "Document")] * rows_per_doc for i in range(400)]
+    config = IndexConfig(encoder={"model": "synthetic"}, raw_dim=dim, dim=dim, head=None,
+                         detector={"name": "gold"},
+                         **store_settings("faiss", "ivfpq", "sq8", params=SMALL_IVF))
+    path = tmp_path / "idx"
+    index = Index.create(path, config)
+    for a in range(0, 400, 100):
+        index.add(docs[a:a + 100], mentions[a:a + 100],
+                  [x[i * rows_per_doc:(i + 1) * rows_per_doc] for i in range(a, a + 100)])
+    assert faiss.extract_index_ivf(index.store._index).d == 12
+    q = _low_rank(5, 12, dim, seed=9)
+    scores, rows = index.search(q, 30)
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :30]
+    assert np.mean([len(set(a) & set(b)) / 30 for a, b in zip(rows, truth)]) >= 0.9
+    index.close()
+    with Index.open(path) as reader:
+        assert reader.store._saved_rows == 3200  # loaded from ann.faiss, not rebuilt
+        assert faiss.extract_index_ivf(reader.store._index).d == 12
+        np.testing.assert_array_equal(reader.search(q, 30)[1], rows)
+
+
 def test_store_settings_are_validated_and_recorded(tmp_path):
     with pytest.raises(ConfigError, match="supports storage"):
         store_settings("faiss", "flat", "pq")
