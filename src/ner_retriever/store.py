@@ -233,12 +233,15 @@ def span_transform(sample: np.ndarray, tolerance: float = 1e-6) -> faiss.LinearT
     as exact as in the full space on fewer dimensions, and every byte of a code budget goes
     to dimensions that carry signal. Mention vectors are the image of a low-dimensional model
     space: the shipped head maps 192-d value vectors to 500-d, so its outputs span 192."""
-    x = np.asarray(sample, dtype=np.float64)
-    dim = x.shape[1]
-    eigval, eigvec = np.linalg.eigh(x.T @ x)  # ascending; Gram matrix: cheap for any n
+    dim = sample.shape[1]
+    gram = np.zeros((dim, dim))  # float64, accumulated in chunks: no float64 copy of the sample
+    for start in range(0, len(sample), 16384):
+        chunk = np.asarray(sample[start:start + 16384], dtype=np.float64)
+        gram += chunk.T @ chunk
+    eigval, eigvec = np.linalg.eigh(gram)  # ascending
     eigval, eigvec = eigval[::-1].clip(min=0), eigvec[:, ::-1]
     total = eigval.sum()
-    if len(x) == 0 or total <= 0:
+    if total <= 0:
         return None
     d = int(np.searchsorted(np.cumsum(eigval) / total, 1.0 - tolerance) + 1)
     d = min(dim, -(-d // 4) * 4)  # a multiple of 4: PQ sub-quantisers and SIMD kernels
