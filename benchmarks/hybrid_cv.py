@@ -18,7 +18,9 @@ and hybrid (``evaluate.hybrid_scores``, the code ``Retriever.search`` runs) per 
 Each of the 33 types is held out exactly once; the headline is the macro over all 33.
 
 Variants (same folds, same scores): reciprocal-rank fusion (k = 60) over the same candidate
-documents, and the dense side queried with the template ``a {}``.
+documents, the dense side queried with the template ``a {}``, and (at w = 0.6) the mention side
+pooled as a soft maximum over each document's mentions at several temperatures
+(``search.document_softmax``; t = 0.05 ships as ``search.MENTION_TEMPERATURE``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ TRAIN_FILES = [(FEWNERD / "dev.txt", 4000), (FEWNERD / "test.txt", 2000)]
 PARAPHRASES = ROOT / "benchmarks" / "fewnerd_train_descriptions.json"
 WEIGHTS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7]
 RRF_K = 60
+TEMPERATURES = [0.03, 0.05, 0.1, 0.2]
 
 
 def log(msg: str) -> None:
@@ -166,7 +169,8 @@ def main() -> None:
                  "query_template": encoder.config.query_template}
 
     methods = ["mentions", "dense"] + [f"hybrid w={w}" for w in WEIGHTS] + \
-        ["rrf k=60", "hybrid w=0.5, dense query 'a {}'"]
+        ["rrf k=60", "hybrid w=0.5, dense query 'a {}'"] + \
+        [f"hybrid w=0.6, soft max t={t}" for t in TEMPERATURES]
     per_type: dict[str, dict[str, float]] = {m: {} for m in methods}
     per_fold: dict[str, list[float]] = {m: [] for m in methods}
     for k, fold in enumerate(folds):
@@ -180,8 +184,8 @@ def main() -> None:
                      relevant={t: relevant_all[t] for t in fold},
                      descriptions={t: [queries[t]] for t in fold}, identity=identity)
         mentions = to_index_space(head, ms.vectors)
-        mention = mention_document_scores(embed_queries(encoder, es, head), mentions, ms.docs,
-                                          ms.n_docs)
+        query = embed_queries(encoder, es, head)
+        mention = mention_document_scores(query, mentions, ms.docs, ms.n_docs)
         dense = dense_document_scores(es, cache_root, dense_encoder)
         es_a = dataclasses.replace(es, descriptions={t: [f"a {queries[t]}"] for t in fold})
         dense_a = dense_document_scores(es_a, cache_root, dense_encoder)
@@ -190,6 +194,10 @@ def main() -> None:
             scores[f"hybrid w={w}"] = hybrid_scores(es, mention, dense, w)
         scores["rrf k=60"] = rrf_scores(es, mention, dense)
         scores["hybrid w=0.5, dense query 'a {}'"] = hybrid_scores(es, mention, dense_a, 0.5)
+        for t in TEMPERATURES:  # mention side = soft maximum over a document's mentions
+            pooled = mention_document_scores(query, mentions, ms.docs, ms.n_docs, temperature=t)
+            scores[f"hybrid w=0.6, soft max t={t}"] = hybrid_scores(es, mention, dense, 0.6,
+                                                                     pooled)
         for m in methods:
             vals = {t: r_precision(scores[m][i], es.relevant[t]) for i, t in enumerate(fold)}
             per_type[m].update(vals)

@@ -31,7 +31,7 @@ from ner_retriever.evaluate import (
     r_precision,
     sample_indices,
 )
-from ner_retriever.search import document_max, fuse, score_stats
+from ner_retriever.search import document_max, document_softmax, fuse, score_stats
 
 # Nine sentences. politician: docs 0, 1, 3 (doc 1 mentions two politicians); GPE: 0, 2, 4;
 # music: only doc 5 (a type with one document); location-other is a catch-all; doc 6-8 have
@@ -179,6 +179,23 @@ def test_document_max_matches_a_loop():
         np.testing.assert_array_equal(got[:, d], expected)
 
 
+def test_document_softmax_rewards_several_good_mentions():
+    sims = np.array([[0.5, 0.5, 0.2, 0.9]], dtype=np.float32)
+    doc_index = np.array([0, 0, 1, 3])  # document 2 has no mention
+    got = document_softmax(sims, doc_index, 4, temperature=0.05)[0]
+    assert got[0] == pytest.approx(0.5 + 0.05 * np.log(2))  # two equal mentions: + t log 2
+    assert got[1] == pytest.approx(0.2) and got[3] == pytest.approx(0.9)
+    assert got[2] == -np.inf
+    rng = np.random.default_rng(1)
+    doc_index = np.sort(rng.integers(0, 30, size=200))
+    sims = rng.normal(size=(3, 200)).astype(np.float32)
+    soft, hard = document_softmax(sims, doc_index, 35, 0.05), document_max(sims, doc_index, 35)
+    assert ((soft >= hard) | np.isinf(hard)).all()  # never below the best mention
+    loop = [0.05 * np.log(np.exp(sims[0, doc_index == d].astype(np.float64) / 0.05).sum())
+            for d in range(30) if (doc_index == d).any()]
+    np.testing.assert_allclose(soft[0][np.isfinite(soft[0])], loop, rtol=1e-5)
+
+
 def test_fuse_standardises_each_side_and_floors_missing_mentions():
     mention = np.array([0.9, 0.1, 0.5, -np.inf])
     dense = np.array([0.1, 0.9, 0.5, 0.2])
@@ -203,6 +220,12 @@ def test_hybrid_scores_only_rank_candidates_and_match_full_fusion_on_small_sets(
     top = set(np.argsort(-mention[0])[:100]) | set(np.argsort(-dense[0])[:100])
     assert set(np.flatnonzero(ranked)) == top
     full = fuse(mention[0], dense[0], score_stats(mention[0]), score_stats(dense[0]), 0.5)
+    np.testing.assert_allclose(got[ranked], full[ranked])
+    # pooled mention scores fuse in place of the best-mention ones; candidates stay the same
+    pooled = mention + 0.01
+    got = hybrid_scores(es, mention, dense, 0.5, pooled)[0]
+    assert set(np.flatnonzero(np.isfinite(got))) == top
+    full = fuse(pooled[0], dense[0], score_stats(pooled[0]), score_stats(dense[0]), 0.5)
     np.testing.assert_allclose(got[ranked], full[ranked])
 
 

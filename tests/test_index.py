@@ -51,9 +51,10 @@ def test_k_larger_than_documents_returns_all_with_mentions(retriever):
 
 
 def _full_fusion(retriever, query, weight=None):
-    """Hybrid scores computed the slow way: every document, both sides, stats over all
-    (``weight`` None: the shipped default, what ``search`` uses)."""
-    from ner_retriever.search import HYBRID_WEIGHT, fuse, score_stats
+    """Hybrid scores computed the slow way: every document, both sides (the mention side a
+    soft maximum over all the document's mentions), stats over all (``weight`` None: the
+    shipped default, what ``search`` uses)."""
+    from ner_retriever.search import HYBRID_WEIGHT, MENTION_TEMPERATURE, fuse, score_stats
 
     weight = HYBRID_WEIGHT if weight is None else weight
 
@@ -63,7 +64,9 @@ def _full_fusion(retriever, query, weight=None):
     mention_q, dense_q = q[: index.config.dim], q[index.config.dim:]
     _, doc_index, vectors = index.document_mentions(keys[live].tolist())
     sims = vectors @ mention_q
-    mention = np.array([sims[doc_index == i].max() if (doc_index == i).any() else -np.inf
+    t = MENTION_TEMPERATURE
+    mention = np.array([t * np.log(np.exp(sims[doc_index == i].astype(np.float64) / t).sum())
+                        if (doc_index == i).any() else -np.inf
                         for i in range(int(live.sum()))])
     dense = doc_vectors[live] @ dense_q
     fused = fuse(mention, dense, score_stats(mention), score_stats(dense), weight)

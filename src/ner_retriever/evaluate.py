@@ -22,8 +22,10 @@ Methods (all scored on the same documents)
 * ``bm25`` and ``dense``: see :mod:`ner_retriever.baselines`.
 * ``hybrid``: what a hybrid index returns (:func:`hybrid_scores`, the same code as
   ``Retriever.search``): ``w * z(mention score) + (1 - w) * z(dense score)`` over the top
-  candidates of each side, ``z`` standardising with a query's scores on a fixed sample of up
-  to 1,024 documents (a document without any mention takes the lowest mention score). ``w``
+  candidates of each side, the mention score being the soft maximum over the document's
+  mentions (temperature ``search.MENTION_TEMPERATURE``), ``z`` standardising with a query's
+  scores on a fixed sample of up to 1,024 documents (a document without any mention takes the
+  lowest mention score). ``w``
   (``--hybrid-weight``) defaults to ``search.HYBRID_WEIGHT``, chosen on Few-NERD INTER
   *training* types only (see docs/RESULTS.md).
 
@@ -45,8 +47,9 @@ import numpy as np
 from ner_retriever.descriptions import Descriptions, is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.head import ProjectionHead, normalize, to_index_space
-from ner_retriever.search import (HYBRID_WEIGHT, calibration_sample, candidate_count,
-                                  document_max, fuse, score_stats, top_positions)
+from ner_retriever.search import (HYBRID_WEIGHT, MENTION_TEMPERATURE, calibration_sample,
+                                  candidate_count, document_max, document_softmax, fuse,
+                                  score_stats, top_positions)
 from ner_retriever.types import Document, Span
 
 METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
@@ -176,30 +179,37 @@ def evaluate_scores(eval_set: EvalSet, scores: np.ndarray) -> dict:
 
 # -- scoring ---------------------------------------------------------------------------------
 def mention_document_scores(query_vectors: np.ndarray, mention_vectors: np.ndarray,
-                            doc_index: np.ndarray, n_docs: int, chunk: int = 64) -> np.ndarray:
-    """Exact inner product between (normalised) queries and mentions, max per document."""
+                            doc_index: np.ndarray, n_docs: int, chunk: int = 64,
+                            temperature: float | None = None) -> np.ndarray:
+    """Exact inner product between (normalised) queries and mentions, max per document (or
+    the soft maximum at ``temperature``, as the hybrid ranking pools mentions)."""
     out = np.empty((len(query_vectors), n_docs), dtype=np.float32)
     for b in range(0, len(query_vectors), chunk):
         sims = query_vectors[b: b + chunk] @ mention_vectors.T
-        out[b: b + chunk] = document_max(sims, doc_index, n_docs)
+        out[b: b + chunk] = (document_max(sims, doc_index, n_docs) if temperature is None
+                             else document_softmax(sims, doc_index, n_docs, temperature))
     return out
 
 
 def hybrid_scores(eval_set: EvalSet, mention_scores: np.ndarray, dense_scores: np.ndarray,
-                  weight: float = HYBRID_WEIGHT) -> np.ndarray:
+                  weight: float = HYBRID_WEIGHT, pooled_scores: np.ndarray | None = None
+                  ) -> np.ndarray:
     """The ``hybrid`` ranking exactly as :class:`Retriever` computes it for ``k = R``: per type
-    the top :func:`candidate_count` documents of each side are fused, each side standardised on
-    the calibration sample; the other documents are not ranked (``-inf``)."""
+    the top :func:`candidate_count` documents of each side (the mention side by best mention)
+    are fused, each side standardised on the calibration sample; the other documents are not
+    ranked (``-inf``). ``pooled_scores`` (default: ``mention_scores``) is what the mention side
+    contributes to the fusion: the soft maximum over mentions, as the index computes it."""
+    pooled_scores = mention_scores if pooled_scores is None else pooled_scores
     out = np.full(mention_scores.shape, -np.inf, dtype=np.float64)
     sample = calibration_sample(mention_scores.shape[1])
     for i, t in enumerate(eval_set.types):
         n = candidate_count(len(eval_set.relevant[t]))
-        mention, dense = mention_scores[i], dense_scores[i]
+        mention, pooled, dense = mention_scores[i], pooled_scores[i], dense_scores[i]
         with_mentions = np.flatnonzero(np.isfinite(mention))  # the mention side's candidates
         picked = with_mentions[top_positions(mention[with_mentions], n)]
         candidates = np.union1d(picked, top_positions(dense, n))
-        out[i, candidates] = fuse(mention[candidates], dense[candidates],
-                                  score_stats(mention[sample]), score_stats(dense[sample]), weight)
+        out[i, candidates] = fuse(pooled[candidates], dense[candidates],
+                                  score_stats(pooled[sample]), score_stats(dense[sample]), weight)
     return out
 
 
@@ -481,6 +491,9 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         queries = embed_queries(encoder, eval_set, head)
         scores["ner-retriever"] = mention_document_scores(queries, mentions, doc_index,
                                                           len(eval_set.docs))
+        if "hybrid" in methods:
+            pooled = mention_document_scores(queries, mentions, doc_index, len(eval_set.docs),
+                                             temperature=MENTION_TEMPERATURE)
         settings.update(model=encoder.config.model, block=encoder.config.block,
                         component=encoder.config.component,
                         query_template=encoder.config.query_template,
@@ -491,8 +504,8 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         scores["bm25"] = bm25_document_scores(eval_set)
     if "hybrid" in methods:
         scores["hybrid"] = hybrid_scores(eval_set, scores["ner-retriever"], scores["dense"],
-                                         opts.hybrid_weight)
-        settings["hybrid_weight"] = opts.hybrid_weight
+                                         opts.hybrid_weight, pooled)
+        settings.update(hybrid_weight=opts.hybrid_weight, mention_temperature=MENTION_TEMPERATURE)
     for method in methods:
         report["results"][method] = evaluate_scores(eval_set, scores[method])
     report["skipped_types"] = eval_set.skipped

@@ -26,9 +26,9 @@ from ner_retriever.head import ProjectionHead, describe, per_document, to_index_
 from ner_retriever.models import PACKAGED_MODELS
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.dense import DENSE_MODEL, DenseEncoder
-from ner_retriever.search import (HYBRID_WEIGHT, DocumentHits, calibration_sample,
-                                  candidate_count, document_max, fuse, score_stats, snippet,
-                                  top_documents, top_positions)
+from ner_retriever.search import (HYBRID_WEIGHT, MENTION_TEMPERATURE, DocumentHits,
+                                  calibration_sample, candidate_count, document_softmax, fuse,
+                                  score_stats, snippet, top_documents, top_positions)
 from ner_retriever.store import store_settings
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult
 
@@ -66,7 +66,8 @@ class Retriever:
         encoder's settings when there is one; ``None`` (or ``"none"``) stores raw vectors.
 
         ``hybrid`` also stores one ``dense_model`` vector per document, so searches fuse the
-        best-mention score with a whole-document score (the better default; docs/RESULTS.md).
+        mention score (a soft maximum over the document's mentions) with a whole-document
+        score (the better default; docs/RESULTS.md).
 
         ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
         how they are searched (see :func:`ner_retriever.store.store_settings`)."""
@@ -279,9 +280,8 @@ class Retriever:
         dense = doc_vectors @ np.asarray(dense_vector, np.float32)
         dense[~live] = -np.inf
         top_dense = keys[top_positions(dense, min(n, int(live.sum())))]
-        missing = [int(key) for key in top_dense if int(key) not in by_mention]
-        by_mention.update(self._score_documents(vector, missing, per_doc))
-        candidates = np.array(sorted(by_mention), dtype=np.int64)
+        candidates = np.union1d(np.fromiter(by_mention, np.int64, len(by_mention)), top_dense)
+        by_mention = self._score_documents(vector, candidates.tolist(), per_doc)
         sample_keys, mention_sample = self._calibration_scores(vector)
         dense_stats = score_stats(dense[np.searchsorted(keys, sample_keys)])
         fused = fuse(np.array([by_mention[key].score for key in candidates]),
@@ -293,20 +293,22 @@ class Retriever:
 
     def _score_documents(self, vector: np.ndarray, keys: Sequence[int],
                          per_doc: int) -> dict[int, DocumentHits]:
-        """Exact best-mention scores (and hits) of documents the mention search did not reach."""
+        """Exact mention-side scores of candidate documents (the soft maximum over all their
+        mentions, read back from the store) and their best hits."""
         rows, doc_index, vectors = self.index.document_mentions(keys)
         sims = vectors @ np.asarray(vector, np.float32)
+        pooled = document_softmax(sims[None], doc_index, len(keys), MENTION_TEMPERATURE)[0]
         bounds = np.searchsorted(doc_index, np.arange(len(keys) + 1))
         out = {}
         for i, key in enumerate(keys):
             own, own_rows = sims[bounds[i]:bounds[i + 1]], rows[bounds[i]:bounds[i + 1]]
             order = np.argsort(-own)[:per_doc]
-            out[key] = DocumentHits(key, float(own[order[0]]) if len(own) else -np.inf,
+            out[key] = DocumentHits(key, float(pooled[i]),
                                     [(int(own_rows[j]), float(own[j])) for j in order])
         return out
 
     def _calibration_scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keys of the calibration sample and their best-mention scores for this query; the
+        """Keys of the calibration sample and their mention-side scores for this query; the
         sample's vectors are read once per index state."""
         keys, live, _ = self.index.doc_vectors
         state = (len(keys), int(live.sum()), self.index.ntotal)
@@ -317,7 +319,7 @@ class Retriever:
             self._calibration = (state, sample, doc_index, vectors)
         _, sample, doc_index, vectors = self._calibration
         sims = (vectors @ np.asarray(vector, np.float32))[None]
-        return sample, document_max(sims, doc_index, len(sample))[0]
+        return sample, document_softmax(sims, doc_index, len(sample), MENTION_TEMPERATURE)[0]
 
     def _results(self, grouped: list[DocumentHits]) -> list[SearchResult]:
         docs = self.index.documents_by_key([g.doc_key for g in grouped])

@@ -83,12 +83,30 @@ def document_max(scores: np.ndarray, doc_index: np.ndarray, n_docs: int) -> np.n
     return out
 
 
+def document_softmax(scores: np.ndarray, doc_index: np.ndarray, n_docs: int,
+                     temperature: float) -> np.ndarray:
+    """Per-document soft maximum ``t * log(sum(exp(score / t)))`` over mentions: the best
+    mention's score plus a bonus for further mentions that score nearly as well (a sentence
+    naming three rivers is likelier to be about rivers). Same shapes as :func:`document_max`."""
+    best = document_max(scores, doc_index, n_docs)
+    if scores.shape[1] == 0:
+        return best
+    own_best = best[:, doc_index]
+    starts = np.flatnonzero(np.r_[True, doc_index[1:] != doc_index[:-1]])
+    total = np.add.reduceat(np.exp((scores - own_best) / temperature), starts, axis=1)
+    best[:, doc_index[starts]] += temperature * np.log(total)
+    return best
+
+
 # -- hybrid ranking --------------------------------------------------------------------------
 # Weight on the standardised mention score; chosen with the shipped head by 5-fold
 # cross-validation over the 33 Few-NERD INTER *training* types (benchmarks/hybrid_cv.py,
 # docs/RESULTS.md "Hybrid weight with the head"), never on test types. 0.55 and 0.6 tie there
 # (0.5751 / 0.5752 vs 0.5717 for 0.5, within fold noise); 0.6 is the argmax.
 HYBRID_WEIGHT = 0.6
+# Temperature of the soft maximum over a document's mentions on the mention side of the hybrid
+# ranking; chosen by the same cross-validation over training types (docs/RESULTS.md).
+MENTION_TEMPERATURE = 0.05
 CALIBRATION_DOCS = 1024  # documents whose scores standardise each side of a query
 
 
