@@ -276,11 +276,11 @@ class Retriever:
         if not live.any():
             return []
         n = candidate_count(k)
-        by_mention = {g.doc_key: g for g in self._mention_ranking(vector, n, per_doc)}
+        top_mention = [g.doc_key for g in self._mention_ranking(vector, n, 1)]
         dense = doc_vectors @ np.asarray(dense_vector, np.float32)
         dense[~live] = -np.inf
         top_dense = keys[top_positions(dense, min(n, int(live.sum())))]
-        candidates = np.union1d(np.fromiter(by_mention, np.int64, len(by_mention)), top_dense)
+        candidates = np.union1d(np.array(top_mention, np.int64), top_dense)
         by_mention = self._score_documents(vector, candidates.tolist(), per_doc)
         sample_keys, mention_sample = self._calibration_scores(vector)
         dense_stats = score_stats(dense[np.searchsorted(keys, sample_keys)])

@@ -254,17 +254,16 @@ def span_transform(sample: np.ndarray, tolerance: float = 1e-6) -> faiss.LinearT
     return transform
 
 
-def faiss_factory(dim: int, index_type: str, storage: str, params: dict[str, Any],
-                  rows: int = 0) -> str:
+def faiss_factory(dim: int, index_type: str, storage: str, params: dict[str, Any]) -> str:
     """The ``faiss.index_factory`` string of an index type over ``dim``-d vectors (for ivfpq:
-    the index inside the optional span transform and id map; ``rows``: training rows)."""
+    the index inside the optional span transform and id map, ``params["nlist"]`` resolved)."""
     p = {**DEFAULT_PARAMS, **params}
     if index_type == "flat":
         return "IDMap,Flat" if storage == "fp32" else "IDMap,SQfp16"
     if index_type == "hnsw":
         return f"IDMap,HNSW{int(p['hnsw_m'])},{'Flat' if storage == 'fp32' else 'SQfp16'}"
     if index_type == "ivfpq":
-        nlist = int(p["nlist"] or auto_nlist(rows))
+        nlist = int(p["nlist"])
         m = int(p["pq_m"] or pq_subquantizers(dim))
         if storage == "sq8":
             return f"IVF{nlist},SQ8"
