@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import mmap
 import os
 import resource
 import statistics
@@ -66,6 +67,12 @@ SETTINGS = {  # name -> (index_type, storage, params, search sweeps)
     "ivfpq-fp16": ("ivfpq", "fp16", {"nlist": 1024, "train_size": 100_000},
                    [{"nprobe": 8, "refine_factor": 4}, {"nprobe": 12, "refine_factor": 4},
                     {"nprobe": 16, "refine_factor": 4}, {"nprobe": 64, "refine_factor": 8}]),
+    # PQ codes in memory, candidates re-ranked on the fp16 vectors on disk (the store's
+    # segments; here one fp16 copy of the set): latency with the file in the page cache, and
+    # "cold", with the file's pages dropped from the cache before every query.
+    "ivfpq-pq-disk": ("ivfpq", "pq-disk", {"nlist": 1024, "train_size": 100_000},
+                      [{"nprobe": 8, "refine_factor": 4}, {"nprobe": 12, "refine_factor": 4},
+                       {"nprobe": 16, "refine_factor": 4}]),
     # The same IVF-PQ in the full 500 dimensions (what the store did before `subspace`).
     "ivfpq-pq-full": ("ivfpq", "pq", {"nlist": 1024, "train_size": 100_000,
                                       "subspace": False}, [{"nprobe": 16}, {"nprobe": 64}]),
@@ -186,11 +193,60 @@ def prepare(n: int, out: Path, generator: str) -> None:
         "generate_s": round(gen_s, 1), "exact_truth_s": round(time.perf_counter() - t0, 1)}))
 
 
+def fp16_copy(out: Path, vectors: np.ndarray) -> Path:
+    """The vectors as the store's segments hold them for compressed storage (float16)."""
+    path = out / f"vectors-fp16-{len(vectors)}.npy"
+    if not path.is_file():
+        tmp = path.with_name(path.name + ".tmp")
+        copy = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=vectors.shape)
+        for start in range(0, len(vectors), CHUNK):
+            copy[start:start + CHUNK] = vectors[start:start + CHUNK]
+        copy.flush()
+        del copy
+        os.replace(tmp, path)
+    return path
+
+
+def warm_page_cache(path: Path) -> None:
+    buffer = bytearray(1 << 24)
+    with open(path, "rb", buffering=0) as fh:
+        while fh.readinto(buffer):
+            pass
+
+
+def evict(mapped: np.memmap) -> None:
+    """Drop a memory-mapped file's pages from this process and from the page cache."""
+    mapped._mmap.madvise(mmap.MADV_DONTNEED)  # mapped pages are exempt from fadvise
+    fd = os.open(mapped.filename, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+
+
+def latencies(search, queries: np.ndarray, cold: np.memmap | None = None) -> list[float]:
+    """Single-query latencies in ms; with ``cold``, that file's pages are evicted before
+    every query (each query then reads its rows from disk)."""
+    lat = []
+    for q in queries:
+        if cold is not None:
+            evict(cold)
+        t = time.perf_counter()
+        search(q[None], K)
+        lat.append((time.perf_counter() - t) * 1000)
+    return lat
+
+
+def percentiles(lat: list[float]) -> dict:
+    lat = sorted(lat)
+    return {"p50_ms": round(statistics.median(lat), 2),
+            "p95_ms": round(lat[max(0, math.ceil(0.95 * len(lat)) - 1)], 2)}
+
+
 def run_one(name: str, out: Path, limit: int | None = None) -> dict:
     """One index type on all rows, or on the first ``limit`` rows (exact truth recomputed)."""
     import faiss
 
-    from ner_retriever.store import build_faiss_index, index_bytes, refine_of
+    from ner_retriever.store import (build_faiss_index, exact_rerank, for_scattered_reads,
+                                     index_bytes, read_rows, refine_of)
 
     index_type, storage, params, sweeps = SETTINGS[name]
     vectors = np.load(out / "vectors.npy", mmap_mode="r")
@@ -217,6 +273,14 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
         index.add_with_ids(np.ascontiguousarray(vectors[start:start + CHUNK]),
                            np.arange(start, min(n, start + CHUNK), dtype=np.int64))
     build_s = time.perf_counter() - t0
+    search, disk = index.search, None
+    if storage == "pq-disk":
+        disk = fp16_copy(out, vectors)
+        reads = for_scattered_reads(np.load(disk, mmap_mode="r"))
+
+        def search(q, k):  # what FaissStore.search does for pq-disk
+            rows = index.search(q, k * factor)[1]
+            return exact_rerank(q, rows, lambda r: read_rows(reads, r), k)
     results = []
     for sweep in sweeps:
         p = {**params, **sweep}
@@ -224,26 +288,27 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
             faiss.downcast_index(index.index).hnsw.efSearch = max(p["ef_search"], K)
         if index_type == "ivfpq":
             faiss.extract_index_ivf(index).nprobe = p["nprobe"]
+            factor = int(p.get("refine_factor", 4))
             if storage == "fp16":
                 refine_of(index).k_factor = float(p["refine_factor"])
-        index.search(queries[:5], K)  # warm up
+        if disk is not None:
+            warm_page_cache(disk)  # "warm" figures: the whole file in the page cache
+        search(queries[:5], K)  # warm up
         # An exhaustive scan takes seconds per query at 10M: time a few, batch the first 20.
         n_lat = min(10 if n > 2_000_000 else 30, len(queries)) if index_type == "flat" \
             else len(queries)
         n_batch = 20 if index_type == "flat" and n > 2_000_000 else len(queries)
-        lat = []
-        for q in queries[:n_lat]:
-            t = time.perf_counter()
-            index.search(q[None], K)
-            lat.append((time.perf_counter() - t) * 1000)
+        lat = latencies(search, queries[:n_lat])
         t = time.perf_counter()
-        _, rows = index.search(queries[:n_batch], K)
+        _, rows = search(queries[:n_batch], K)
         qps = n_batch / (time.perf_counter() - t)
         recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(rows, truth)]))
-        lat.sort()
-        results.append({"search": sweep, "p50_ms": round(statistics.median(lat), 2),
-                        "p95_ms": round(lat[max(0, math.ceil(0.95 * len(lat)) - 1)], 2),
+        results.append({"search": sweep, **percentiles(lat),
                         "qps": round(qps, 1), "recall@100": round(recall, 4)})
+        if disk is not None:
+            # 50 queries: before read-ahead was turned off, a cold query took 0.6-0.7 s.
+            cold = percentiles(latencies(search, queries[:50], cold=reads))
+            results[-1].update({f"cold_{k}": v for k, v in cold.items()})
     # Peak RSS before serialising (which copies the index); it includes the memory-mapped
     # input vectors that were read (up to 2 GB at 1M).
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -253,6 +318,7 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
             "indexed_dim": DIM if ivf is None else ivf.d,
             "params": params, "train_s": round(train_s, 1), "build_s": round(build_s, 1),
             "bytes_per_mention": round(size / n, 1), "index_mb": round(size / 2 ** 20, 1),
+            "disk_bytes_per_mention_read": 2 * DIM if disk else 0,
             "peak_rss_mb": round(peak), "load_avg_1m": round(os.getloadavg()[0], 1),
             "threads": faiss.omp_get_max_threads(), "results": results}
 
@@ -264,7 +330,7 @@ def rprecision() -> dict:
     import faiss
 
     from ner_retriever.search import top_documents
-    from ner_retriever.store import build_faiss_index, index_bytes
+    from ner_retriever.store import build_faiss_index, exact_rerank, index_bytes
     from ner_retriever.train import evaluate_vectors, relevant_docs
 
     gen = Generator("model")
@@ -279,7 +345,9 @@ def rprecision() -> dict:
               ("hnsw", "fp16", [{}]),
               ("ivfpq", "pq", [{"nprobe": 32}, {"nprobe": 128}, {"nprobe": 65536}]),
               ("ivfpq", "sq8", [{"nprobe": 32}, {"nprobe": 128}]),
-              ("ivfpq", "fp16", [{"nprobe": 32}, {"nprobe": 128}])]
+              ("ivfpq", "fp16", [{"nprobe": 32}, {"nprobe": 128}]),
+              ("ivfpq", "pq-disk", [{"nprobe": 32}, {"nprobe": 128}])]
+    stored16 = vectors.astype(np.float16).astype(np.float32)  # pq-disk re-ranks on fp16 rows
     doc_of = ms.docs
     for index_type, storage, sweeps in combos:
         train = vectors if index_type == "ivfpq" else None
@@ -294,6 +362,10 @@ def rprecision() -> dict:
             def search(q, k):
                 if index_type == "hnsw":  # as the store does: efSearch at least k
                     faiss.downcast_index(index.index).hnsw.efSearch = max(128, k)
+                if storage == "pq-disk":  # as the store does: 4 k candidates re-ranked
+                    rows = index.search(q[None], min(len(vectors), 4 * k))[1]
+                    found = exact_rerank(q[None], rows, stored16.__getitem__, k)
+                    return tuple(a[0] for a in found)
                 return tuple(a[0] for a in index.search(q[None], k))
 
             scores = []

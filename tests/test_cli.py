@@ -145,3 +145,14 @@ def test_conll_corpus_with_gold_detector(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(runner.invoke(app, ["info", str(tmp_path / "idx"), "--json"]).stdout)
     assert (info["documents"], info["mentions"]) == (2, 3)
+    # store options are recorded, and appending with other ones is refused
+    result = runner.invoke(app, ["index", str(tmp_path / "g.conll"), "--index",
+                                 str(tmp_path / "ivf"), "--detector", "gold", "--index-type",
+                                 "ivfpq", "--storage", "pq-disk"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["info", str(tmp_path / "ivf"), "--json"]).stdout)
+    assert (info["config"]["index_type"], info["config"]["storage"]) == ("ivfpq", "pq-disk")
+    result = runner.invoke(app, ["index", str(tmp_path / "g.conll"), "--index",
+                                 str(tmp_path / "ivf"), "--detector", "gold", "--if-exists",
+                                 "skip", "--storage", "sq8"])
+    assert result.exit_code == 1 and "cannot change when appending" in result.stderr

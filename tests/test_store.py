@@ -21,7 +21,7 @@ DIM = 32
 SMALL_IVF = {"train_min": 2000, "train_size": 4000, "nlist": 16, "pq_m": 16, "pq_nbits": 6,
              "nprobe": 8}
 COMBOS = [("flat", "fp32"), ("flat", "fp16"), ("hnsw", "fp32"), ("hnsw", "fp16"),
-          ("ivfpq", "pq"), ("ivfpq", "sq8"), ("ivfpq", "fp16")]
+          ("ivfpq", "pq"), ("ivfpq", "sq8"), ("ivfpq", "fp16"), ("ivfpq", "pq-disk")]
 
 
 def _data(n_docs: int, per_doc: int = 8, seed: int = 0, offset: int = 0):
@@ -86,7 +86,7 @@ def test_faiss_index_types_recall_reopen_append(tmp_path, exact, index_type, sto
     recall = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(rows, exact[0])])
     docs = [_top_docs(index, v, 10) for v in q]
     doc_recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(docs, exact[1])])
-    floor = {"fp32": 0.95, "fp16": 0.9, "sq8": 0.9, "pq": 0.6}[storage]
+    floor = {"fp32": 0.95, "fp16": 0.9, "sq8": 0.9, "pq": 0.6, "pq-disk": 0.9}[storage]
     if index_type == "flat":
         floor = 0.999 if storage == "fp32" else 0.98
     assert recall >= floor, f"recall@50 {recall:.3f}"
@@ -110,6 +110,27 @@ def test_faiss_index_types_recall_reopen_append(tmp_path, exact, index_type, sto
         assert reader.ntotal == 3360
         assert [d.id for d in reader.documents_by_key(_top_docs(reader, q[3], 1)).values()] \
             == ["1000"]
+
+
+def test_pq_disk_reranks_candidates_on_the_stored_vectors(tmp_path):
+    """``pq-disk`` keeps only PQ codes in memory and re-scores refine_factor * k candidates
+    with the fp16 segment vectors: its scores are the exact inner products with those."""
+    settings = store_settings("faiss", "ivfpq", "pq-disk", params=SMALL_IVF)
+    index = _build(tmp_path / "idx", settings)
+    plain = _build(tmp_path / "plain", store_settings("faiss", "ivfpq", "pq", params=SMALL_IVF))
+    assert index.store.memory_bytes() == plain.store.memory_bytes()  # no copies in memory
+    q = _queries()
+    scores, rows = index.search(q, 20)
+    stored = np.concatenate(_data(400)[2]).astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ stored.T, rows, 1), atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    truth = np.argsort(-(q @ stored.T), axis=1)[:, :20]
+    def recall(found):
+        return np.mean([len(set(a) & set(b)) / 20 for a, b in zip(found, truth)])
+    assert recall(rows) > recall(plain.search(q, 20)[1]) + 0.1
+    assert recall(rows) >= 0.9
+    index.close()
+    plain.close()
 
 
 def test_ivfpq_searches_exactly_until_trained(tmp_path):

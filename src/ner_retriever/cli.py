@@ -64,6 +64,7 @@ class StorageOpt(str, Enum):
     fp16 = "fp16"
     pq = "pq"
     sq8 = "sq8"
+    pq_disk = "pq-disk"
 
 
 class ModeOpt(str, Enum):
@@ -205,7 +206,7 @@ def index(
     store: Annotated[Optional[StoreOpt], typer.Option(help="vector store of a new index (default faiss)")] = None,
     uri: Annotated[Optional[str], typer.Option(help="milvus: a Milvus Lite file path or http://host:19530")] = None,
     index_type: Annotated[Optional[IndexTypeOpt], typer.Option(help="flat (exact, default), hnsw or ivfpq")] = None,
-    storage: Annotated[Optional[StorageOpt], typer.Option(help="fp32, fp16, pq or sq8 (default per index type: flat fp32, hnsw fp16, ivfpq pq; ivfpq also takes sq8 and fp16)")] = None,
+    storage: Annotated[Optional[StorageOpt], typer.Option(help="fp32, fp16, pq, sq8 or pq-disk (default per index type: flat fp32, hnsw fp16, ivfpq pq; ivfpq also takes sq8, fp16 = PQ re-ranked on fp16 copies in memory, pq-disk = re-ranked on the vectors on disk)")] = None,
     hybrid: Annotated[Optional[bool], typer.Option("--hybrid/--no-hybrid", help="also store a dense vector per document and fuse both scores at search time (default for a new index: on)")] = None,
 ) -> None:
     """Detect mentions, embed them and add the documents to an index (created if missing)."""

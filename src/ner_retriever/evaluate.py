@@ -183,11 +183,22 @@ def mention_document_scores(query_vectors: np.ndarray, mention_vectors: np.ndarr
                             temperature: float | None = None) -> np.ndarray:
     """Exact inner product between (normalised) queries and mentions, max per document (or
     the soft maximum at ``temperature``, as the hybrid ranking pools mentions)."""
-    out = np.empty((len(query_vectors), n_docs), dtype=np.float32)
+    return pooled_document_scores(query_vectors, mention_vectors, doc_index, n_docs,
+                                  (temperature,), chunk)[0]
+
+
+def pooled_document_scores(query_vectors: np.ndarray, mention_vectors: np.ndarray,
+                           doc_index: np.ndarray, n_docs: int,
+                           temperatures: Sequence[float | None], chunk: int = 64
+                           ) -> list[np.ndarray]:
+    """:func:`mention_document_scores` for several poolings (``None`` = max) from one pass
+    over the query x mention similarities (the hybrid ranking needs the max and the soft max)."""
+    out = [np.empty((len(query_vectors), n_docs), dtype=np.float32) for _ in temperatures]
     for b in range(0, len(query_vectors), chunk):
         sims = query_vectors[b: b + chunk] @ mention_vectors.T
-        out[b: b + chunk] = (document_max(sims, doc_index, n_docs) if temperature is None
-                             else document_softmax(sims, doc_index, n_docs, temperature))
+        for pooled, t in zip(out, temperatures):
+            pooled[b: b + chunk] = (document_max(sims, doc_index, n_docs) if t is None
+                                    else document_softmax(sims, doc_index, n_docs, t))
     return out
 
 
@@ -489,11 +500,9 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         raw = vectors[(encoder.config.block, encoder.config.component)]
         mentions = to_index_space(head, raw) if len(raw) else normalize(raw)
         queries = embed_queries(encoder, eval_set, head)
-        scores["ner-retriever"] = mention_document_scores(queries, mentions, doc_index,
-                                                          len(eval_set.docs))
-        if "hybrid" in methods:
-            pooled = mention_document_scores(queries, mentions, doc_index, len(eval_set.docs),
-                                             temperature=MENTION_TEMPERATURE)
+        scores["ner-retriever"], *soft = pooled_document_scores(
+            queries, mentions, doc_index, len(eval_set.docs),
+            (None, MENTION_TEMPERATURE) if "hybrid" in methods else (None,))
         settings.update(model=encoder.config.model, block=encoder.config.block,
                         component=encoder.config.component,
                         query_template=encoder.config.query_template,
@@ -504,7 +513,7 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         scores["bm25"] = bm25_document_scores(eval_set)
     if "hybrid" in methods:
         scores["hybrid"] = hybrid_scores(eval_set, scores["ner-retriever"], scores["dense"],
-                                         opts.hybrid_weight, pooled)
+                                         opts.hybrid_weight, soft[0])
         settings.update(hybrid_weight=opts.hybrid_weight, mention_temperature=MENTION_TEMPERATURE)
     for method in methods:
         report["results"][method] = evaluate_scores(eval_set, scores[method])
