@@ -20,7 +20,13 @@ Each of the 33 types is held out exactly once; the headline is the macro over al
 Variants (same folds, same scores): reciprocal-rank fusion (k = 60) over the same candidate
 documents, the dense side queried with the template ``a {}``, and (at w = 0.6) the mention side
 pooled as a soft maximum over each document's mentions at several temperatures
-(``search.document_softmax``; t = 0.05 ships as ``search.MENTION_TEMPERATURE``).
+(``search.document_softmax``; t = 0.05 ships as ``search.MENTION_TEMPERATURE``), and a third
+signal not built into the index yet: the *names* (each mention's text alone, e.g. "Toyota
+Corolla") embedded with the dense model, scored against the query, best name per document,
+added to the shipped hybrid score as ``lam * z(name score)`` (standardised on the same
+calibration sample), or mixed into the mention vectors themselves (``concat``: mention and
+query vectors ``[sqrt(1 - b) * head output, sqrt(b) * name vector]``, so one inner product
+is ``(1 - b) cos_head + b cos_name``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ PARAPHRASES = ROOT / "benchmarks" / "fewnerd_train_descriptions.json"
 WEIGHTS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7]
 RRF_K = 60
 TEMPERATURES = [0.03, 0.05, 0.1, 0.2]
+NAME_WEIGHTS = [0.1, 0.2, 0.3, 0.5]
+CONCAT_BETAS = [0.2, 0.4]
 
 
 def log(msg: str) -> None:
@@ -129,7 +137,9 @@ def main() -> None:
     from ner_retriever.encode import EncoderConfig, TransformerEncoder
     from ner_retriever.evaluate import (EvalSet, default_cache_root, dense_document_scores,
                                         embed_queries, hybrid_scores, macro,
-                                        mention_document_scores, r_precision)
+                                        mention_document_scores, pooled_document_scores,
+                                        r_precision)
+    from ner_retriever.search import MENTION_TEMPERATURE, calibration_sample, score_stats
     from ner_retriever.head import to_index_space
     from ner_retriever.train import (MentionSet, TrainConfig, encode_descriptions,
                                      load_descriptions, sample_documents, train_head)
@@ -170,7 +180,12 @@ def main() -> None:
 
     methods = ["mentions", "dense"] + [f"hybrid w={w}" for w in WEIGHTS] + \
         ["rrf k=60", "hybrid w=0.5, dense query 'a {}'"] + \
-        [f"hybrid w=0.6, soft max t={t}" for t in TEMPERATURES]
+        [f"hybrid w=0.6, soft max t={t}" for t in TEMPERATURES] + ["names only"] + \
+        [f"shipped hybrid + names lam={lam}" for lam in NAME_WEIGHTS] + \
+        [f"concat b={b}, hybrid w=0.6 soft max" for b in CONCAT_BETAS]
+    log(f"embedding {len(ms)} mention names with {dense_encoder.name}")
+    names = dense_encoder.encode([str(x) for x in ms.texts.tolist()])
+    sample = calibration_sample(ms.n_docs)
     per_type: dict[str, dict[str, float]] = {m: {} for m in methods}
     per_fold: dict[str, list[float]] = {m: [] for m in methods}
     for k, fold in enumerate(folds):
@@ -198,6 +213,24 @@ def main() -> None:
             pooled = mention_document_scores(query, mentions, ms.docs, ms.n_docs, temperature=t)
             scores[f"hybrid w=0.6, soft max t={t}"] = hybrid_scores(es, mention, dense, 0.6,
                                                                      pooled)
+        shipped_hybrid = scores[f"hybrid w=0.6, soft max t={MENTION_TEMPERATURE}"]
+        query_names = dense_encoder.encode([queries[t] for t in fold])
+        name = mention_document_scores(query_names, names, ms.docs, ms.n_docs)
+        scores["names only"] = name
+        for lam in NAME_WEIGHTS:
+            fused = shipped_hybrid.copy()
+            for i in range(len(fold)):
+                stats = score_stats(name[i][sample])
+                filled = np.where(np.isfinite(name[i]), name[i], stats.floor)
+                fused[i] += lam * (filled - stats.mean) / stats.std
+            scores[f"shipped hybrid + names lam={lam}"] = fused
+        for b in CONCAT_BETAS:
+            both_m = np.concatenate([np.sqrt(1 - b) * mentions, np.sqrt(b) * names], axis=1)
+            both_q = np.concatenate([np.sqrt(1 - b) * query, np.sqrt(b) * query_names], axis=1)
+            best, soft = pooled_document_scores(both_q, both_m, ms.docs, ms.n_docs,
+                                                (None, MENTION_TEMPERATURE))
+            scores[f"concat b={b}, hybrid w=0.6 soft max"] = hybrid_scores(es, best, dense, 0.6,
+                                                                           soft)
         for m in methods:
             vals = {t: r_precision(scores[m][i], es.relevant[t]) for i, t in enumerate(fold)}
             per_type[m].update(vals)
@@ -214,6 +247,10 @@ def main() -> None:
         summary[m]["vs_w0.5_per_fold"] = [round(float(d), 4) for d in diff]
         summary[m]["vs_w0.5_mean"] = float(diff.mean())
         summary[m]["vs_w0.5_sd"] = float(diff.std(ddof=1))
+        diff = np.array(per_fold[m]) - np.array(per_fold[f"hybrid w=0.6, soft max t="
+                                                         f"{MENTION_TEMPERATURE}"])
+        summary[m]["vs_shipped_per_fold"] = [round(float(d), 4) for d in diff]
+        summary[m]["vs_shipped_mean"] = float(diff.mean())
     grid = {w: summary[f"hybrid w={w}"]["macro_33"] for w in WEIGHTS}
     best_w = max(WEIGHTS, key=lambda w: (grid[w], -abs(w - 0.5)))  # ties keep the nearer to 0.5
     out = {
