@@ -355,11 +355,13 @@ def test_evaluate_all_methods_and_cache(conll, cache, tiny_model_dir):
         assert 0.0 <= result["r_precision"] <= 1.0
         assert result["r_precision"] == pytest.approx(np.mean(list(result["per_type"].values())))
     cached = list((cache / "eval").rglob("*.npy"))
-    assert {p.name for p in cached} == {"1-value.npy", "documents.npy"}
+    assert {p.name for p in cached} == {"1-value.npy", "documents.npy", "names.npy"}
+    assert report["settings"]["name_weight"] == 0.2
     again = evaluate(es, opts)  # served from the cache: identical numbers
     assert again["results"] == report["results"]
     w1 = evaluate(es, EvalOptions(model=str(tiny_model_dir), block=1, hybrid_weight=1.0,
-                                  methods=["ner-retriever", "hybrid"]))
+                                  names=False, methods=["ner-retriever", "hybrid"]))
+    assert w1["settings"]["name_weight"] is None
     assert w1["results"]["hybrid"]["r_precision"] == pytest.approx(
         w1["results"]["ner-retriever"]["r_precision"])
     with pytest.raises(ConfigError):

@@ -51,9 +51,10 @@ def test_k_larger_than_documents_returns_all_with_mentions(retriever):
 
 
 def _full_fusion(retriever, query, weight=None):
-    """Hybrid scores computed the slow way: every document, both sides (the mention side a
-    soft maximum over all the document's mentions), stats over all (``weight`` None: the
-    shipped default, what ``search`` uses)."""
+    """Hybrid scores computed the slow way: every document, all three sides (the mention side
+    a soft maximum over all the document's mentions; names embedded afresh from the mention
+    texts, not read from the index), stats over all (``weight`` None: the shipped default,
+    what ``search`` uses)."""
     from ner_retriever.search import HYBRID_WEIGHT, MENTION_TEMPERATURE, fuse, score_stats
 
     weight = HYBRID_WEIGHT if weight is None else weight
@@ -62,14 +63,20 @@ def _full_fusion(retriever, query, weight=None):
     keys, live, doc_vectors = index.doc_vectors
     q = retriever.embed_search_queries([query])[0]
     mention_q, dense_q = q[: index.config.dim], q[index.config.dim:]
-    _, doc_index, vectors = index.document_mentions(keys[live].tolist())
+    rows, doc_index, vectors = index.document_mentions(keys[live].tolist())
     sims = vectors @ mention_q
     t = MENTION_TEMPERATURE
     mention = np.array([t * np.log(np.exp(sims[doc_index == i].astype(np.float64) / t).sum())
                         if (doc_index == i).any() else -np.inf
                         for i in range(int(live.sum()))])
     dense = doc_vectors[live] @ dense_q
-    fused = fuse(mention, dense, score_stats(mention), score_stats(dense), weight)
+    texts = index.mention_rows(rows.tolist())
+    names = retriever.dense.encode([texts[int(r)][2] for r in rows]).astype(np.float16)
+    name_sims = names.astype(np.float32) @ dense_q
+    name = np.array([name_sims[doc_index == i].max() if (doc_index == i).any() else -np.inf
+                     for i in range(int(live.sum()))])
+    fused = fuse(mention, dense, score_stats(mention), score_stats(dense), weight,
+                 name, score_stats(name))
     docs = index.documents_by_key(keys[live].tolist())
     return {docs[int(k)].id: float(f) for k, f in zip(keys[live], fused)}
 
@@ -121,6 +128,45 @@ def test_mentions_only_index_and_mode_errors(tmp_path, smol_encoder):
                         doc_vectors=np.zeros((1, 384)))
     with pytest.raises(ConfigError, match="hybrid"):
         Retriever.open_or_create(tmp_path / "plain", encoder=smol_encoder, hybrid=True)
+
+
+def test_mention_names_are_stored_per_document_and_follow_updates(tmp_path, retriever,
+                                                                  smol_encoder):
+    """A hybrid index stores each mention's text embedded alone (float16, per document, in
+    mention order); an update replaces them; an index without names refuses them."""
+    index = retriever.index
+    assert index.config.names == {"model": "minilm-l6", "dim": 384}
+    keys, live, _ = index.doc_vectors
+    rows, doc_index, _ = index.document_mentions(keys.tolist())
+    name_index, names = index.document_names(keys.tolist())
+    np.testing.assert_array_equal(name_index, doc_index)
+    texts = index.mention_rows(rows.tolist())
+    fresh = retriever.dense.encode([texts[int(r)][2] for r in rows])
+    np.testing.assert_allclose(names, fresh, atol=2e-3)  # float16 storage
+    retriever.add([Document("car", "Lionel Messi scored twice.")], if_exists="update")
+    keys, live, _ = retriever.index.doc_vectors
+    by_key = retriever.index.documents_by_key(keys[live].tolist())
+    new_key = [k for k, d in by_key.items() if d.id == "car"]
+    _, names = retriever.index.document_names(new_key)  # the new mentions' names only
+    rows, _, _ = retriever.index.document_mentions(new_key)
+    assert len(names) == len(rows) >= 1
+    messi = retriever.dense.encode([retriever.index.mention_rows(rows.tolist())[rows[0]][2]])
+    np.testing.assert_allclose(names[0], messi[0], atol=2e-3)
+    gone = keys[~live].tolist()
+    assert len(retriever.index.document_names(gone)[1]) == 0  # the replaced copy's are deleted
+    with pytest.raises(ConfigError, match="name vector per mention"):
+        retriever.index.add([Document("x", "Paris.")], [[]], [np.zeros((0, 500))],
+                            doc_vectors=np.zeros((1, 384)), name_vectors=[np.zeros((1, 384))])
+    retriever.close()
+    with pytest.raises(ConfigError, match="mention names"):
+        Retriever.open_or_create(tmp_path / "idx", encoder=smol_encoder, names=False)
+    with Retriever.create(tmp_path / "plain", encoder=smol_encoder, names=False) as r:
+        r.add(DOCS[:2])
+        assert r.index.config.names is None and r.index.config.dense is not None
+        assert [x.doc_id for x in r.search("politician", k=1)] == ["pol"]
+        with pytest.raises(ConfigError, match="not used"):
+            r.index.add([DOCS[2]], [[]], [np.zeros((0, r.index.config.dim))],
+                        doc_vectors=np.zeros((1, 384)), name_vectors=[np.zeros((0, 384))])
 
 
 def test_altered_document_vector_is_a_clear_error(tmp_path, retriever, smol_encoder):

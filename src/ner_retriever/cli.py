@@ -114,7 +114,8 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
               max_length: int = 512, engine: str = "local", address: str | None = None,
               workers: int = 1, gpus_per_worker: float = 0.0, store: str | None = None,
               uri: str | None = None, index_type: str | None = None,
-              storage: str | None = None, hybrid: bool | None = None) -> dict:
+              storage: str | None = None, hybrid: bool | None = None,
+              names: bool | None = None) -> dict:
     """Validate the whole corpus first (so bad input never half-writes), then index it.
 
     ``engine="ray"`` runs detection and encoding on Ray (``ner_retriever.distributed``);
@@ -149,7 +150,8 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
             raise CorpusError("corpus holds no documents", str(corpus))
         del ids
     store_opts = {k: v for k, v in {"store": store, "uri": uri, "index_type": index_type,
-                                    "storage": storage, "hybrid": hybrid}.items()
+                                    "storage": storage, "hybrid": hybrid,
+                                    "names": names}.items()
                   if v is not None}
     settings = {k: v for k, v in {"block": block, "component": component}.items() if v is not None}
     encoder = EncoderConfig(model=model, max_length=max_length, **settings) if model else \
@@ -208,6 +210,7 @@ def index(
     index_type: Annotated[Optional[IndexTypeOpt], typer.Option(help="flat (exact, default), hnsw or ivfpq")] = None,
     storage: Annotated[Optional[StorageOpt], typer.Option(help="fp32, fp16, pq, sq8 or pq-disk (default per index type: flat fp32, hnsw fp16, ivfpq pq; ivfpq also takes sq8, fp16 = PQ re-ranked on fp16 copies in memory, pq-disk = re-ranked on the vectors on disk)")] = None,
     hybrid: Annotated[Optional[bool], typer.Option("--hybrid/--no-hybrid", help="also store a dense vector per document and fuse both scores at search time (default for a new index: on)")] = None,
+    names: Annotated[Optional[bool], typer.Option("--names/--no-names", help="hybrid: also embed each mention's text with the dense model, a third score in the fusion (default for a new hybrid index: on)")] = None,
 ) -> None:
     """Detect mentions, embed them and add the documents to an index (created if missing)."""
     result = run_index(corpus, index_dir, fmt, model, layer,
@@ -216,7 +219,8 @@ def index(
                        workers=workers, gpus_per_worker=gpus_per_worker,
                        store=store.value if store else None, uri=uri,
                        index_type=index_type.value if index_type else None,
-                       storage=storage.value if storage else None, hybrid=hybrid)
+                       storage=storage.value if storage else None, hybrid=hybrid,
+                       names=names)
     err.print(f"indexed {result['added']} documents ({result['mentions']} mentions, "
               f"{result['skipped']} skipped) in {result['seconds']} s; "
               f"index holds {result['documents']} documents")
@@ -392,6 +396,7 @@ def evaluate(
     head: Annotated[str, typer.Option(help="auto (the shipped head when it fits the encoder, as `index` does), none (raw vectors), or a head folder / .pth")] = "auto",
     query_template: Annotated[Optional[str], typer.Option(help="template around the description, e.g. 'Examples of {}' (default: the encoder's)")] = None,
     hybrid_weight: Annotated[Optional[float], typer.Option(help="weight of the mention score in hybrid (0..1)")] = None,
+    names: Annotated[bool, typer.Option("--names/--no-names", help="hybrid: include the mention-name score, as a new hybrid index does")] = True,
     types: Annotated[Optional[list[str]], typer.Option("--type", help="evaluate only these tags (repeatable)")] = None,
     include_other: Annotated[bool, typer.Option(help="also evaluate catch-all tags (location-other, OtherPER, MISC)")] = False,
     batch_size: Annotated[int, typer.Option(help="sentences per forward pass")] = 16,
@@ -411,7 +416,7 @@ def evaluate(
                        mentions=mentions.value, detector=detector, model=model, block=layer,
                        component=component.value, head=head, query_template=query_template,
                        hybrid_weight=HYBRID_WEIGHT if hybrid_weight is None else hybrid_weight,
-                       batch_size=batch_size, cache=not no_cache)
+                       names=names, batch_size=batch_size, cache=not no_cache)
     bar, update = _stage_progress()
     with bar:
         report = run_evaluation(eval_set, opts, progress=update)
@@ -442,7 +447,8 @@ def evaluate(
                      f"{settings['component']}, head {settings['head'] or 'none'}, "
                      f"query template {settings['query_template']!r}")
     if "hybrid_weight" in settings:
-        notes.append(f"hybrid weight on mentions: {settings['hybrid_weight']}")
+        notes.append(f"hybrid weight on mentions: {settings['hybrid_weight']}, on mention names: "
+                     f"{settings['name_weight'] or 'off'}")
     if report["detection_recall"] and report["detection_recall"]["gold"]:
         rec = report["detection_recall"]
         notes.append(f"detection recall: {rec['exact']:.3f} exact, {rec['overlap']:.3f} overlap "

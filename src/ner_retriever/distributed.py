@@ -60,7 +60,7 @@ class MentionWorker:
     """A Ray actor: loads detector, encoder and head once, then turns shards into vectors."""
 
     def __init__(self, encoder: dict, detector: dict, head: Any = None, dim: int = 0,
-                 threads: int = 0, dense: dict | None = None):
+                 threads: int = 0, dense: dict | None = None, names: bool = False):
         import torch
 
         from ner_retriever.detect import build_detector
@@ -73,6 +73,7 @@ class MentionWorker:
         self.head = head
         self.dim = dim
         self.dense = None
+        self.names = names
         if dense is not None:  # a hybrid index: every document also gets its dense vector
             from ner_retriever.dense import DenseEncoder
 
@@ -83,7 +84,7 @@ class MentionWorker:
         from ner_retriever.retriever import embed_batch
 
         return (docs, *embed_batch(docs, self.detector, self.encoder, self.head, self.dim,
-                                   self.dense))
+                                   self.dense, self.names))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "docs" in batch:  # shards shipped by the driver: one pickled list per row
@@ -228,6 +229,7 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
             fn_constructor_kwargs={"encoder": retriever.encoder.config.model_dump(),
                                    "detector": retriever.detector.config(), "head": head,
                                    "dim": index.config.dim, "dense": index.config.dense,
+                                   "names": index.config.names is not None,
                                    "threads": threads if not gpus_per_worker else 0},
             compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch_rows,
             batch_format="numpy", num_cpus=per_actor, num_gpus=gpus_per_worker or None)
@@ -239,13 +241,13 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
         try:
             for out in batches:
                 for payload in out["payload"]:
-                    docs, mentions, vectors, doc_vectors = pickle.loads(payload)
+                    docs, mentions, vectors, doc_vectors, name_vectors = pickle.loads(payload)
                     for d in docs:
                         if d.id in seen_out:
                             raise DuplicateDocumentError(d.id, d.source)
                         seen_out.add(d.id)
                     added = index.add(docs, mentions, vectors, if_exists=if_exists,
-                                      doc_vectors=doc_vectors)
+                                      doc_vectors=doc_vectors, name_vectors=name_vectors)
                     stats.documents += added
                     stats.skipped += len(docs) - added
                     processed += len(docs)

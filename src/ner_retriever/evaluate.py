@@ -47,7 +47,8 @@ import numpy as np
 from ner_retriever.descriptions import Descriptions, is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.head import ProjectionHead, normalize, to_index_space
-from ner_retriever.search import (HYBRID_WEIGHT, MENTION_TEMPERATURE, calibration_sample,
+from ner_retriever.search import (HYBRID_WEIGHT, MENTION_TEMPERATURE, NAME_WEIGHT,
+                                  calibration_sample,
                                   candidate_count, document_max, document_softmax, fuse,
                                   score_stats, top_positions)
 from ner_retriever.types import Document, Span
@@ -203,13 +204,14 @@ def pooled_document_scores(query_vectors: np.ndarray, mention_vectors: np.ndarra
 
 
 def hybrid_scores(eval_set: EvalSet, mention_scores: np.ndarray, dense_scores: np.ndarray,
-                  weight: float = HYBRID_WEIGHT, pooled_scores: np.ndarray | None = None
-                  ) -> np.ndarray:
+                  weight: float = HYBRID_WEIGHT, pooled_scores: np.ndarray | None = None,
+                  name_scores: np.ndarray | None = None) -> np.ndarray:
     """The ``hybrid`` ranking exactly as :class:`Retriever` computes it for ``k = R``: per type
     the top :func:`candidate_count` documents of each side (the mention side by best mention)
     are fused, each side standardised on the calibration sample; the other documents are not
     ranked (``-inf``). ``pooled_scores`` (default: ``mention_scores``) is what the mention side
-    contributes to the fusion: the soft maximum over mentions, as the index computes it."""
+    contributes to the fusion: the soft maximum over mentions, as the index computes it;
+    ``name_scores`` (best mention name per document) the third side of an index with names."""
     pooled_scores = mention_scores if pooled_scores is None else pooled_scores
     out = np.full(mention_scores.shape, -np.inf, dtype=np.float64)
     sample = calibration_sample(mention_scores.shape[1])
@@ -219,8 +221,11 @@ def hybrid_scores(eval_set: EvalSet, mention_scores: np.ndarray, dense_scores: n
         with_mentions = np.flatnonzero(np.isfinite(mention))  # the mention side's candidates
         picked = with_mentions[top_positions(mention[with_mentions], n)]
         candidates = np.union1d(picked, top_positions(dense, n))
-        out[i, candidates] = fuse(pooled[candidates], dense[candidates],
-                                  score_stats(pooled[sample]), score_stats(dense[sample]), weight)
+        names = None if name_scores is None else name_scores[i]
+        out[i, candidates] = fuse(
+            pooled[candidates], dense[candidates], score_stats(pooled[sample]),
+            score_stats(dense[sample]), weight, None if names is None else names[candidates],
+            None if names is None else score_stats(names[sample]))
     return out
 
 
@@ -391,6 +396,7 @@ class EvalOptions:
     head: str | Path | None = "auto"  # "auto": the shipped head for these encoder settings
     query_template: str | None = None  # None: the encoder's default (EncoderConfig)
     hybrid_weight: float = HYBRID_WEIGHT
+    names: bool = True  # hybrid: the mention-name side, as a new hybrid index has it
     batch_size: int = 16
     cache: bool = True
 
@@ -445,21 +451,50 @@ def embed_queries(encoder, eval_set: EvalSet, head: ProjectionHead | None = None
     return average_queries(vectors, [len(eval_set.descriptions[t]) for t in eval_set.types])
 
 
+def _dense_cache(eval_set: EvalSet, cache_root: Path | None, dense, **key
+                 ) -> VectorCache | None:
+    return VectorCache(cache_root, {"data": eval_set.identity, "dense": model_fingerprint(
+        dense.name), "max_length": dense.max_length, **key}) if cache_root is not None else None
+
+
+def _dense_queries(eval_set: EvalSet, dense) -> np.ndarray:
+    flat = [d for t in eval_set.types for d in eval_set.descriptions[t]]
+    return average_queries(dense.encode(flat), [len(eval_set.descriptions[t])
+                                                for t in eval_set.types])
+
+
 def dense_document_scores(eval_set: EvalSet, cache_root: Path | None, dense=None) -> np.ndarray:
     from ner_retriever.dense import DenseEncoder
 
     dense = dense or DenseEncoder()
-    cache = VectorCache(cache_root, {"data": eval_set.identity, "dense": model_fingerprint(
-        dense.name), "max_length": dense.max_length}) if cache_root is not None else None
+    cache = _dense_cache(eval_set, cache_root, dense)
     doc_vectors = cache.load("documents", len(eval_set.docs)) if cache else None
     if doc_vectors is None:
         doc_vectors = dense.encode(eval_set.texts)
         if cache:
             cache.save("documents", doc_vectors)
-    flat = [d for t in eval_set.types for d in eval_set.descriptions[t]]
-    queries = average_queries(dense.encode(flat), [len(eval_set.descriptions[t])
-                                                   for t in eval_set.types])
-    return queries @ doc_vectors.T
+    return _dense_queries(eval_set, dense) @ doc_vectors.T
+
+
+def name_document_scores(eval_set: EvalSet, spans, cache_root: Path | None, dense=None
+                         ) -> np.ndarray:
+    """Best mention-name score per document: each span's text embedded alone with the dense
+    model against the dense query (the third side of the hybrid ranking, as the index has it).
+    Names are rounded to float16 as the index stores them."""
+    from ner_retriever.dense import DenseEncoder
+
+    dense = dense or DenseEncoder()
+    texts = [doc.text[a:b] for doc, doc_spans in zip(eval_set.docs, spans) for a, b in doc_spans]
+    cache = _dense_cache(eval_set, cache_root, dense,
+                         names=_digest([list(map(list, s)) for s in spans]))
+    names = cache.load("names", len(texts)) if cache else None
+    if names is None:
+        names = dense.encode(texts).astype(np.float16).astype(np.float32)
+        if cache:
+            cache.save("names", names)
+    doc_index = np.repeat(np.arange(len(spans)), [len(s) for s in spans])
+    return mention_document_scores(_dense_queries(eval_set, dense), names, doc_index,
+                                   len(eval_set.docs))
 
 
 def bm25_document_scores(eval_set: EvalSet) -> np.ndarray:
@@ -512,9 +547,11 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
     if "bm25" in methods:
         scores["bm25"] = bm25_document_scores(eval_set)
     if "hybrid" in methods:
+        names = name_document_scores(eval_set, spans, cache_root) if opts.names else None
         scores["hybrid"] = hybrid_scores(eval_set, scores["ner-retriever"], scores["dense"],
-                                         opts.hybrid_weight, soft[0])
-        settings.update(hybrid_weight=opts.hybrid_weight, mention_temperature=MENTION_TEMPERATURE)
+                                         opts.hybrid_weight, soft[0], names)
+        settings.update(hybrid_weight=opts.hybrid_weight, mention_temperature=MENTION_TEMPERATURE,
+                        name_weight=NAME_WEIGHT if opts.names else None)
     for method in methods:
         report["results"][method] = evaluate_scores(eval_set, scores[method])
     report["skipped_types"] = eval_set.skipped

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS segments (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS doc_vectors (
     doc_key INTEGER PRIMARY KEY, vector BLOB NOT NULL, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS doc_names (
+    doc_key INTEGER PRIMARY KEY, vectors BLOB NOT NULL, checksum TEXT NOT NULL);
 """
 
 
@@ -66,6 +68,10 @@ class IndexConfig(BaseModel):
     # Hybrid ranking: the document-level dense encoder ({"model", "max_length", "dim"}) whose
     # vector every document also gets; None = mention vectors only.
     dense: dict[str, Any] | None = None
+    # Hybrid ranking's third side: each mention's text embedded alone with the dense model
+    # ({"model", "dim"}), stored per document as float16 and read back for candidates only;
+    # None = not stored (indexes made before it, or created with names off).
+    names: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +442,25 @@ class Index:
                          dtype=np.int64).reshape(-1, 2)
         return pairs[:, 1], pairs[:, 0], self.vectors(pairs[:, 1])
 
+    def document_names(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Name vectors of the given documents' mentions, in :meth:`document_mentions` order:
+        ``(doc_index, float32 vectors)``."""
+        dim = self.config.names["dim"] if self.config.names else 0
+        position = {int(k): i for i, k in enumerate(keys)}
+        found = sorted((position[key], key, blob, checksum) for key, blob, checksum in
+                       self._select_in("SELECT doc_key, vectors, checksum FROM doc_names "
+                                       "WHERE doc_key IN ({in})", position))
+        doc_index, parts = [], []
+        for pos, key, blob, checksum in found:
+            if checksum != row_checksum(key, blob.hex()) or len(blob) % (2 * dim):
+                raise self._corrupt_row(key, "the name vectors of document")
+            part = np.frombuffer(blob, dtype="<f2").reshape(-1, dim)
+            doc_index.append(np.full(len(part), pos, np.int64))
+            parts.append(part)
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        return np.concatenate(doc_index), np.concatenate(parts).astype(np.float32)
+
     @property
     def doc_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(document keys, live, dense vectors)`` in memory (hybrid indexes). Keys ascend
@@ -487,19 +512,32 @@ class Index:
     # -- writes --------------------------------------------------------------------------------
     def add(self, docs: Sequence[Document], mentions: Sequence[Sequence[Mention]],
             vectors: Sequence[np.ndarray], if_exists: IfExists = "error",
-            doc_vectors: np.ndarray | None = None) -> int:
+            doc_vectors: np.ndarray | None = None,
+            name_vectors: Sequence[np.ndarray] | None = None) -> int:
         """Commit one batch atomically; returns the number of documents written.
 
         ``doc_vectors`` (one dense vector per document of ``docs``) is required exactly when
-        the index was created for hybrid ranking (``config.dense``)."""
+        the index was created for hybrid ranking (``config.dense``), ``name_vectors`` (per
+        document, one dense vector per mention) exactly when it stores names
+        (``config.names``)."""
         if (doc_vectors is None) != (self.config.dense is None):
             raise ConfigError(f"index {self.path}: document vectors are "
                               f"{'required' if self.config.dense else 'not used'} here")
+        if (name_vectors is None) != (self.config.names is None):
+            raise ConfigError(f"index {self.path}: mention name vectors are "
+                              f"{'required' if self.config.names else 'not used'} here")
         if doc_vectors is not None:
             doc_vectors = np.asarray(doc_vectors, dtype=np.float32)
             if doc_vectors.shape != (len(docs), self.config.dense["dim"]):
                 raise ConfigError(f"expected {len(docs)} document vectors of "
                                   f"{self.config.dense['dim']} dims, got {doc_vectors.shape}")
+        if name_vectors is not None:
+            name_vectors = [np.asarray(v, dtype=np.float32) for v in name_vectors]
+            shapes = [(len(m), self.config.names["dim"]) for m in mentions]
+            if len(name_vectors) != len(docs) or any(
+                    v.shape != shape for v, shape in zip(name_vectors, shapes)):
+                raise ConfigError(f"expected one {self.config.names['dim']}-d name vector per "
+                                  f"mention of each of the {len(docs)} documents")
         if not self.writable:
             raise IndexStateError(f"index {self.path} was opened read-only")
         if if_exists not in ("error", "skip", "update"):
@@ -523,8 +561,9 @@ class Index:
             replaced_rows = self._rows_of(sorted(replaced))
             replaced_keys = self._keys_of(sorted(replaced))
             kept_vectors = None if doc_vectors is None else doc_vectors[keep]
+            kept_names = None if name_vectors is None else [name_vectors[i] for i in keep]
             new_keys = self._commit(docs, mentions, keep, replaced, first_row, segment,
-                                    kept_vectors)
+                                    kept_vectors, kept_names)
             if segment is not None:
                 self.store.load([segment])
             self._update_row_doc(first_row, replaced_rows)
@@ -534,14 +573,15 @@ class Index:
             return len(keep)
 
     def _commit(self, docs, mentions, keep, present, first_row, segment,
-                doc_vectors: np.ndarray | None = None) -> list[int]:
+                doc_vectors: np.ndarray | None = None,
+                name_vectors: list[np.ndarray] | None = None) -> list[int]:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             if present:
                 ids = list(present)
                 marks = ",".join("?" * len(ids))
-                for table in ("mentions", "doc_vectors"):
+                for table in ("mentions", "doc_vectors", "doc_names"):
                     db.execute(f"DELETE FROM {table} WHERE doc_key IN "
                                f"(SELECT key FROM documents WHERE id IN ({marks}))", ids)
                 db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids)
@@ -563,6 +603,11 @@ class Index:
             if doc_vectors is not None:
                 blobs = [v.astype("<f4").tobytes() for v in doc_vectors]
                 db.executemany("INSERT INTO doc_vectors VALUES (?, ?, ?)",
+                               [(key, blob, row_checksum(key, blob.hex()))
+                                for key, blob in zip(keys, blobs)])
+            if name_vectors is not None:
+                blobs = [v.astype("<f2").tobytes() for v in name_vectors]
+                db.executemany("INSERT INTO doc_names VALUES (?, ?, ?)",
                                [(key, blob, row_checksum(key, blob.hex()))
                                 for key, blob in zip(keys, blobs)])
             if segment is not None:

@@ -27,7 +27,8 @@ from ner_retriever.models import PACKAGED_MODELS
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.dense import DENSE_MODEL, DenseEncoder
 from ner_retriever.search import (HYBRID_WEIGHT, MENTION_TEMPERATURE, DocumentHits,
-                                  calibration_sample, candidate_count, document_softmax, fuse,
+                                  calibration_sample, candidate_count, document_max,
+                                  document_softmax, fuse,
                                   score_stats, snippet, top_documents, top_positions)
 from ner_retriever.store import store_settings
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult
@@ -61,13 +62,14 @@ class Retriever:
                head: ProjectionHead | str | Path | None = "auto", store: str = "faiss",
                index_type: str = "flat", storage: str | None = None, uri: str | None = None,
                store_params: dict | None = None, hybrid: bool = True,
-               dense_model: str = DENSE_MODEL) -> Retriever:
+               dense_model: str = DENSE_MODEL, names: bool = True) -> Retriever:
         """Start a new index at ``path``. ``head="auto"`` uses the trained head shipped for the
         encoder's settings when there is one; ``None`` (or ``"none"``) stores raw vectors.
 
         ``hybrid`` also stores one ``dense_model`` vector per document, so searches fuse the
         mention score (a soft maximum over the document's mentions) with a whole-document
-        score (the better default; docs/RESULTS.md).
+        score (the better default; docs/RESULTS.md); with ``names`` (hybrid only) the same
+        model also embeds each mention's text alone, a third side of the fusion.
 
         ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
         how they are searched (see :func:`ner_retriever.store.store_settings`)."""
@@ -87,7 +89,8 @@ class Retriever:
             dim=head.config.output_dim if head else encoder.dim,
             head=describe(head), detector=detector.config(), **settings,
             dense=None if dense is None else {"model": dense_model,
-                                              "max_length": dense.max_length, "dim": dense.dim})
+                                              "max_length": dense.max_length, "dim": dense.dim},
+            names={"model": dense_model, "dim": dense.dim} if dense and names else None)
         if head is not None:  # before the catalog (the commit point): a crash leaves no index
             head.save(Path(path) / HEAD_DIR)
         index = Index.create(path, config)
@@ -121,17 +124,25 @@ class Retriever:
         """Append to an existing index (settings must agree) or create a new one."""
         if Index.exists(path):
             retriever = cls.open(path, writable=True)
-            retriever._check_settings(**kwargs)
+            try:
+                retriever._check_settings(**kwargs)
+            except BaseException:
+                retriever.close()  # release the write lock
+                raise
             return retriever
         return cls.create(path, **kwargs)
 
     def _check_settings(self, encoder=None, detector=None, head=None, store=None,
                         index_type=None, storage=None, uri=None, store_params=None,
-                        hybrid=None, dense_model=None) -> None:
+                        hybrid=None, dense_model=None, names=None) -> None:
         cfg = self.index.config
         if hybrid is not None and hybrid != (cfg.dense is not None):
             raise ConfigError(f"index {self.index.path} was built "
                               f"{'with' if cfg.dense else 'without'} hybrid document vectors; "
+                              f"that cannot change when appending")
+        if names is not None and cfg.dense is not None and names != (cfg.names is not None):
+            raise ConfigError(f"index {self.index.path} was built "
+                              f"{'with' if cfg.names else 'without'} mention names; "
                               f"that cannot change when appending")
         asked = {"store": store, "index_type": index_type, "storage": storage}
         clash = {k: v for k, v in asked.items() if v is not None and getattr(cfg, k) != v}
@@ -214,11 +225,12 @@ class Retriever:
                     doc = next(d for d in batch if d.id in present)
                     raise DuplicateDocumentError(doc.id, doc.source)
             if batch:
-                mentions, vectors, doc_vectors = embed_batch(
+                mentions, vectors, doc_vectors, name_vectors = embed_batch(
                     batch, self.detector, self.encoder, self.head, self.index.config.dim,
-                    self.dense)
+                    self.dense, self.index.config.names is not None)
                 stats.documents += self.index.add(batch, mentions, vectors, if_exists=if_exists,
-                                                  doc_vectors=doc_vectors)
+                                                  doc_vectors=doc_vectors,
+                                                  name_vectors=name_vectors)
                 stats.mentions += sum(len(m) for m in mentions)
             if progress is not None:
                 progress(len(batch), sum(len(m) for m in mentions) if batch else 0)
@@ -282,11 +294,16 @@ class Retriever:
         top_dense = keys[top_positions(dense, min(n, int(live.sum())))]
         candidates = np.union1d(np.array(top_mention, np.int64), top_dense)
         by_mention = self._score_documents(vector, candidates.tolist(), per_doc)
-        sample_keys, mention_sample = self._calibration_scores(vector)
+        sample_keys, mention_sample, name_sample = self._calibration_scores(vector,
+                                                                            dense_vector)
         dense_stats = score_stats(dense[np.searchsorted(keys, sample_keys)])
+        names = None
+        if name_sample is not None:
+            names = self._name_scores(dense_vector, candidates.tolist())
         fused = fuse(np.array([by_mention[key].score for key in candidates]),
                      dense[np.searchsorted(keys, candidates)], score_stats(mention_sample),
-                     dense_stats, weight)
+                     dense_stats, weight, names,
+                     None if name_sample is None else score_stats(name_sample))
         order = np.lexsort((candidates, -fused))[:k]
         return [DocumentHits(int(candidates[i]), float(fused[i]),
                              by_mention[int(candidates[i])].hits) for i in order]
@@ -307,19 +324,32 @@ class Retriever:
                                     [(int(own_rows[j]), float(own[j])) for j in order])
         return out
 
-    def _calibration_scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keys of the calibration sample and their mention-side scores for this query; the
-        sample's vectors are read once per index state."""
+    def _name_scores(self, dense_vector: np.ndarray, keys: Sequence[int],
+                     names: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Best mention-name score of each document (``-inf`` without mentions)."""
+        doc_index, vectors = names or self.index.document_names(keys)
+        sims = (vectors @ np.asarray(dense_vector, np.float32))[None]
+        return document_max(sims, doc_index, len(keys))[0]
+
+    def _calibration_scores(self, vector: np.ndarray, dense_vector: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Keys of the calibration sample, their mention-side and (indexes with names) name
+        scores for this query; the sample's vectors are read once per index state."""
         keys, live, _ = self.index.doc_vectors
         state = (len(keys), int(live.sum()), self.index.ntotal)
         if self._calibration is None or self._calibration[0] != state:
             live_keys = keys[live]
             sample = live_keys[calibration_sample(len(live_keys))]
             _, doc_index, vectors = self.index.document_mentions(sample.tolist())
-            self._calibration = (state, sample, doc_index, vectors)
-        _, sample, doc_index, vectors = self._calibration
+            names = self.index.document_names(sample.tolist()) if self.index.config.names \
+                else None
+            self._calibration = (state, sample, doc_index, vectors, names)
+        _, sample, doc_index, vectors, names = self._calibration
         sims = (vectors @ np.asarray(vector, np.float32))[None]
-        return sample, document_softmax(sims, doc_index, len(sample), MENTION_TEMPERATURE)[0]
+        mention = document_softmax(sims, doc_index, len(sample), MENTION_TEMPERATURE)[0]
+        if names is None:
+            return sample, mention, None
+        return sample, mention, self._name_scores(dense_vector, sample.tolist(), names)
 
     def _results(self, grouped: list[DocumentHits]) -> list[SearchResult]:
         docs = self.index.documents_by_key([g.doc_key for g in grouped])
@@ -338,10 +368,13 @@ class Retriever:
 
 
 def embed_batch(docs: Sequence[Document], detector: Detector, encoder: Encoder,
-                head: ProjectionHead | None, dim: int, dense: DenseEncoder | None = None
-                ) -> tuple[list[list[Mention]], list[np.ndarray], np.ndarray | None]:
-    """Detect, embed and project one batch: ``(mentions, vectors, document vectors)``. Shared
-    by :meth:`Retriever.add` and the Ray workers, so both index exactly alike."""
+                head: ProjectionHead | None, dim: int, dense: DenseEncoder | None = None,
+                names: bool = False
+                ) -> tuple[list[list[Mention]], list[np.ndarray], np.ndarray | None,
+                           list[np.ndarray] | None]:
+    """Detect, embed and project one batch: ``(mentions, vectors, document vectors, name
+    vectors)`` (the last two need ``dense``; names only with ``names``). Shared by
+    :meth:`Retriever.add` and the Ray workers, so both index exactly alike."""
     joint = getattr(detector, "detect_and_encode", None)
     if joint is not None:  # learned detector: spans and vectors from one pass
         spans, raw = joint(docs, encoder)
@@ -352,7 +385,12 @@ def embed_batch(docs: Sequence[Document], detector: Detector, encoder: Encoder,
     mentions = [[Mention(d.id, s.start, s.end, d.text[s.start:s.end], s.label) for s in sp]
                 for d, sp in zip(docs, spans)]
     doc_vectors = None if dense is None else dense.encode([d.text for d in docs])
-    return mentions, per_document(head, raw, dim), doc_vectors
+    name_vectors = None
+    if dense is not None and names:
+        flat = dense.encode([m.text for ms in mentions for m in ms])
+        bounds = np.cumsum([0] + [len(ms) for ms in mentions])
+        name_vectors = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return mentions, per_document(head, raw, dim), doc_vectors, name_vectors
 
 
 def index_info(index: Index) -> dict:
