@@ -3,8 +3,9 @@
 Usage: python benchmarks/index_throughput.py [--docs 500] [--queries 50]
 Corpus: the first N sentences of Few-NERD INTER test (../shared/data), one document each.
 Prints documents/s, mentions/s (detector + encoder + commit) and query latency p50/p95 for a
-mentions-only index and a hybrid one (the default: one dense vector per document as well),
-plus the encoder alone on gold spans as a reference measured in the same run."""
+mentions-only index, a hybrid one without mention names and the default hybrid one (one dense
+vector per document and one per mention name as well), plus the encoder alone on gold spans
+as a reference measured in the same run."""
 
 from __future__ import annotations
 
@@ -47,13 +48,15 @@ def main() -> None:
           f"mentions/s")
 
     with tempfile.TemporaryDirectory() as tmp:
-        for hybrid in (False, True):
-            label = "hybrid (default)" if hybrid else "mentions only (--no-hybrid)"
-            with Retriever.create(Path(tmp) / f"idx-{hybrid}", encoder=encoder,
-                                  hybrid=hybrid) as r:
+        for hybrid, names in ((False, False), (True, False), (True, True)):
+            label = ("hybrid (default)" if names else "hybrid --no-names") if hybrid \
+                else "mentions only (--no-hybrid)"
+            with Retriever.create(Path(tmp) / f"idx-{hybrid}-{names}", encoder=encoder,
+                                  hybrid=hybrid, names=names) as r:
                 stats = r.add(docs, commit_every=256)
                 print(f"index, {label}: spacy detector + encoder"
-                      f"{' + document encoder' if hybrid else ''} + commit: "
+                      f"{' + document encoder' if hybrid else ''}"
+                      f"{' + mention names' if names else ''} + commit: "
                       f"{stats.documents / stats.seconds:.1f} docs/s, "
                       f"{stats.mentions / stats.seconds:.1f} mentions/s "
                       f"({stats.mentions} mentions, {stats.seconds:.1f} s)")
