@@ -21,10 +21,10 @@ Variants (same folds, same scores): reciprocal-rank fusion (k = 60) over the sam
 documents, the dense side queried with the template ``a {}``, and (at w = 0.6) the mention side
 pooled as a soft maximum over each document's mentions at several temperatures
 (``search.document_softmax``; t = 0.05 ships as ``search.MENTION_TEMPERATURE``), and a third
-signal not built into the index yet: the *names* (each mention's text alone, e.g. "Toyota
-Corolla") embedded with the dense model, scored against the query, best name per document,
-added to the shipped hybrid score as ``lam * z(name score)`` (standardised on the same
-calibration sample), or mixed into the mention vectors themselves (``concat``: mention and
+signal, the *names* (each mention's text alone, e.g. "Toyota Corolla") embedded with the dense
+model, scored against the query, best name per document, added to the soft-max hybrid score
+as ``lam * z(name score)`` (standardised on the same calibration sample; lam = 0.2 ships as
+``search.NAME_WEIGHT``), or mixed into the mention vectors themselves (``concat``: mention and
 query vectors ``[sqrt(1 - b) * head output, sqrt(b) * name vector]``, so one inner product
 is ``(1 - b) cos_head + b cos_name``).
 """
