@@ -323,6 +323,55 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
             "threads": faiss.omp_get_max_threads(), "results": results}
 
 
+def run_store(out: Path, segment_rows: int, maps_open: int | None = None) -> dict:
+    """``pq-disk`` through ``FaissStore`` itself, on segments of ``segment_rows`` rows (an index
+    commits one segment per batch: the CLI's default 256 documents make ~600 rows), so the
+    re-rank reads candidates from as many files as a real index has; ``maps_open`` overrides
+    how many segment maps the store keeps open (the default follows the open-file limit)."""
+    from ner_retriever.store import FaissStore
+
+    vectors = np.load(out / "vectors.npy", mmap_mode="r")
+    queries, truth = np.load(out / "queries.npy"), np.load(out / "truth.npy")
+    folder = out / f"store-{segment_rows}"
+    params = {"nlist": 1024, "train_size": 100_000, "nprobe": 8, "refine_factor": 4}
+    store = FaissStore(folder, DIM, index_type="ivfpq", storage="pq-disk", params=params,
+                       verify=False)
+    if maps_open is not None:
+        store.MAPS_OPEN = maps_open
+    t0 = time.perf_counter()
+    segments = [store.write_segment(a, vectors[a:a + segment_rows])
+                for a in range(0, len(vectors), segment_rows)]
+    write_s = time.perf_counter() - t0
+    store.load(segments)  # adds every segment, then trains on a seeded sample and rebuilds
+    build_s = time.perf_counter() - t0 - write_s
+
+    def search(q, k):
+        return store.search(q, k)
+
+    files = [folder / seg.name for seg in segments]
+    for path in files:  # "cached": every segment in the page cache
+        warm_page_cache(path)
+    search(queries[:5], K)
+    lat = latencies(search, queries)
+    rows = store.search(queries, K)[1]
+    recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(rows, truth)]))
+    cold = []
+    for q in queries[:50]:  # every segment evicted before each query
+        for mapped in store._maps.values():
+            mapped._mmap.madvise(mmap.MADV_DONTNEED)
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+        cold += latencies(search, q[None])
+    return {"name": f"store pq-disk, {len(segments)} segments of {segment_rows} rows",
+            "maps_open": store.MAPS_OPEN, "n": len(vectors), "write_s": round(write_s, 1),
+            "build_s": round(build_s, 1), "search": {"nprobe": 8, "refine_factor": 4},
+            **percentiles(lat), "recall@100": round(recall, 4),
+            **{f"cold_{k}": v for k, v in percentiles(cold).items()},
+            "load_avg_1m": round(os.getloadavg()[0], 1)}
+
+
 def rprecision() -> dict:
     """Macro R-Precision on Few-NERD INTER test gold mentions (the shipped default: block 22
     value through the shipped head, 500-d) for each index type, via the store's builder and
@@ -393,7 +442,14 @@ def main() -> None:
     parser.add_argument("--generator", choices=("model", "output"), default="model",
                         help="how the real vectors are extended to --n rows (docstring)")
     parser.add_argument("--rprecision", action="store_true")
+    parser.add_argument("--store-segments", type=int, metavar="ROWS",
+                        help="pq-disk through FaissStore on segments of ROWS rows (run_store)")
+    parser.add_argument("--maps-open", type=int, help="with --store-segments: maps kept open")
     args = parser.parse_args()
+    if args.store_segments:
+        prepare(args.n, args.out, args.generator)
+        print(json.dumps(run_store(args.out, args.store_segments, args.maps_open)))
+        return
     if args.rprecision:
         result = rprecision()
         print(json.dumps(result, indent=1))

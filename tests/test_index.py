@@ -160,6 +160,8 @@ def test_mention_names_are_stored_per_document_and_follow_updates(tmp_path, retr
     retriever.close()
     with pytest.raises(ConfigError, match="mention names"):
         Retriever.open_or_create(tmp_path / "idx", encoder=smol_encoder, names=False)
+    with pytest.raises(ConfigError, match="hybrid"):
+        Retriever.create(tmp_path / "bad", encoder=smol_encoder, hybrid=False, names=True)
     with Retriever.create(tmp_path / "plain", encoder=smol_encoder, names=False) as r:
         r.add(DOCS[:2])
         assert r.index.config.names is None and r.index.config.dense is not None

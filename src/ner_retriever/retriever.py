@@ -62,17 +62,21 @@ class Retriever:
                head: ProjectionHead | str | Path | None = "auto", store: str = "faiss",
                index_type: str = "flat", storage: str | None = None, uri: str | None = None,
                store_params: dict | None = None, hybrid: bool = True,
-               dense_model: str = DENSE_MODEL, names: bool = True) -> Retriever:
+               dense_model: str = DENSE_MODEL, names: bool | None = None) -> Retriever:
         """Start a new index at ``path``. ``head="auto"`` uses the trained head shipped for the
         encoder's settings when there is one; ``None`` (or ``"none"``) stores raw vectors.
 
         ``hybrid`` also stores one ``dense_model`` vector per document, so searches fuse the
         mention score (a soft maximum over the document's mentions) with a whole-document
-        score (the better default; docs/RESULTS.md); with ``names`` (hybrid only) the same
-        model also embeds each mention's text alone, a third side of the fusion.
+        score (the better default; docs/RESULTS.md); with ``names`` (default: on for hybrid)
+        the same model also embeds each mention's text alone, a third side of the fusion.
 
         ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
         how they are searched (see :func:`ner_retriever.store.store_settings`)."""
+        if names and not hybrid:
+            raise ConfigError("mention names are a side of the hybrid ranking: they need "
+                              "hybrid=True (--hybrid)")
+        names = hybrid if names is None else names
         settings = store_settings(store, index_type, storage, uri, store_params, index_path=path)
         encoder = _as_encoder(encoder)
         detector = build_detector(detector) if isinstance(detector, (str, dict)) else detector
@@ -140,7 +144,7 @@ class Retriever:
             raise ConfigError(f"index {self.index.path} was built "
                               f"{'with' if cfg.dense else 'without'} hybrid document vectors; "
                               f"that cannot change when appending")
-        if names is not None and cfg.dense is not None and names != (cfg.names is not None):
+        if names is not None and names != (cfg.names is not None):
             raise ConfigError(f"index {self.index.path} was built "
                               f"{'with' if cfg.names else 'without'} mention names; "
                               f"that cannot change when appending")
