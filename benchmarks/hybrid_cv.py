@@ -139,7 +139,8 @@ def main() -> None:
                                         embed_queries, hybrid_scores, macro,
                                         mention_document_scores, pooled_document_scores,
                                         r_precision)
-    from ner_retriever.search import MENTION_TEMPERATURE, calibration_sample, score_stats
+    from ner_retriever.search import (MENTION_TEMPERATURE, calibration_sample, score_stats,
+                                      standardise)
     from ner_retriever.head import to_index_space
     from ner_retriever.train import (MentionSet, TrainConfig, encode_descriptions,
                                      load_descriptions, sample_documents, train_head)
@@ -218,12 +219,8 @@ def main() -> None:
         name = mention_document_scores(query_names, names, ms.docs, ms.n_docs)
         scores["names only"] = name
         for lam in NAME_WEIGHTS:
-            fused = shipped_hybrid.copy()
-            for i in range(len(fold)):
-                stats = score_stats(name[i][sample])
-                filled = np.where(np.isfinite(name[i]), name[i], stats.floor)
-                fused[i] += lam * (filled - stats.mean) / stats.std
-            scores[f"shipped hybrid + names lam={lam}"] = fused
+            scores[f"shipped hybrid + names lam={lam}"] = shipped_hybrid + lam * np.stack(
+                [standardise(row, score_stats(row[sample])) for row in name])
         for b in CONCAT_BETAS:
             both_m = np.concatenate([np.sqrt(1 - b) * mentions, np.sqrt(b) * names], axis=1)
             both_q = np.concatenate([np.sqrt(1 - b) * query, np.sqrt(b) * query_names], axis=1)

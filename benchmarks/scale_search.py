@@ -246,7 +246,7 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
     import faiss
 
     from ner_retriever.store import (build_faiss_index, exact_rerank, for_scattered_reads,
-                                     index_bytes, read_rows, refine_of)
+                                     index_bytes, prefetch_rows, refine_of)
 
     index_type, storage, params, sweeps = SETTINGS[name]
     vectors = np.load(out / "vectors.npy", mmap_mode="r")
@@ -278,9 +278,13 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
         disk = fp16_copy(out, vectors)
         reads = for_scattered_reads(np.load(disk, mmap_mode="r"))
 
+        def read(rows):  # what FaissStore.vectors does, on one file
+            prefetch_rows(reads, rows)
+            return np.asarray(reads[rows], dtype=np.float32)
+
         def search(q, k):  # what FaissStore.search does for pq-disk
             rows = index.search(q, k * factor)[1]
-            return exact_rerank(q, rows, lambda r: read_rows(reads, r), k)
+            return exact_rerank(q, rows, read, k)
     results = []
     for sweep in sweeps:
         p = {**params, **sweep}

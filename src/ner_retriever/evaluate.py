@@ -543,11 +543,15 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
                         query_template=encoder.config.query_template,
                         head=None if head is None else head.config.model_dump(mode="json"))
     if {"dense", "hybrid"} & set(methods):
-        scores["dense"] = dense_document_scores(eval_set, cache_root)
+        from ner_retriever.dense import DenseEncoder
+
+        dense = DenseEncoder()  # loaded once for the document and the name side
+        scores["dense"] = dense_document_scores(eval_set, cache_root, dense)
     if "bm25" in methods:
         scores["bm25"] = bm25_document_scores(eval_set)
     if "hybrid" in methods:
-        names = name_document_scores(eval_set, spans, cache_root) if opts.names else None
+        names = name_document_scores(eval_set, spans, cache_root, dense) if opts.names \
+            else None
         scores["hybrid"] = hybrid_scores(eval_set, scores["ner-retriever"], scores["dense"],
                                          opts.hybrid_weight, soft[0], names)
         settings.update(hybrid_weight=opts.hybrid_weight, mention_temperature=MENTION_TEMPERATURE,

@@ -303,7 +303,8 @@ class Retriever:
         dense_stats = score_stats(dense[np.searchsorted(keys, sample_keys)])
         names = None
         if name_sample is not None:
-            names = self._name_scores(dense_vector, candidates.tolist())
+            names = name_scores(dense_vector, *self.index.document_names(candidates.tolist()),
+                                len(candidates))
         fused = fuse(np.array([by_mention[key].score for key in candidates]),
                      dense[np.searchsorted(keys, candidates)], score_stats(mention_sample),
                      dense_stats, weight, names,
@@ -328,13 +329,6 @@ class Retriever:
                                     [(int(own_rows[j]), float(own[j])) for j in order])
         return out
 
-    def _name_scores(self, dense_vector: np.ndarray, keys: Sequence[int],
-                     names: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        """Best mention-name score of each document (``-inf`` without mentions)."""
-        doc_index, vectors = names or self.index.document_names(keys)
-        sims = (vectors @ np.asarray(dense_vector, np.float32))[None]
-        return document_max(sims, doc_index, len(keys))[0]
-
     def _calibration_scores(self, vector: np.ndarray, dense_vector: np.ndarray
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Keys of the calibration sample, their mention-side and (indexes with names) name
@@ -353,7 +347,7 @@ class Retriever:
         mention = document_softmax(sims, doc_index, len(sample), MENTION_TEMPERATURE)[0]
         if names is None:
             return sample, mention, None
-        return sample, mention, self._name_scores(dense_vector, sample.tolist(), names)
+        return sample, mention, name_scores(dense_vector, *names, len(sample))
 
     def _results(self, grouped: list[DocumentHits]) -> list[SearchResult]:
         docs = self.index.documents_by_key([g.doc_key for g in grouped])
@@ -369,6 +363,13 @@ class Retriever:
 
     def info(self) -> dict:
         return index_info(self.index)
+
+
+def name_scores(dense_vector: np.ndarray, doc_index: np.ndarray, vectors: np.ndarray,
+                n_docs: int) -> np.ndarray:
+    """Best mention-name score of each of ``n_docs`` documents (``-inf`` without mentions)."""
+    sims = (vectors @ np.asarray(dense_vector, np.float32))[None]
+    return document_max(sims, doc_index, n_docs)[0]
 
 
 def embed_batch(docs: Sequence[Document], detector: Detector, encoder: Encoder,

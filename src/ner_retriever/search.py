@@ -153,18 +153,19 @@ def fuse(mention: np.ndarray, dense: np.ndarray, mention_stats: ScoreStats,
          names: np.ndarray | None = None, name_stats: ScoreStats | None = None,
          name_weight: float = NAME_WEIGHT) -> np.ndarray:
     """``w * z(mention) + (1 - w) * z(dense) [+ name_weight * z(names)]``: each side
-    standardised with its own statistics, so no scale dominates; ``-inf`` scores (a document
-    without mentions) take the side's floor."""
+    standardised with its own statistics (``names`` with ``name_stats``), so no scale
+    dominates."""
     if not 0.0 <= weight <= 1.0:
         raise ConfigError(f"hybrid weight must be in [0, 1], got {weight}")
-    fused = (weight * _standard(mention, mention_stats)
-             + (1.0 - weight) * (np.asarray(dense) - dense_stats.mean) / dense_stats.std)
+    fused = (weight * standardise(mention, mention_stats)
+             + (1.0 - weight) * standardise(dense, dense_stats))
     if names is not None:
-        fused += name_weight * _standard(names, name_stats or score_stats(names))
+        fused += name_weight * standardise(names, name_stats)
     return fused
 
 
-def _standard(scores: np.ndarray, stats: ScoreStats) -> np.ndarray:
+def standardise(scores: np.ndarray, stats: ScoreStats) -> np.ndarray:
+    """``(scores - mean) / std``; ``-inf`` scores (a document without mentions) take the floor."""
     scores = np.where(np.isfinite(scores), scores, stats.floor)
     return (scores - stats.mean) / stats.std
 

@@ -342,18 +342,11 @@ def exact_rerank(queries: np.ndarray, rows: np.ndarray, vectors_of, k: int
 
 
 def for_scattered_reads(mapped: np.ndarray) -> np.ndarray:
-    """Set a memory-mapped ``.npy`` matrix up for scattered row reads (:func:`read_rows`): no
+    """Set a memory-mapped ``.npy`` matrix up for scattered row reads (:func:`prefetch_rows`): no
     read-ahead, which would read ~32 pages for every row touched (0.7 s for 400 cold rows)."""
     if isinstance(mapped, np.memmap) and hasattr(mmap, "MADV_RANDOM"):
         mapped._mmap.madvise(mmap.MADV_RANDOM)
     return mapped
-
-
-def read_rows(mapped: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Rows of a memory-mapped matrix as float32, their pages requested first
-    (:func:`prefetch_rows`)."""
-    prefetch_rows(mapped, rows)
-    return np.asarray(mapped[rows], dtype=np.float32)
 
 
 def prefetch_rows(mapped: np.ndarray, rows: np.ndarray) -> None:
