@@ -50,6 +50,9 @@ RRF_K = 60
 TEMPERATURES = [0.03, 0.05, 0.1, 0.2]
 NAME_WEIGHTS = [0.1, 0.2, 0.3, 0.5]
 CONCAT_BETAS = [0.2, 0.4]
+# Pseudo-relevance feedback: (feedback documents, beta, sides fed back).
+FEEDBACK = [(m, b, "mdn") for m in (3, 5, 10, 20) for b in (0.3, 0.7, 1.0, 1.5)] + \
+    [(10, 0.7, "m"), (10, 0.7, "dn"), (10, 1.0, "m"), (10, 1.0, "dn")]
 
 
 def log(msg: str) -> None:
@@ -135,8 +138,9 @@ def main() -> None:
     from ner_retriever.descriptions import is_other_tag
     from ner_retriever.descriptions import load_descriptions as load_map
     from ner_retriever.encode import EncoderConfig, TransformerEncoder
-    from ner_retriever.evaluate import (EvalSet, default_cache_root, dense_document_scores,
-                                        embed_queries, hybrid_scores, macro,
+    from ner_retriever.evaluate import (EvalSet, HybridSides, default_cache_root,
+                                        dense_document_scores, dense_document_vectors,
+                                        embed_queries, hybrid_rank, hybrid_scores, macro,
                                         mention_document_scores, pooled_document_scores,
                                         r_precision)
     from ner_retriever.search import (MENTION_TEMPERATURE, calibration_sample, score_stats,
@@ -183,7 +187,9 @@ def main() -> None:
         ["rrf k=60", "hybrid w=0.5, dense query 'a {}'"] + \
         [f"hybrid w=0.6, soft max t={t}" for t in TEMPERATURES] + ["names only"] + \
         [f"shipped hybrid + names lam={lam}" for lam in NAME_WEIGHTS] + \
-        [f"concat b={b}, hybrid w=0.6 soft max" for b in CONCAT_BETAS]
+        [f"concat b={b}, hybrid w=0.6 soft max" for b in CONCAT_BETAS] + \
+        ["shipped (hybrid_scores with names)"] + \
+        [f"feedback m={m} beta={b} sides={sides}" for m, b, sides in FEEDBACK]
     log(f"embedding {len(ms)} mention names with {dense_encoder.name}")
     names = dense_encoder.encode([str(x) for x in ms.texts.tolist()])
     sample = calibration_sample(ms.n_docs)
@@ -203,6 +209,7 @@ def main() -> None:
         query = embed_queries(encoder, es, head)
         mention = mention_document_scores(query, mentions, ms.docs, ms.n_docs)
         dense = dense_document_scores(es, cache_root, dense_encoder)
+        doc_vectors = dense_document_vectors(es, cache_root, dense_encoder)
         es_a = dataclasses.replace(es, descriptions={t: [f"a {queries[t]}"] for t in fold})
         dense_a = dense_document_scores(es_a, cache_root, dense_encoder)
         scores = {"mentions": mention, "dense": dense}
@@ -228,6 +235,12 @@ def main() -> None:
                                                 (None, MENTION_TEMPERATURE))
             scores[f"concat b={b}, hybrid w=0.6 soft max"] = hybrid_scores(es, best, dense, 0.6,
                                                                            soft)
+        sides = HybridSides(mentions, ms.docs, doc_vectors, names, ms.docs)
+        scores["shipped (hybrid_scores with names)"] = hybrid_rank(es, sides, query, query_names,
+                                                                   0.6, feedback=0)
+        for m_docs, beta, fed in FEEDBACK:
+            scores[f"feedback m={m_docs} beta={beta} sides={fed}"] = hybrid_rank(
+                es, sides, query, query_names, 0.6, m_docs, beta, fed)
         for m in methods:
             vals = {t: r_precision(scores[m][i], es.relevant[t]) for i, t in enumerate(fold)}
             per_type[m].update(vals)

@@ -66,6 +66,12 @@ def test_search_modes_and_a_mentions_only_index(built_index, tmp_path):
     for r in plain:  # mentions mode: the score is the best mention's cosine
         assert r["score"] == pytest.approx(r["mentions"][0]["score"])
     assert {r["doc_id"] for r in hybrid} == {r["doc_id"] for r in plain} == {"a", "b", "c"}
+    once = json.loads(runner.invoke(app, ["search", str(built_index), "politician", "-k", "3",
+                                          "--feedback", "0", "--json"]).stdout)["results"]
+    assert {r["doc_id"] for r in once} == {"a", "b", "c"}
+    assert [r["score"] for r in once] != [r["score"] for r in hybrid]  # feedback moved queries
+    bad = runner.invoke(app, ["search", str(built_index), "politician", "--feedback", "-1"])
+    assert bad.exit_code == 2 and "feedback" in bad.output
     corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS[:1])
     result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "plain"),
                                  "--no-hybrid"])

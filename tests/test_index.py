@@ -7,7 +7,7 @@ from ner_retriever import Document, DuplicateDocumentError, IndexStateError
 from ner_retriever.errors import ConfigError
 from ner_retriever.index import Index
 from ner_retriever.retriever import Retriever
-from ner_retriever.search import group_by_document, snippet, top_documents
+from ner_retriever.search import FEEDBACK_DOCS, group_by_document, snippet, top_documents
 
 DOCS = [
     Document("pol", "Angela Merkel and Emmanuel Macron met in Berlin on Monday."),
@@ -50,42 +50,60 @@ def test_k_larger_than_documents_returns_all_with_mentions(retriever):
     assert hybrid["none"].mentions == [] and hybrid["none"].snippet == DOCS[4].text
 
 
-def _full_fusion(retriever, query, weight=None):
+def _full_fusion(retriever, query, feedback=0):
     """Hybrid scores computed the slow way: every document, all three sides (the mention side
     a soft maximum over all the document's mentions; names embedded afresh from the mention
-    texts, not read from the index), stats over all (``weight`` None: the shipped default,
-    what ``search`` uses)."""
-    from ner_retriever.search import HYBRID_WEIGHT, MENTION_TEMPERATURE, fuse, score_stats
-
-    weight = HYBRID_WEIGHT if weight is None else weight
+    texts, not read from the index), stats over all; with ``feedback``, each side's query is
+    then moved toward the best vector of each of the top ``feedback`` documents (Rocchio with
+    ``search.FEEDBACK_WEIGHT``) and every document scored again."""
+    from ner_retriever.search import (FEEDBACK_WEIGHT, HYBRID_WEIGHT, MENTION_TEMPERATURE, fuse,
+                                      score_stats)
 
     index = retriever.index
     keys, live, doc_vectors = index.doc_vectors
     q = retriever.embed_search_queries([query])[0]
-    mention_q, dense_q = q[: index.config.dim], q[index.config.dim:]
     rows, doc_index, vectors = index.document_mentions(keys[live].tolist())
-    sims = vectors @ mention_q
-    t = MENTION_TEMPERATURE
-    mention = np.array([t * np.log(np.exp(sims[doc_index == i].astype(np.float64) / t).sum())
-                        if (doc_index == i).any() else -np.inf
-                        for i in range(int(live.sum()))])
-    dense = doc_vectors[live] @ dense_q
     texts = index.mention_rows(rows.tolist())
     names = retriever.dense.encode([texts[int(r)][2] for r in rows]).astype(np.float16)
-    name_sims = names.astype(np.float32) @ dense_q
-    name = np.array([name_sims[doc_index == i].max() if (doc_index == i).any() else -np.inf
-                     for i in range(int(live.sum()))])
-    fused = fuse(mention, dense, score_stats(mention), score_stats(dense), weight,
-                 name, score_stats(name))
+    names = names.astype(np.float32)
+    n = int(live.sum())
+    own = [np.flatnonzero(doc_index == i) for i in range(n)]
+
+    def scores(mention_q, dense_q, name_q):
+        sims, name_sims = vectors @ mention_q, names @ name_q
+        t = MENTION_TEMPERATURE
+        mention = np.array([t * np.log(np.exp(sims[r].astype(np.float64) / t).sum())
+                            if len(r) else -np.inf for r in own])
+        dense = doc_vectors[live] @ dense_q
+        name = np.array([name_sims[r].max() if len(r) else -np.inf for r in own])
+        return fuse(mention, dense, score_stats(mention), score_stats(dense), HYBRID_WEIGHT,
+                    name, score_stats(name))
+
+    def moved(query_vector, picked):
+        unit = picked / np.linalg.norm(picked, axis=1, keepdims=True)
+        v = query_vector / np.linalg.norm(query_vector) + FEEDBACK_WEIGHT * unit.mean(axis=0)
+        return v / np.linalg.norm(v)
+
+    mention_q, dense_q = q[: index.config.dim], q[index.config.dim:]
+    fused = scores(mention_q, dense_q, dense_q)
+    if feedback:
+        top = [i for i in np.argsort(-fused, kind="stable")[:feedback] if len(own[i])]
+        best = [own[i][np.argmax(vectors[own[i]] @ mention_q)] for i in top]
+        best_names = [own[i][np.argmax(names[own[i]] @ dense_q)] for i in top]
+        top_all = np.argsort(-fused, kind="stable")[:feedback]
+        fused = scores(moved(mention_q, vectors[best]),
+                       moved(dense_q, doc_vectors[live][top_all]),
+                       moved(dense_q, names[best_names]))
     docs = index.documents_by_key(keys[live].tolist())
     return {docs[int(k)].id: float(f) for k, f in zip(keys[live], fused)}
 
 
-def test_hybrid_search_equals_fusing_every_document(retriever):
+@pytest.mark.parametrize("feedback", [0, FEEDBACK_DOCS])
+def test_hybrid_search_equals_fusing_every_document(retriever, feedback):
     assert retriever.index.config.dense["model"] == "minilm-l6"
     for query in ("politician", "river", "car brand"):
-        expected = _full_fusion(retriever, query)
-        got = retriever.search(query, k=5)
+        expected = _full_fusion(retriever, query, feedback)
+        got = retriever.search(query, k=5, feedback=feedback)
         assert [r.doc_id for r in got] == sorted(expected, key=lambda d: -expected[d])
         for r in got:
             assert r.score == pytest.approx(expected[r.doc_id], abs=1e-5)
@@ -93,6 +111,27 @@ def test_hybrid_search_equals_fusing_every_document(retriever):
                                                            reverse=True)
         with pytest.raises(ConfigError, match="weight"):
             retriever.search(query, k=2, weight=1.5)
+        with pytest.raises(ConfigError, match="feedback"):
+            retriever.search(query, k=2, feedback=-1)
+
+
+def test_feedback_moves_every_query_toward_the_top_documents(retriever):
+    """Feedback from the one document about rivers pulls all three sides toward it: that
+    document rises on every side against the query alone."""
+    index = retriever.index
+    q = retriever.embed_search_queries(["body of water"])[0]
+    mention_q, dense_q = q[: index.config.dim], q[index.config.dim:]
+    keys, live, doc_vectors = index.doc_vectors
+    river = [k for k, d in index.documents_by_key(keys[live].tolist()).items() if d.id == "river"]
+    moved = retriever._feedback_queries(mention_q, dense_q, river)
+    _, _, vectors = index.document_mentions(river)
+    _, names = index.document_names(river)
+    river_vector = doc_vectors[np.searchsorted(keys, river)][0]
+    sides = ((mention_q, moved[0], vectors), (dense_q, moved[1], river_vector[None]),
+             (dense_q, moved[2], names))
+    for before, after, own in sides:
+        assert np.linalg.norm(after) == pytest.approx(1.0, abs=1e-5)
+        assert (own @ after).max() > (own @ before).max() + 0.05
 
 
 def test_hybrid_document_vectors_follow_updates_and_reopen(tmp_path, retriever, smol_encoder):
@@ -101,7 +140,7 @@ def test_hybrid_document_vectors_follow_updates_and_reopen(tmp_path, retriever, 
     assert live.sum() == len(retriever.index) == 5 and len(keys) == 6  # old slot kept, dead
     assert (np.diff(keys) > 0).all()  # keys are never reused: lookups stay a binary search
     before = [r.to_dict() for r in retriever.search("politician", k=5)]
-    assert _full_fusion(retriever, "politician")["river"] == pytest.approx(
+    assert _full_fusion(retriever, "politician", FEEDBACK_DOCS)["river"] == pytest.approx(
         next(r["score"] for r in before if r["doc_id"] == "river"), abs=1e-5)
     retriever.close()
     with Retriever.open(tmp_path / "idx", encoder=smol_encoder) as reader:

@@ -251,14 +251,17 @@ def search(
     query: Annotated[str, typer.Argument(help='entity type in your words, e.g. "politician"')],
     k: Annotated[int, typer.Option("-k", "--k", help="documents to return")] = 10,
     mode: Annotated[ModeOpt, typer.Option(help="auto (hybrid when the index has document vectors), hybrid, or mentions (best-mention cosine only)")] = ModeOpt.auto,
+    feedback: Annotated[Optional[int], typer.Option(min=0, help="hybrid: rank again with the queries moved toward the first ranking's top N documents (0: off; default 20)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Rank the indexed documents by how well their mentions match an entity type."""
     from ner_retriever.retriever import Retriever
+    from ner_retriever.search import FEEDBACK_DOCS
 
     _quiet_transformers()
     with Retriever.open(index_dir) as retriever:
-        results = retriever.search(query, k=k, mode=mode.value)
+        results = retriever.search(query, k=k, mode=mode.value,
+                                   feedback=FEEDBACK_DOCS if feedback is None else feedback)
     if as_json:
         print(json.dumps({"query": query, "results": [r.to_dict() for r in results]},
                          ensure_ascii=False))
@@ -397,6 +400,7 @@ def evaluate(
     query_template: Annotated[Optional[str], typer.Option(help="template around the description, e.g. 'Examples of {}' (default: the encoder's)")] = None,
     hybrid_weight: Annotated[Optional[float], typer.Option(help="weight of the mention score in hybrid (0..1)")] = None,
     names: Annotated[bool, typer.Option("--names/--no-names", help="hybrid: include the mention-name score, as a new hybrid index does")] = True,
+    feedback: Annotated[Optional[int], typer.Option(min=0, help="hybrid: pseudo-relevance feedback from the first ranking's top N documents, as search does (0: off; default 20)")] = None,
     types: Annotated[Optional[list[str]], typer.Option("--type", help="evaluate only these tags (repeatable)")] = None,
     include_other: Annotated[bool, typer.Option(help="also evaluate catch-all tags (location-other, OtherPER, MISC)")] = False,
     batch_size: Annotated[int, typer.Option(help="sentences per forward pass")] = 16,
@@ -407,7 +411,7 @@ def evaluate(
     from ner_retriever.descriptions import load_descriptions
     from ner_retriever.evaluate import EvalOptions, load_eval_set
     from ner_retriever.evaluate import evaluate as run_evaluation
-    from ner_retriever.search import HYBRID_WEIGHT
+    from ner_retriever.search import FEEDBACK_DOCS, HYBRID_WEIGHT
 
     _quiet_transformers()
     eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
@@ -416,7 +420,8 @@ def evaluate(
                        mentions=mentions.value, detector=detector, model=model, block=layer,
                        component=component.value, head=head, query_template=query_template,
                        hybrid_weight=HYBRID_WEIGHT if hybrid_weight is None else hybrid_weight,
-                       names=names, batch_size=batch_size, cache=not no_cache)
+                       names=names, feedback=FEEDBACK_DOCS if feedback is None else feedback,
+                       batch_size=batch_size, cache=not no_cache)
     bar, update = _stage_progress()
     with bar:
         report = run_evaluation(eval_set, opts, progress=update)
@@ -448,7 +453,8 @@ def evaluate(
                      f"query template {settings['query_template']!r}")
     if "hybrid_weight" in settings:
         notes.append(f"hybrid weight on mentions: {settings['hybrid_weight']}, on mention names: "
-                     f"{settings['name_weight'] or 'off'}")
+                     f"{settings['name_weight'] or 'off'}; feedback documents: "
+                     f"{settings['feedback_docs'] or 'off'}")
     if report["detection_recall"] and report["detection_recall"]["gold"]:
         rec = report["detection_recall"]
         notes.append(f"detection recall: {rec['exact']:.3f} exact, {rec['overlap']:.3f} overlap "

@@ -25,9 +25,11 @@ Methods (all scored on the same documents)
   candidates of each side, the mention score being the soft maximum over the document's
   mentions (temperature ``search.MENTION_TEMPERATURE``), ``z`` standardising with a query's
   scores on a fixed sample of up to 1,024 documents (a document without any mention takes the
-  lowest mention score). ``w``
-  (``--hybrid-weight``) defaults to ``search.HYBRID_WEIGHT``, chosen on Few-NERD INTER
-  *training* types only (see docs/RESULTS.md).
+  lowest mention score), plus ``search.NAME_WEIGHT * z(best mention name)``; then pseudo-
+  relevance feedback (:func:`hybrid_rank`): each side's query moves toward the best vectors
+  of the first ranking's top ``search.FEEDBACK_DOCS`` documents and the ranking runs again.
+  ``w`` (``--hybrid-weight``) defaults to ``search.HYBRID_WEIGHT``; every setting was chosen
+  on Few-NERD INTER *training* types only (see docs/RESULTS.md).
 
 Mention vectors are cached under the cache folder (``<cache>/eval``), keyed by the data files,
 the sample, the mention source and the encoder settings, so a rerun skips the language model.
@@ -47,10 +49,11 @@ import numpy as np
 from ner_retriever.descriptions import Descriptions, is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.head import ProjectionHead, normalize, to_index_space
-from ner_retriever.search import (HYBRID_WEIGHT, MENTION_TEMPERATURE, NAME_WEIGHT,
-                                  calibration_sample,
-                                  candidate_count, document_max, document_softmax, fuse,
-                                  score_stats, top_positions)
+from ner_retriever.search import (FEEDBACK_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT,
+                                  MENTION_TEMPERATURE, NAME_WEIGHT, best_rows,
+                                  calibration_sample, candidate_count, document_max,
+                                  document_softmax, feedback_query, fuse, score_stats,
+                                  top_positions)
 from ner_retriever.types import Document, Span
 
 METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
@@ -229,6 +232,65 @@ def hybrid_scores(eval_set: EvalSet, mention_scores: np.ndarray, dense_scores: n
     return out
 
 
+@dataclass(frozen=True)
+class HybridSides:
+    """Everything the hybrid ranking scores for the documents of an eval set: normalised
+    mention vectors (index space) and their documents, one dense vector per document, and the
+    mention names with their documents (None: an index without names)."""
+
+    mentions: np.ndarray
+    mention_docs: np.ndarray
+    documents: np.ndarray
+    names: np.ndarray | None = None
+    name_docs: np.ndarray | None = None
+
+
+def hybrid_rank(eval_set: EvalSet, sides: HybridSides, queries: np.ndarray,
+                dense_queries: np.ndarray, weight: float = HYBRID_WEIGHT,
+                feedback: int = FEEDBACK_DOCS, feedback_weight: float = FEEDBACK_WEIGHT,
+                feedback_sides: str = "mdn") -> np.ndarray:
+    """The full ``hybrid`` ranking as :class:`Retriever` runs it: :func:`hybrid_scores`, then,
+    with ``feedback`` documents, each side's query moved toward the best-matching vectors of
+    the first ranking's top documents and ranked again (``feedback_sides``: which of mention,
+    dense, names move; the index moves all three)."""
+    first = _hybrid_once(eval_set, sides, queries, dense_queries, dense_queries, weight)
+    if not feedback:
+        return first
+    moved = []
+    for i in range(len(eval_set.types)):
+        finite = np.flatnonzero(np.isfinite(first[i]))
+        top = finite[np.argsort(-first[i][finite], kind="stable")[:feedback]]
+        q_m, q_d, q_n = queries[i], dense_queries[i], dense_queries[i]
+        if "m" in feedback_sides:
+            q_m = _moved(q_m, sides.mentions, sides.mention_docs, top, feedback_weight)
+        if "d" in feedback_sides:
+            q_d = feedback_query(q_d, sides.documents[top], feedback_weight)
+        if "n" in feedback_sides and sides.names is not None:
+            q_n = _moved(q_n, sides.names, sides.name_docs, top, feedback_weight)
+        moved.append((q_m, q_d, q_n))
+    q_m, q_d, q_n = (np.stack(x) for x in zip(*moved))
+    return _hybrid_once(eval_set, sides, q_m, q_d, q_n, weight)
+
+
+def _moved(query: np.ndarray, vectors: np.ndarray, docs: np.ndarray, top: np.ndarray,
+           weight: float) -> np.ndarray:
+    """The query moved toward the best-matching vector of each ``top`` document."""
+    rows = np.flatnonzero(np.isin(docs, top))
+    best = rows[best_rows(vectors[rows] @ query, docs[rows])]
+    return feedback_query(query, vectors[best], weight)
+
+
+def _hybrid_once(eval_set: EvalSet, sides: HybridSides, queries: np.ndarray,
+                 dense_queries: np.ndarray, name_queries: np.ndarray, weight: float
+                 ) -> np.ndarray:
+    n_docs = len(eval_set.docs)
+    best, soft = pooled_document_scores(queries, sides.mentions, sides.mention_docs, n_docs,
+                                        (None, MENTION_TEMPERATURE))
+    names = None if sides.names is None else mention_document_scores(
+        name_queries, sides.names, sides.name_docs, n_docs)
+    return hybrid_scores(eval_set, best, dense_queries @ sides.documents.T, weight, soft, names)
+
+
 def average_queries(vectors: np.ndarray, groups: Sequence[int]) -> np.ndarray:
     """Mean of normalised vectors per type (``groups[i]`` descriptions each), renormalised."""
     vectors = normalize(vectors)
@@ -397,6 +459,7 @@ class EvalOptions:
     query_template: str | None = None  # None: the encoder's default (EncoderConfig)
     hybrid_weight: float = HYBRID_WEIGHT
     names: bool = True  # hybrid: the mention-name side, as a new hybrid index has it
+    feedback: int = FEEDBACK_DOCS  # hybrid: pseudo-relevance feedback documents (0: off)
     batch_size: int = 16
     cache: bool = True
 
@@ -463,27 +526,29 @@ def _dense_queries(eval_set: EvalSet, dense) -> np.ndarray:
                                                 for t in eval_set.types])
 
 
-def dense_document_scores(eval_set: EvalSet, cache_root: Path | None, dense=None) -> np.ndarray:
-    from ner_retriever.dense import DenseEncoder
-
-    dense = dense or DenseEncoder()
+def dense_document_vectors(eval_set: EvalSet, cache_root: Path | None, dense) -> np.ndarray:
+    """One dense vector per document (cached per eval set and dense model)."""
     cache = _dense_cache(eval_set, cache_root, dense)
     doc_vectors = cache.load("documents", len(eval_set.docs)) if cache else None
     if doc_vectors is None:
         doc_vectors = dense.encode(eval_set.texts)
         if cache:
             cache.save("documents", doc_vectors)
-    return _dense_queries(eval_set, dense) @ doc_vectors.T
+    return doc_vectors
 
 
-def name_document_scores(eval_set: EvalSet, spans, cache_root: Path | None, dense=None
-                         ) -> np.ndarray:
-    """Best mention-name score per document: each span's text embedded alone with the dense
-    model against the dense query (the third side of the hybrid ranking, as the index has it).
-    Names are rounded to float16 as the index stores them."""
+def dense_document_scores(eval_set: EvalSet, cache_root: Path | None, dense=None) -> np.ndarray:
     from ner_retriever.dense import DenseEncoder
 
     dense = dense or DenseEncoder()
+    return _dense_queries(eval_set, dense) @ dense_document_vectors(eval_set, cache_root, dense).T
+
+
+def name_vectors(eval_set: EvalSet, spans, cache_root: Path | None, dense
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each span's text embedded alone with the dense model (the third side of the hybrid
+    ranking, as the index has it), rounded to float16 as the index stores them; with the
+    document of each row."""
     texts = [doc.text[a:b] for doc, doc_spans in zip(eval_set.docs, spans) for a, b in doc_spans]
     cache = _dense_cache(eval_set, cache_root, dense,
                          names=_digest([list(map(list, s)) for s in spans]))
@@ -492,9 +557,7 @@ def name_document_scores(eval_set: EvalSet, spans, cache_root: Path | None, dens
         names = dense.encode(texts).astype(np.float16).astype(np.float32)
         if cache:
             cache.save("names", names)
-    doc_index = np.repeat(np.arange(len(spans)), [len(s) for s in spans])
-    return mention_document_scores(_dense_queries(eval_set, dense), names, doc_index,
-                                   len(eval_set.docs))
+    return names, np.repeat(np.arange(len(spans)), [len(s) for s in spans])
 
 
 def bm25_document_scores(eval_set: EvalSet) -> np.ndarray:
@@ -535,9 +598,8 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         raw = vectors[(encoder.config.block, encoder.config.component)]
         mentions = to_index_space(head, raw) if len(raw) else normalize(raw)
         queries = embed_queries(encoder, eval_set, head)
-        scores["ner-retriever"], *soft = pooled_document_scores(
-            queries, mentions, doc_index, len(eval_set.docs),
-            (None, MENTION_TEMPERATURE) if "hybrid" in methods else (None,))
+        scores["ner-retriever"] = mention_document_scores(queries, mentions, doc_index,
+                                                          len(eval_set.docs))
         settings.update(model=encoder.config.model, block=encoder.config.block,
                         component=encoder.config.component,
                         query_template=encoder.config.query_template,
@@ -546,16 +608,21 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         from ner_retriever.dense import DenseEncoder
 
         dense = DenseEncoder()  # loaded once for the document and the name side
-        scores["dense"] = dense_document_scores(eval_set, cache_root, dense)
+        documents = dense_document_vectors(eval_set, cache_root, dense)
+        dense_queries = _dense_queries(eval_set, dense)
+        scores["dense"] = dense_queries @ documents.T
     if "bm25" in methods:
         scores["bm25"] = bm25_document_scores(eval_set)
     if "hybrid" in methods:
-        names = name_document_scores(eval_set, spans, cache_root, dense) if opts.names \
-            else None
-        scores["hybrid"] = hybrid_scores(eval_set, scores["ner-retriever"], scores["dense"],
-                                         opts.hybrid_weight, soft[0], names)
+        names, name_docs = name_vectors(eval_set, spans, cache_root, dense) if opts.names \
+            else (None, None)
+        sides = HybridSides(mentions, doc_index, documents, names, name_docs)
+        scores["hybrid"] = hybrid_rank(eval_set, sides, queries, dense_queries,
+                                       opts.hybrid_weight, opts.feedback)
         settings.update(hybrid_weight=opts.hybrid_weight, mention_temperature=MENTION_TEMPERATURE,
-                        name_weight=NAME_WEIGHT if opts.names else None)
+                        name_weight=NAME_WEIGHT if opts.names else None,
+                        feedback_docs=opts.feedback,
+                        feedback_weight=FEEDBACK_WEIGHT if opts.feedback else None)
     for method in methods:
         report["results"][method] = evaluate_scores(eval_set, scores[method])
     report["skipped_types"] = eval_set.skipped

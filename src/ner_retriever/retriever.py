@@ -26,9 +26,9 @@ from ner_retriever.head import ProjectionHead, describe, per_document, to_index_
 from ner_retriever.models import PACKAGED_MODELS
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.dense import DENSE_MODEL, DenseEncoder
-from ner_retriever.search import (HYBRID_WEIGHT, MENTION_TEMPERATURE, DocumentHits,
-                                  calibration_sample, candidate_count, document_max,
-                                  document_softmax, fuse,
+from ner_retriever.search import (FEEDBACK_DOCS, HYBRID_WEIGHT, MENTION_TEMPERATURE,
+                                  DocumentHits, best_rows, calibration_sample, candidate_count,
+                                  document_max, document_softmax, feedback_query, fuse,
                                   score_stats, snippet, top_documents, top_positions)
 from ner_retriever.store import store_settings
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult
@@ -242,35 +242,47 @@ class Retriever:
         return stats
 
     def search(self, query: str, k: int = 10, per_doc: int = 3, mode: SearchMode = "auto",
-               weight: float = HYBRID_WEIGHT) -> list[SearchResult]:
+               weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS
+               ) -> list[SearchResult]:
         """Top ``k`` documents for an entity type. ``mode="auto"`` fuses mention and document
         scores on a hybrid index (the score is then in standard units) and ranks by the best
-        mention's cosine otherwise; ``"mentions"`` forces the pure mention ranking."""
-        return self.search_batch([query], k, per_doc, mode, weight)[0]
+        mention's cosine otherwise; ``"mentions"`` forces the pure mention ranking. A hybrid
+        ranking runs twice, the second time with queries moved toward the best vectors of the
+        first one's top ``feedback`` documents (0: once, without feedback)."""
+        return self.search_batch([query], k, per_doc, mode, weight, feedback)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, per_doc: int = 3,
-                     mode: SearchMode = "auto",
-                     weight: float = HYBRID_WEIGHT) -> list[list[SearchResult]]:
+                     mode: SearchMode = "auto", weight: float = HYBRID_WEIGHT,
+                     feedback: int = FEEDBACK_DOCS) -> list[list[SearchResult]]:
         for q in queries:
             if not q or not q.strip():
                 raise ConfigError("query is empty")
         if not 1 <= k <= MAX_K:
             raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
         vectors = self.embed_search_queries(queries, mode)
-        return [self.search_vector(v, k, per_doc, weight) for v in vectors]
+        return [self.search_vector(v, k, per_doc, weight, feedback) for v in vectors]
 
     def search_vector(self, vector: np.ndarray, k: int = 10, per_doc: int = 3,
-                      weight: float = HYBRID_WEIGHT) -> list[SearchResult]:
+                      weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS
+                      ) -> list[SearchResult]:
         """Search with a row of :meth:`embed_search_queries` (hybrid when it carries the
         dense part)."""
         if not 1 <= k <= MAX_K:
             raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
+        if not 0 <= feedback <= MAX_K:
+            raise ConfigError(f"feedback must be between 0 and {MAX_K} documents, not {feedback}")
         dim = self.index.config.dim
         mention, dense = vector[:dim], (vector[dim:] if len(vector) > dim else None)
         with self.index.lock:
             if dense is None:
                 return self._results(self._mention_ranking(mention, k, per_doc))
-            return self._results(self._hybrid_ranking(mention, dense, k, per_doc, weight))
+            ranked = self._hybrid_ranking(mention, dense, dense, max(k, feedback), per_doc,
+                                          weight)
+            if feedback and ranked:
+                moved = self._feedback_queries(mention, dense,
+                                               [g.doc_key for g in ranked[:feedback]])
+                ranked = self._hybrid_ranking(*moved, k, per_doc, weight)
+            return self._results(ranked[:k])
 
     def _hybrid(self, mode: SearchMode) -> bool:
         if mode not in ("auto", "hybrid", "mentions"):
@@ -284,10 +296,28 @@ class Retriever:
         return top_documents(lambda n: tuple(a[0] for a in self.index.search(vector[None], n)),
                              self.index.row_doc_keys, k, self.index.ntotal, per_doc)
 
-    def _hybrid_ranking(self, vector: np.ndarray, dense_vector: np.ndarray, k: int,
-                        per_doc: int, weight: float) -> list[DocumentHits]:
+    def _feedback_queries(self, vector: np.ndarray, dense_vector: np.ndarray,
+                          keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each side's query moved toward the best-matching vector of each of the ``keys``
+        documents: best mention, document vector, best mention name."""
+        _, doc_index, vectors = self.index.document_mentions(keys)
+        moved = feedback_query(vector, vectors[best_rows(vectors @ vector, doc_index)])
+        all_keys, _, doc_vectors = self.index.doc_vectors
+        moved_dense = feedback_query(dense_vector,
+                                     doc_vectors[np.searchsorted(all_keys, np.asarray(keys))])
+        moved_names = dense_vector
+        if self.index.config.names:
+            name_index, names = self.index.document_names(keys)
+            moved_names = feedback_query(dense_vector,
+                                         names[best_rows(names @ dense_vector, name_index)])
+        return moved, moved_dense, moved_names
+
+    def _hybrid_ranking(self, vector: np.ndarray, dense_vector: np.ndarray,
+                        name_vector: np.ndarray, k: int, per_doc: int,
+                        weight: float) -> list[DocumentHits]:
         """Fuse on candidates: the top documents of each side, every candidate scored exactly
-        on both sides, each side standardised on a fixed sample of the corpus."""
+        on both sides, each side standardised on a fixed sample of the corpus (the names with
+        ``name_vector``, the dense query unless feedback moved it)."""
         keys, live, doc_vectors = self.index.doc_vectors
         if not live.any():
             return []
@@ -299,11 +329,11 @@ class Retriever:
         candidates = np.union1d(np.array(top_mention, np.int64), top_dense)
         by_mention = self._score_documents(vector, candidates.tolist(), per_doc)
         sample_keys, mention_sample, name_sample = self._calibration_scores(vector,
-                                                                            dense_vector)
+                                                                            name_vector)
         dense_stats = score_stats(dense[np.searchsorted(keys, sample_keys)])
         names = None
         if name_sample is not None:
-            names = name_scores(dense_vector, *self.index.document_names(candidates.tolist()),
+            names = name_scores(name_vector, *self.index.document_names(candidates.tolist()),
                                 len(candidates))
         fused = fuse(np.array([by_mention[key].score for key in candidates]),
                      dense[np.searchsorted(keys, candidates)], score_stats(mention_sample),
@@ -329,7 +359,7 @@ class Retriever:
                                     [(int(own_rows[j]), float(own[j])) for j in order])
         return out
 
-    def _calibration_scores(self, vector: np.ndarray, dense_vector: np.ndarray
+    def _calibration_scores(self, vector: np.ndarray, name_vector: np.ndarray
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Keys of the calibration sample, their mention-side and (indexes with names) name
         scores for this query; the sample's vectors are read once per index state."""
@@ -347,7 +377,7 @@ class Retriever:
         mention = document_softmax(sims, doc_index, len(sample), MENTION_TEMPERATURE)[0]
         if names is None:
             return sample, mention, None
-        return sample, mention, name_scores(dense_vector, *names, len(sample))
+        return sample, mention, name_scores(name_vector, *names, len(sample))
 
     def _results(self, grouped: list[DocumentHits]) -> list[SearchResult]:
         docs = self.index.documents_by_key([g.doc_key for g in grouped])
