@@ -26,7 +26,10 @@ model, scored against the query, best name per document, added to the soft-max h
 as ``lam * z(name score)`` (standardised on the same calibration sample; lam = 0.2 ships as
 ``search.NAME_WEIGHT``), or mixed into the mention vectors themselves (``concat``: mention and
 query vectors ``[sqrt(1 - b) * head output, sqrt(b) * name vector]``, so one inner product
-is ``(1 - b) cos_head + b cos_name``).
+is ``(1 - b) cos_head + b cos_name``). Last, pseudo-relevance feedback on the full shipped
+ranking (``evaluate.hybrid_rank``, what ``Retriever.search`` runs): the top ``m`` documents of
+a first ranking move each side's query by ``beta`` toward their best-matching vectors, on all
+three sides or some (m = 20, beta = 1.0 ship as ``search.FEEDBACK_DOCS`` / ``FEEDBACK_WEIGHT``).
 """
 
 from __future__ import annotations
@@ -88,42 +91,6 @@ def rrf_scores(eval_set, mention_scores: np.ndarray, dense_scores: np.ndarray,
     return out
 
 
-def mention_set(path: Path, n: int, seed: int, encoder, docs):
-    """The head's training vectors for one file: ``train.extract_mentions`` (its cache), or, when
-    its cache key differs only by the data file's path or time stamp (another checkout), the
-    cached ``.npz`` of the same file/model/block/component/sample, checked mention by mention
-    against ``docs`` (tags, sentences, texts) and by re-encoding a few sentences."""
-    from ner_retriever.models import cache_dir
-    from ner_retriever.train import _cache_file, _load_npz, extract_mentions
-
-    cfg = encoder.config
-    exact = _cache_file(path, cfg, cfg.block, cfg.component, n, seed)
-    if exact.is_file():
-        return extract_mentions(path, encoder, n, seed, progress=False)
-    pattern = exact.name.rsplit("-", 1)[0] + "-*.npz"
-    found = sorted((cache_dir() / "mentions").glob(pattern))
-    if not found:
-        log(f"{path.name}: no cached vectors, running the language model (slow)")
-        return extract_mentions(path, encoder, n, seed, progress=True)
-    ms = _load_npz(found[0])
-    expected = [(i, s.label, d.text[s.start:s.end]) for i, d in enumerate(docs)
-                for s in d.spans or ()]
-    got = list(zip(ms.docs.tolist(), ms.labels.tolist(), ms.texts.tolist()))
-    if ms.n_docs != len(docs) or got != expected:
-        raise SystemExit(f"{found[0]} does not hold this sample's mentions")
-    check = [i for i, d in enumerate(docs[:40]) if d.spans]
-    fresh = encoder.encode_targets([docs[i].text for i in check],
-                                   [[(s.start, s.end) for s in docs[i].spans] for i in check],
-                                   [(cfg.block, cfg.component)])[0]
-    rows = np.concatenate([np.flatnonzero(ms.docs == i) for i in check])
-    err = float(np.abs(np.concatenate(fresh) - ms.vectors[rows]).max())
-    if err > 1e-3 * float(np.abs(ms.vectors[rows]).max()):
-        raise SystemExit(f"{found[0]}: cached vectors differ from the encoder's ({err:.2g})")
-    log(f"{path.name}: cached {found[0].name} verified ({len(ms)} mentions; re-encoded "
-        f"{len(rows)} of them, max abs diff {err:.1e})")
-    return ms
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
@@ -147,7 +114,8 @@ def main() -> None:
                                       standardise)
     from ner_retriever.head import to_index_space
     from ner_retriever.train import (MentionSet, TrainConfig, encode_descriptions,
-                                     load_descriptions, sample_documents, train_head)
+                                     extract_mentions, load_descriptions, sample_documents,
+                                     train_head)
 
     torch.set_num_threads(2)
     t0 = time.time()
@@ -156,7 +124,7 @@ def main() -> None:
     sets, docs = [], []
     for p, n in TRAIN_FILES:
         part = sample_documents(p, n, args.seed)
-        sets.append(mention_set(p, n, args.seed, encoder, part))
+        sets.append(extract_mentions(p, encoder, n, args.seed))  # cached after the first run
         docs += part
     ms = MentionSet.concat(sets)
     log(f"{len(ms)} mentions in {ms.n_docs} sentences, {len(ms.types)} tags")

@@ -8,6 +8,7 @@ invalid UTF-8 sequence is reported with its line number. Problems in the input r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -307,6 +308,16 @@ def read_corpus(path: str | Path, format: str = "auto") -> Iterator[Document]:
     if format != "folder" and path.is_dir():
         raise CorpusError(f"is a directory; use format 'folder' instead of {format!r}", str(path))
     return _READERS[format](path)
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (16 hex digits): cache keys follow the content, so a copied,
+    moved or re-checked-out data file still hits its cache and an edited one never does."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:16]
 
 
 def iter_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

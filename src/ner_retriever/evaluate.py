@@ -58,7 +58,7 @@ from ner_retriever.types import Document, Span
 
 METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
 MENTION_SOURCES = ("gold", "detected")
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: data files keyed by content, not time stamp
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -101,7 +101,7 @@ def load_eval_set(paths: Sequence[str | Path], descriptions: Descriptions | None
                   sample: int | None = None, seed: int = 0, include_other: bool = False,
                   types: Sequence[str] | None = None) -> EvalSet:
     """Read CoNLL/BIO files (one document per sentence), optionally subsample sentences."""
-    from ner_retriever.corpus import read_conll
+    from ner_retriever.corpus import file_digest, read_conll
 
     if not paths:
         raise ConfigError("give at least one CoNLL/BIO file")
@@ -111,8 +111,7 @@ def load_eval_set(paths: Sequence[str | Path], descriptions: Descriptions | None
     for p in paths:
         if not p.is_file():
             raise CorpusError("no such file", str(p))
-        stat = p.stat()
-        fingerprint.append([str(p.resolve()), stat.st_size, stat.st_mtime_ns])
+        fingerprint.append([p.name, file_digest(p)])
         for doc in read_conll(p):
             if len(paths) > 1:  # keep ids distinct across files
                 doc = Document(f"{p.name}:{doc.id}", doc.text, doc.metadata, doc.spans, doc.source)
@@ -411,12 +410,13 @@ def detect_spans(eval_set: EvalSet, detector_name: str, cache_root: Path | None,
                  progress: Progress | None = None) -> tuple[list[list[tuple[int, int]]], dict]:
     """Spans proposed by a detector (cached as JSON) and its recall against the gold spans."""
     from ner_retriever import detect
+    from ner_retriever.corpus import file_digest
     from ner_retriever.detect import build_detector, match_spans
 
     detector = build_detector(detector_name)
-    code = Path(detect.__file__).stat()  # detector rules change without a config change
+    # detector rules change without a config change
     key = {"v": CACHE_VERSION, "data": eval_set.identity, "detector": detector.config(),
-           "code": [code.st_size, code.st_mtime_ns]}
+           "code": file_digest(detect.__file__)}
     path = None if cache_root is None else Path(cache_root) / "eval" / f"spans-{_digest(key)}.json"
     if path is not None and path.is_file():
         spans = [[tuple(s) for s in doc] for doc in json.loads(path.read_text())]

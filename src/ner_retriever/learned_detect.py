@@ -455,7 +455,7 @@ def _digest(obj: Any) -> str:
 def _load_training_docs(files: Sequence[Path], cfg: TrainDetectorConfig, allow_eval: bool
                         ) -> tuple[list[Document], list[int], list[bool], list[dict]]:
     """Seeded sample of each file: docs, their file index, held-out flags, file identities."""
-    from ner_retriever.corpus import read_conll
+    from ner_retriever.corpus import file_digest, read_conll
     from ner_retriever.errors import CorpusError
 
     docs: list[Document] = []
@@ -469,9 +469,7 @@ def _load_training_docs(files: Sequence[Path], cfg: TrainDetectorConfig, allow_e
                               "(--allow-eval-files overrides)")
         if not path.is_file():
             raise CorpusError("no such file", str(path))
-        stat = path.stat()
-        identity.append({"file": str(path.resolve()), "size": stat.st_size,
-                         "mtime": stat.st_mtime_ns})
+        identity.append({"file": path.name, "sha256": file_digest(path)})
         file_docs = [d for d in read_conll(path) if d.text.strip()]
         rng = random.Random(f"{cfg.seed}:{path.name}")
         idx = list(range(len(file_docs)))

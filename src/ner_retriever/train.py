@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ner_retriever.corpus import file_digest
 from ner_retriever.descriptions import is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.head import normalize
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: data files keyed by content, not time stamp
 
 
 # -- mention sets ------------------------------------------------------------------------------
@@ -94,10 +95,9 @@ def _cache_file(path: Path, encoder_cfg, block: int, component: str,
                 max_sentences: int | None, seed: int) -> Path:
     from ner_retriever.models import cache_dir
 
-    stat = path.stat()
     key = json.dumps({
-        "v": CACHE_VERSION, "file": str(path.resolve()), "size": stat.st_size,
-        "mtime": int(stat.st_mtime), "model": encoder_cfg.model, "block": block,
+        "v": CACHE_VERSION, "file": path.name, "sha256": file_digest(path),
+        "model": encoder_cfg.model, "block": block,
         "component": component, "max_length": encoder_cfg.max_length,
         "overlap": encoder_cfg.overlap, "bos": encoder_cfg.prepend_bos,
         "n": max_sentences, "seed": seed}, sort_keys=True)
