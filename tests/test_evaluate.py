@@ -417,6 +417,14 @@ def test_evaluate_all_methods_and_cache(conll, cache, tiny_model_dir):
     assert report["settings"]["name_weight"] == 0.2
     again = evaluate(es, opts)  # served from the cache: identical numbers
     assert again["results"] == report["results"]
+    # The cache follows the file's content: a copy elsewhere with a new time stamp hits it,
+    # an edited copy does not.
+    copy = conll.parent / "elsewhere" / conll.name
+    copy.parent.mkdir()
+    copy.write_bytes(conll.read_bytes())
+    assert load_eval_set([copy]).identity == es.identity
+    copy.write_bytes(conll.read_bytes().replace(b"Paris", b"Lyons"))
+    assert load_eval_set([copy]).identity != es.identity
     w1 = evaluate(es, EvalOptions(model=str(tiny_model_dir), block=1, hybrid_weight=1.0,
                                   names=False, feedback=0, methods=["ner-retriever", "hybrid"]))
     assert w1["settings"]["name_weight"] is None
