@@ -4,8 +4,8 @@ Usage: python benchmarks/index_throughput.py [--docs 500] [--queries 50]
 Corpus: the first N sentences of Few-NERD INTER test (../shared/data), one document each.
 Prints documents/s, mentions/s (detector + encoder + commit) and query latency p50/p95 for a
 mentions-only index, a hybrid one without mention names and the default hybrid one (one dense
-vector per document and one per mention name as well), plus the encoder alone on gold spans
-as a reference measured in the same run."""
+vector per document and one per mention name as well; queries with and without feedback),
+plus the encoder alone on gold spans as a reference measured in the same run."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import torch
 from ner_retriever.corpus import read_conll
 from ner_retriever.encode import TransformerEncoder
 from ner_retriever.retriever import Retriever
+from ner_retriever.search import FEEDBACK_DOCS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 QUERIES = ["politician", "river", "car model", "sports team", "award", "disease", "software",
@@ -61,15 +62,18 @@ def main() -> None:
                       f"{stats.mentions / stats.seconds:.1f} mentions/s "
                       f"({stats.mentions} mentions, {stats.seconds:.1f} s)")
                 r.search("warm up", k=10)
-                latencies = []
-                for i in range(args.queries):
-                    t = time.perf_counter()
-                    r.search(QUERIES[i % len(QUERIES)], k=10)
-                    latencies.append((time.perf_counter() - t) * 1000)
-                lat = sorted(latencies)
-                print(f"query latency, {label}, over {len(lat)} queries (k=10, "
-                      f"{r.index.ntotal} mentions): p50 {statistics.median(lat):.1f} ms, "
-                      f"p95 {lat[int(0.95 * len(lat)) - 1]:.1f} ms")
+                for feedback in ((FEEDBACK_DOCS, 0) if hybrid else (0,)):
+                    latencies = []
+                    for i in range(args.queries):
+                        t = time.perf_counter()
+                        r.search(QUERIES[i % len(QUERIES)], k=10, feedback=feedback)
+                        latencies.append((time.perf_counter() - t) * 1000)
+                    lat = sorted(latencies)
+                    what = "" if not hybrid else \
+                        f", feedback {'off' if not feedback else f'{feedback} documents'}"
+                    print(f"query latency, {label}{what}, over {len(lat)} queries (k=10, "
+                          f"{r.index.ntotal} mentions): p50 {statistics.median(lat):.1f} ms, "
+                          f"p95 {lat[int(0.95 * len(lat)) - 1]:.1f} ms")
 
 if __name__ == "__main__":
     main()
