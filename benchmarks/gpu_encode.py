@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the results here as JSON")
     args = parser.parse_args()
+    if not args.model and not args.tokenizer:
+        parser.error("--shapes builds models without a tokenizer: give --tokenizer FOLDER "
+                     "(any Hugging Face tokenizer), or measure a real model with --model")
     from transformers import AutoTokenizer, __version__ as hf_version
 
     docs = list(itertools.islice(read_conll(args.data), args.docs))

@@ -101,6 +101,7 @@ def main() -> None:
 
     import torch
 
+    from ner_retriever.corpus import file_digest
     from ner_retriever.dense import DenseEncoder
     from ner_retriever.descriptions import is_other_tag
     from ner_retriever.descriptions import load_descriptions as load_map
@@ -142,8 +143,7 @@ def main() -> None:
         f"first entry for: {[t for t in usable if queries[t] != desc[t][0]]}")
 
     relevant_all = {t: np.unique(ms.docs[ms.labels == t]) for t in usable}
-    identity = {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns]
-                          for p, _ in TRAIN_FILES],
+    identity = {"files": [[p.name, file_digest(p)] for p, _ in TRAIN_FILES],
                 "samples": [n for _, n in TRAIN_FILES], "seed": args.seed, "set": "hybrid_cv"}
     cache_root = default_cache_root()
     dense_encoder = DenseEncoder()
@@ -160,6 +160,7 @@ def main() -> None:
         [f"feedback m={m} beta={b} sides={sides}" for m, b, sides in FEEDBACK]
     log(f"embedding {len(ms)} mention names with {dense_encoder.name}")
     names = dense_encoder.encode([str(x) for x in ms.texts.tolist()])
+    names = names.astype(np.float16).astype(np.float32)  # as the index stores them
     sample = calibration_sample(ms.n_docs)
     per_type: dict[str, dict[str, float]] = {m: {} for m in methods}
     per_fold: dict[str, list[float]] = {m: [] for m in methods}

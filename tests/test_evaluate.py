@@ -285,6 +285,8 @@ def test_hybrid_rank_feedback_pulls_an_off_centre_query_to_its_mentions():
     assert after >= before + 0.15, (before, after)  # 0.575 -> 0.8
     only_dense = hybrid_rank(es, sides, query, query, 0.6, feedback=10, feedback_sides="d")
     assert not np.array_equal(only_dense, once)
+    with pytest.raises(ConfigError, match="feedback"):
+        hybrid_rank(es, sides, query, query, 0.6, feedback=-1)
 
 
 def test_sample_indices_is_seeded_and_in_file_order():

@@ -115,6 +115,17 @@ def test_hybrid_search_equals_fusing_every_document(retriever, feedback):
             retriever.search(query, k=2, feedback=-1)
 
 
+def test_feedback_ranking_does_not_depend_on_k(retriever):
+    """The feedback documents come from a first pass of fixed size, so a page of k results is
+    the head of any longer page (what offset paging in the server relies on)."""
+    for query in ("politician", "city"):
+        long = [(r.doc_id, r.score) for r in retriever.search(query, k=5)]
+        for k in (1, 2, 3):
+            assert [(r.doc_id, r.score) for r in retriever.search(query, k=k)] == long[:k]
+    with pytest.raises(ConfigError, match="feedback"):  # refused before the model runs
+        retriever.search_batch(["city"], k=2, feedback=10**6)
+
+
 def test_feedback_moves_every_query_toward_the_top_documents(retriever):
     """Feedback from the one document about rivers pulls all three sides toward it: that
     document rises on every side against the query alone."""

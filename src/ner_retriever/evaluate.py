@@ -207,18 +207,19 @@ def pooled_document_scores(query_vectors: np.ndarray, mention_vectors: np.ndarra
 
 def hybrid_scores(eval_set: EvalSet, mention_scores: np.ndarray, dense_scores: np.ndarray,
                   weight: float = HYBRID_WEIGHT, pooled_scores: np.ndarray | None = None,
-                  name_scores: np.ndarray | None = None) -> np.ndarray:
-    """The ``hybrid`` ranking exactly as :class:`Retriever` computes it for ``k = R``: per type
-    the top :func:`candidate_count` documents of each side (the mention side by best mention)
-    are fused, each side standardised on the calibration sample; the other documents are not
-    ranked (``-inf``). ``pooled_scores`` (default: ``mention_scores``) is what the mention side
-    contributes to the fusion: the soft maximum over mentions, as the index computes it;
-    ``name_scores`` (best mention name per document) the third side of an index with names."""
+                  name_scores: np.ndarray | None = None, k: int | None = None) -> np.ndarray:
+    """One pass of the ``hybrid`` ranking as :class:`Retriever` computes it for ``k``
+    documents (default: each type's ``R``): per type the top :func:`candidate_count` documents
+    of each side (the mention side by best mention) are fused, each side standardised on the
+    calibration sample; the other documents are not ranked (``-inf``). ``pooled_scores``
+    (default: ``mention_scores``) is what the mention side contributes to the fusion: the soft
+    maximum over mentions, as the index computes it; ``name_scores`` (best mention name per
+    document) the third side of an index with names."""
     pooled_scores = mention_scores if pooled_scores is None else pooled_scores
     out = np.full(mention_scores.shape, -np.inf, dtype=np.float64)
     sample = calibration_sample(mention_scores.shape[1])
     for i, t in enumerate(eval_set.types):
-        n = candidate_count(len(eval_set.relevant[t]))
+        n = candidate_count(len(eval_set.relevant[t]) if k is None else k)
         mention, pooled, dense = mention_scores[i], pooled_scores[i], dense_scores[i]
         with_mentions = np.flatnonzero(np.isfinite(mention))  # the mention side's candidates
         picked = with_mentions[top_positions(mention[with_mentions], n)]
@@ -248,13 +249,17 @@ def hybrid_rank(eval_set: EvalSet, sides: HybridSides, queries: np.ndarray,
                 dense_queries: np.ndarray, weight: float = HYBRID_WEIGHT,
                 feedback: int = FEEDBACK_DOCS, feedback_weight: float = FEEDBACK_WEIGHT,
                 feedback_sides: str = "mdn") -> np.ndarray:
-    """The full ``hybrid`` ranking as :class:`Retriever` runs it: :func:`hybrid_scores`, then,
-    with ``feedback`` documents, each side's query moved toward the best-matching vectors of
-    the first ranking's top documents and ranked again (``feedback_sides``: which of mention,
-    dense, names move; the index moves all three)."""
-    first = _hybrid_once(eval_set, sides, queries, dense_queries, dense_queries, weight)
+    """The full ``hybrid`` ranking as :class:`Retriever` runs it: :func:`hybrid_scores`, or,
+    with ``feedback`` documents, a first pass for that many documents whose top ``feedback``
+    move each side's query toward their best-matching vectors, then :func:`hybrid_scores`
+    with the moved queries (``feedback_sides``: which of mention, dense, names move; the index
+    moves all three)."""
+    if feedback < 0:
+        raise ConfigError(f"feedback must be 0 or more documents, not {feedback}")
     if not feedback:
-        return first
+        return _hybrid_once(eval_set, sides, queries, dense_queries, dense_queries, weight)
+    first = _hybrid_once(eval_set, sides, queries, dense_queries, dense_queries, weight,
+                         feedback)
     moved = []
     for i in range(len(eval_set.types)):
         finite = np.flatnonzero(np.isfinite(first[i]))
@@ -280,14 +285,15 @@ def _moved(query: np.ndarray, vectors: np.ndarray, docs: np.ndarray, top: np.nda
 
 
 def _hybrid_once(eval_set: EvalSet, sides: HybridSides, queries: np.ndarray,
-                 dense_queries: np.ndarray, name_queries: np.ndarray, weight: float
-                 ) -> np.ndarray:
+                 dense_queries: np.ndarray, name_queries: np.ndarray, weight: float,
+                 k: int | None = None) -> np.ndarray:
     n_docs = len(eval_set.docs)
     best, soft = pooled_document_scores(queries, sides.mentions, sides.mention_docs, n_docs,
                                         (None, MENTION_TEMPERATURE))
     names = None if sides.names is None else mention_document_scores(
         name_queries, sides.names, sides.name_docs, n_docs)
-    return hybrid_scores(eval_set, best, dense_queries @ sides.documents.T, weight, soft, names)
+    return hybrid_scores(eval_set, best, dense_queries @ sides.documents.T, weight, soft, names,
+                         k)
 
 
 def average_queries(vectors: np.ndarray, groups: Sequence[int]) -> np.ndarray:
@@ -472,6 +478,8 @@ def _check_options(opts: EvalOptions) -> list[str]:
                           f"choose from {', '.join(METHODS)}")
     if opts.mentions not in MENTION_SOURCES:
         raise ConfigError(f"--mentions must be 'gold' or 'detected', not {opts.mentions!r}")
+    if opts.feedback < 0:
+        raise ConfigError(f"feedback must be 0 or more documents, not {opts.feedback}")
     if opts.query_template is not None and opts.query_template.count("{}") != 1:
         raise ConfigError("the query template must contain '{}' once, where the description "
                           "goes")

@@ -257,8 +257,7 @@ class Retriever:
         for q in queries:
             if not q or not q.strip():
                 raise ConfigError("query is empty")
-        if not 1 <= k <= MAX_K:
-            raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
+        _check_sizes(k, feedback)  # before the language model runs
         vectors = self.embed_search_queries(queries, mode)
         return [self.search_vector(v, k, per_doc, weight, feedback) for v in vectors]
 
@@ -267,22 +266,20 @@ class Retriever:
                       ) -> list[SearchResult]:
         """Search with a row of :meth:`embed_search_queries` (hybrid when it carries the
         dense part)."""
-        if not 1 <= k <= MAX_K:
-            raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
-        if not 0 <= feedback <= MAX_K:
-            raise ConfigError(f"feedback must be between 0 and {MAX_K} documents, not {feedback}")
+        _check_sizes(k, feedback)
         dim = self.index.config.dim
         mention, dense = vector[:dim], (vector[dim:] if len(vector) > dim else None)
         with self.index.lock:
             if dense is None:
                 return self._results(self._mention_ranking(mention, k, per_doc))
-            ranked = self._hybrid_ranking(mention, dense, dense, max(k, feedback), per_doc,
-                                          weight)
-            if feedback and ranked:
-                moved = self._feedback_queries(mention, dense,
-                                               [g.doc_key for g in ranked[:feedback]])
-                ranked = self._hybrid_ranking(*moved, k, per_doc, weight)
-            return self._results(ranked[:k])
+            names = dense
+            if feedback:  # the first pass asks for the feedback documents only, whatever k is
+                first = self._hybrid_ranking(mention, dense, dense, feedback, 1, weight)
+                if first:
+                    mention, dense, names = self._feedback_queries(
+                        mention, dense, [g.doc_key for g in first])
+            return self._results(self._hybrid_ranking(mention, dense, names, k, per_doc,
+                                                      weight))
 
     def _hybrid(self, mode: SearchMode) -> bool:
         if mode not in ("auto", "hybrid", "mentions"):
@@ -393,6 +390,13 @@ class Retriever:
 
     def info(self) -> dict:
         return index_info(self.index)
+
+
+def _check_sizes(k: int, feedback: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise ConfigError(f"k must be between 1 and {MAX_K}, not {k}")
+    if not 0 <= feedback <= MAX_K:
+        raise ConfigError(f"feedback must be between 0 and {MAX_K} documents, not {feedback}")
 
 
 def name_scores(dense_vector: np.ndarray, doc_index: np.ndarray, vectors: np.ndarray,
