@@ -116,7 +116,7 @@ NAME_WEIGHT = 0.2
 # vector, best name); each side's query becomes ``q + FEEDBACK_WEIGHT * mean(those)``,
 # renormalised, and the ranking runs again. A description and the mentions it should find sit
 # in different regions; the top documents show the query where its mentions are. Chosen by the
-# same cross-validation over training types (+0.037, 4 of 5 folds; docs/RESULTS.md).
+# same cross-validation over training types (+0.038, 4 of 5 folds; docs/RESULTS.md).
 FEEDBACK_DOCS = 20
 FEEDBACK_WEIGHT = 1.0
 CALIBRATION_DOCS = 1024  # documents whose scores standardise each side of a query
