@@ -50,9 +50,9 @@ from ner_retriever.descriptions import Descriptions, is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.head import ProjectionHead, normalize, to_index_space
 from ner_retriever.search import (FEEDBACK_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT,
-                                  MENTION_TEMPERATURE, NAME_WEIGHT, best_rows,
-                                  calibration_sample, candidate_count, document_max,
-                                  document_softmax, feedback_query, fuse, score_stats,
+                                  MENTION_TEMPERATURE, NAME_WEIGHT, calibration_sample,
+                                  candidate_count, document_max, document_softmax,
+                                  feedback_from_best, feedback_query, fuse, score_stats,
                                   top_positions)
 from ner_retriever.types import Document, Span
 
@@ -280,8 +280,7 @@ def _moved(query: np.ndarray, vectors: np.ndarray, docs: np.ndarray, top: np.nda
            weight: float) -> np.ndarray:
     """The query moved toward the best-matching vector of each ``top`` document."""
     rows = np.flatnonzero(np.isin(docs, top))
-    best = rows[best_rows(vectors[rows] @ query, docs[rows])]
-    return feedback_query(query, vectors[best], weight)
+    return feedback_from_best(query, vectors[rows], docs[rows], weight)
 
 
 def _hybrid_once(eval_set: EvalSet, sides: HybridSides, queries: np.ndarray,

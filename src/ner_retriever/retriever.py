@@ -27,9 +27,10 @@ from ner_retriever.models import PACKAGED_MODELS
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.dense import DENSE_MODEL, DenseEncoder
 from ner_retriever.search import (FEEDBACK_DOCS, HYBRID_WEIGHT, MENTION_TEMPERATURE,
-                                  DocumentHits, best_rows, calibration_sample, candidate_count,
-                                  document_max, document_softmax, feedback_query, fuse,
-                                  score_stats, snippet, top_documents, top_positions)
+                                  DocumentHits, calibration_sample, candidate_count,
+                                  document_max, document_softmax, feedback_from_best,
+                                  feedback_query, fuse, score_stats, snippet, top_documents,
+                                  top_positions)
 from ner_retriever.store import store_settings
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult
 
@@ -298,15 +299,14 @@ class Retriever:
         """Each side's query moved toward the best-matching vector of each of the ``keys``
         documents: best mention, document vector, best mention name."""
         _, doc_index, vectors = self.index.document_mentions(keys)
-        moved = feedback_query(vector, vectors[best_rows(vectors @ vector, doc_index)])
+        moved = feedback_from_best(vector, vectors, doc_index)
         all_keys, _, doc_vectors = self.index.doc_vectors
         moved_dense = feedback_query(dense_vector,
                                      doc_vectors[np.searchsorted(all_keys, np.asarray(keys))])
         moved_names = dense_vector
         if self.index.config.names:
             name_index, names = self.index.document_names(keys)
-            moved_names = feedback_query(dense_vector,
-                                         names[best_rows(names @ dense_vector, name_index)])
+            moved_names = feedback_from_best(dense_vector, names, name_index)
         return moved, moved_dense, moved_names
 
     def _hybrid_ranking(self, vector: np.ndarray, dense_vector: np.ndarray,

@@ -196,6 +196,13 @@ def feedback_query(query: np.ndarray, vectors: np.ndarray,
     return (moved / max(float(np.linalg.norm(moved)), 1e-12)).astype(np.float32)
 
 
+def feedback_from_best(query: np.ndarray, vectors: np.ndarray, doc_index: np.ndarray,
+                       weight: float = FEEDBACK_WEIGHT) -> np.ndarray:
+    """:func:`feedback_query` toward the best-matching vector (by inner product with ``query``)
+    of each document in ``doc_index`` (sorted): one document, one vote."""
+    return feedback_query(query, vectors[best_rows(vectors @ query, doc_index)], weight)
+
+
 def top_positions(scores: np.ndarray, n: int) -> np.ndarray:
     """Positions of the ``n`` highest scores (unordered)."""
     if n >= len(scores):
