@@ -140,3 +140,74 @@ def test_smollm2_default(smol_encoder):
     assert sims[obama, merkel] > sims[obama, paris2]  # two politicians beat a city
     again = smol_encoder.encode_spans([TEXT], [SPANS])[0]
     np.testing.assert_array_equal(again, vecs[0])  # deterministic
+
+
+CAUSAL = {"llama": True, "qwen2": True, "mistral": True, "gemma": True, "gpt2": True,
+          "bert": False}
+
+
+@pytest.mark.parametrize("kind", list(CAUSAL))
+def test_causality_is_probed(kind, minilm_tokenizer):
+    model = tiny(kind, len(minilm_tokenizer)).eval()
+    enc = TransformerEncoder(EncoderConfig(model=f"tiny-{kind}", block=2), model=model,
+                             tokenizer=minilm_tokenizer)
+    assert enc.causal is CAUSAL[kind]
+
+
+def _cut_and_full(enc, texts, spans):
+    cut = enc.encode_spans(texts, spans)
+    enc.causal = False  # the whole window, as a bidirectional model needs
+    try:
+        full = enc.encode_spans(texts, spans)
+    finally:
+        enc.causal = True
+    return cut, full
+
+
+def test_causal_windows_stop_at_the_last_span_token(minilm_tokenizer):
+    """Cutting a window after its last span token changes no vector, long documents included."""
+    model = tiny("llama", len(minilm_tokenizer)).eval()
+    enc = TransformerEncoder(EncoderConfig(model="tiny", block=1, max_length=24, overlap=8),
+                             model=model, tokenizer=minilm_tokenizer)
+    long_text = " ".join(f"word{i}" for i in range(60))
+    texts = [TEXT, long_text]
+    spans = [[(0, 12)], [(0, 5), (long_text.index("word30"), long_text.index("word30") + 6)]]
+    (ids, _), = enc._pieces(0, TEXT, spans[0])
+    assert len(ids) < len(minilm_tokenizer(TEXT)["input_ids"])  # "Obama" ends it, no [SEP]
+    cut, full = _cut_and_full(enc, texts, spans)
+    for a, b in zip(cut, full):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_smollm2_cut_windows_give_the_same_vectors(smol_encoder):
+    assert smol_encoder.causal
+    cut, full = _cut_and_full(smol_encoder, [TEXT], [SPANS[:2]])
+    np.testing.assert_allclose(cut[0], full[0], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", list(CAUSAL))
+def test_joint_pass_resumes_after_the_feature_block(kind, minilm_tokenizer):
+    """Causal models stop after the detector's block and run the later blocks only for windows
+    with a span, cut after it; the spans and vectors are those of ``encode_spans``."""
+    model = tiny(kind, len(minilm_tokenizer)).eval()
+    enc = TransformerEncoder(EncoderConfig(model=f"tiny-{kind}", block=2, max_length=24,
+                                           overlap=8), model=model, tokenizer=minilm_tokenizer)
+    assert enc._resume_block([(0, "hidden")]) == (0 if CAUSAL[kind] else None)
+    long_text = " ".join(f"word{i}" for i in range(60))
+    texts = [TEXT, "nothing to see here", long_text]
+    wanted = [[(0, 12), (35, 40)], [], [(0, 5), (long_text.index("word40"),
+                                                 long_text.index("word40") + 6)]]
+    rows = []
+    hook = enc._blocks[2].register_forward_pre_hook(lambda _m, args, kwargs: rows.append(
+        (args[0] if args else kwargs["hidden_states"]).shape[0]), with_kwargs=True)
+    try:
+        spans, vectors = enc.detect_encode(texts, [(0, "hidden")],
+                                           lambda idx, _f, _o: [wanted[i] for i in idx])
+    finally:
+        hook.remove()
+    assert spans == wanted
+    expected = enc.encode_spans(texts, wanted)
+    for got, want in zip(vectors, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    if CAUSAL[kind]:  # block 2 saw the windows holding a span only: 1 + 0 + 2 of 1 + 1 + 5
+        assert sum(rows) == 3

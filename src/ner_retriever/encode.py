@@ -108,6 +108,22 @@ def _first_window(token: int, width: int, step: int) -> int:
     return 0 if token < width else (token - width) // step + 1
 
 
+class _Replay(torch.nn.Module):
+    """Stands in for a block during a resumed pass: returns the stored output (or, with
+    none, its input unchanged), shaped like the real block's output."""
+
+    def __init__(self, block: torch.nn.Module, stored: torch.Tensor | None):
+        super().__init__()
+        self.stored = stored
+        if hasattr(block, "attention_type"):  # models that pick each block's mask by it
+            self.attention_type = block.attention_type
+
+    def forward(self, hidden_states, *args, **kwargs):
+        if self.stored is None:
+            return hidden_states
+        return self.stored.to(device=hidden_states.device, dtype=hidden_states.dtype)
+
+
 class _Stop(Exception):
     """Raised from a hook once every requested activation is captured: skips the rest."""
 
@@ -179,6 +195,7 @@ class TransformerEncoder:
         self._prefix, self._suffix = self._special_tokens(config.prepend_bos)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.dim = int(self._probe_dim())
+        self.causal = self._probe_causal()
 
     # -- tokenisation --------------------------------------------------------------------------
     def _special_tokens(self, prepend_bos: bool) -> tuple[list[int], list[int]]:
@@ -251,6 +268,10 @@ class TransformerEncoder:
         suffix = np.asarray(self._suffix, dtype=np.int64)
         p = len(self._prefix)
         for w, items in targets.items():
+            if self.causal:  # nothing after the window's last span token changes its vectors
+                chunk = ids[w * step: w * step + max(pos for _, _, pos in items) + 1]
+                yield (np.concatenate((prefix, chunk)), [(d, s, pos + p) for d, s, pos in items])
+                continue
             chunk = ids[w * step: w * step + width]
             yield (np.concatenate((prefix, chunk, suffix)),
                    [(d, s, pos + p) for d, s, pos in items])
@@ -293,6 +314,25 @@ class TransformerEncoder:
     def _probe_dim(self) -> int:
         return self._capture([self._prefix + [self._pad_id] + self._suffix],
                              [(self.config.block, self.config.component)])[0].shape[-1]
+
+    def _probe_causal(self) -> bool:
+        """Whether a token's state ignores the tokens after it (decoder LMs, not BERT).
+
+        Then a window is cut after its last span token: on sentence corpora that skips a quarter
+        to half of the tokens (docs/PERFORMANCE.md). Probed, not looked up by architecture name,
+        so any model works: two texts that differ in their last word only, in one batch, must
+        give the same states before it. Strict, so that a doubt means no cutting (slower, never
+        wrong)."""
+        a = self.tokenizer("Paris is a city in France", add_special_tokens=False)["input_ids"]
+        b = self.tokenizer("Paris is a city in Spain", add_special_tokens=False)["input_ids"]
+        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        if n == 0 or len(a) != len(b):  # pragma: no cover - a tokenizer without such words
+            return False
+        states = self._capture([self._prefix + a + self._suffix, self._prefix + b + self._suffix],
+                               [(len(self._blocks) - 1, "hidden")])[0]  # any target
+        same = states[:, : len(self._prefix) + n]
+        gap = torch.linalg.vector_norm(same[0] - same[1])
+        return bool(gap <= 1e-5 * torch.linalg.vector_norm(same[0]))
 
     def encode_targets(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
                        targets: Sequence[tuple[int, str]], batch_size: int = 16
@@ -372,8 +412,10 @@ class TransformerEncoder:
                 raise ConfigError(f"block {block} is out of range (0..{len(self._blocks) - 1})")
             if component not in COMPONENTS:
                 raise ConfigError(f"unknown component {component!r}; choose from {COMPONENTS}")
-        targets = feats + ([target] if vectors and target not in feats else [])
-        slot = targets.index(target) if vectors else -1
+        resume = self._resume_block(feats) if vectors else None
+        keep = target if resume is None else (resume, "hidden")  # what each window keeps
+        targets = feats + ([keep] if vectors and keep not in feats else [])
+        slot = targets.index(keep) if vectors else -1
         width, step, p = self.window, self._step, len(self._prefix)
         tokens = [self._tokenize(text) for text in texts]  # compact arrays, 12 bytes a token
         pieces = [piece for d, (ids, _, _) in enumerate(tokens)
@@ -392,6 +434,7 @@ class TransformerEncoder:
         kept_vecs: list[list[np.ndarray]] = [[] for _ in texts]
         frontier = [0] * len(texts)  # end of the spans that earlier pieces of a document kept
         for group in groups:
+            wanted: dict[tuple[int, int], list[tuple[np.ndarray, int, int]]] = {}
             windows = []  # (piece, window start, ids); windows are those of the whole document
             for q in group:
                 d, first, end = pieces[q][:3]
@@ -424,8 +467,10 @@ class TransformerEncoder:
                     take = context > best[q][glob]
                     best[q][glob[take]] = context[take]
                     feat_rows[q][glob[take]] = feat[row, p + local[take]]
-                    if vectors:
-                        states[(q, start)] = tensors[slot][row, p: p + n_tok].numpy()
+                    if vectors:  # the encoder's vectors, or the states to resume from
+                        states[(q, start)] = (tensors[slot][row, p: p + n_tok].numpy()
+                                              if resume is None
+                                              else tensors[slot][row, : p + n_tok])
             doc_feats = [feat_rows[q] if feat_rows[q] is not None
                          else np.zeros((0, sum(self._dims(feats))), np.float32) for q in group]
             offsets = []
@@ -451,12 +496,76 @@ class TransformerEncoder:
                     for k, (_, tok) in enumerate(mine):
                         if len(starts):
                             start = _first_window(tok, width, step) * step
-                            out[k] = states[(q, start)][tok - start]
+                            if resume is None:
+                                out[k] = states[(q, start)][tok - start]
+                            else:
+                                wanted.setdefault((q, start), []).append((out, k, tok - start))
                     kept_vecs[d].append(out)
+            if wanted:
+                self._resume(resume, states, wanted, batch_size)
         if not vectors:
             return kept, None
         return kept, [np.concatenate(v) if v else np.zeros((0, self.dim), np.float32)
                       for v in kept_vecs]
+
+    def _resume_block(self, features: Sequence[tuple[int, str]]) -> int | None:
+        """The block whose output the joint pass resumes from, or None for one pass.
+
+        For a causal model the pass can stop after the detector's last feature block, keep that
+        block's output, and run the later blocks only on windows that hold a detected span, cut
+        after its last token (``_resume``). Documents where nothing is detected then cost the
+        early blocks only. Checked once on a probe text against a plain pass; a model the
+        trick does not reproduce exactly keeps the single pass."""
+        last = max(block for block, _ in features)
+        if not self.causal or last >= self.config.block:
+            return None
+        cache = self.__dict__.setdefault("_resume_ok", {})
+        if last not in cache:
+            ids = self._prefix + self.tokenizer("Paris is a city in France",
+                                                add_special_tokens=False)["input_ids"]
+            target = (self.config.block, self.config.component)
+            plain, hidden = self._capture([ids], [target, (last, "hidden")])
+            got: dict = {}
+            try:
+                self._resume(last, {(0, 0): hidden[0]}, {(0, 0): [(got, 0, len(ids) - 1)]}, 1,
+                             shift=0)
+                cache[last] = bool(np.allclose(got[0], plain[0, -1].numpy(), rtol=1e-4,
+                                               atol=1e-5 * float(plain.abs().max()) + 1e-7))
+            except Exception:  # noqa: BLE001 - an architecture we cannot resume: one pass
+                cache[last] = False
+        return last if cache[last] else None
+
+    def _resume(self, block: int, states: dict, wanted: dict, batch_size: int,
+                shift: int | None = None) -> None:
+        """Run the blocks after ``block`` from stored outputs and fill in span vectors.
+
+        ``states[key]``: ``block``'s output for one window (prefix included); ``wanted[key]``:
+        ``(array, row, position)`` to receive the encoder's vector at that window position
+        (``shift`` prefix tokens later, default the prefix length). Each window is cut after
+        its last wanted position. The first blocks are swapped for stand-ins that hand back the
+        stored output, so they cost nothing; the model's own code runs the rest."""
+        shift = len(self._prefix) if shift is None else shift
+        target = (self.config.block, self.config.component)
+        keys = sorted(wanted, key=lambda k: max(pos for _, _, pos in wanted[k]))
+        originals = [self._blocks[i] for i in range(block + 1)]
+        try:
+            for b in range(0, len(keys), batch_size):
+                chunk = keys[b: b + batch_size]
+                cut = [states[k][: shift + max(pos for _, _, pos in wanted[k]) + 1]
+                       for k in chunk]
+                longest = max(len(x) for x in cut)
+                stored = torch.zeros((len(cut), longest, cut[0].shape[-1]), dtype=torch.float32)
+                for row, x in enumerate(cut):
+                    stored[row, : len(x)] = torch.as_tensor(x)
+                for i, module in enumerate(originals):
+                    self._blocks[i] = _Replay(module, stored if i == block else None)
+                out = self._capture([[self._pad_id] * len(x) for x in cut], [target])[0]
+                for row, k in enumerate(chunk):
+                    for array, idx, pos in wanted[k]:
+                        array[idx] = out[row, shift + pos].numpy()
+        finally:
+            for i, module in enumerate(originals):
+                self._blocks[i] = module
 
     def _detect_pieces(self, doc: int, n_tokens: int, max_tokens: int
                        ) -> list[tuple[int, int, int, int, int]]:
