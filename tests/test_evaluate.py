@@ -20,7 +20,7 @@ from ner_retriever.descriptions import (
     is_other_tag,
     load_descriptions,
 )
-from ner_retriever.errors import ConfigError
+from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.evaluate import (
     EvalOptions,
     EvalSet,
@@ -312,6 +312,18 @@ def test_eval_set_types_relevance_and_skipped(conll):
     assert set(small.types) <= set(es.types)
     with pytest.raises(ConfigError):
         load_eval_set([conll], types=["person-athlete"])
+
+
+def test_eval_set_can_leave_out_sentences(conll):
+    """Sentences a learned detector trained on stay out of a validation set (and its cache)."""
+    es = load_eval_set([conll])
+    gone = {es.docs[0].text, es.docs[5].text}
+    rest = load_eval_set([conll], exclude_texts=gone)
+    assert [d.text for d in rest.docs] == [d.text for d in es.docs if d.text not in gone]
+    assert "art-music" not in rest.types  # its only sentence left
+    assert rest.identity != es.identity and "excluded" not in es.identity
+    with pytest.raises(CorpusError):
+        load_eval_set([conll], exclude_texts={d.text for d in es.docs})
 
 
 @pytest.mark.parametrize("tag, expected", [

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,8 +99,12 @@ def sample_indices(n: int, sample: int | None, seed: int) -> list[int]:
 
 def load_eval_set(paths: Sequence[str | Path], descriptions: Descriptions | None = None,
                   sample: int | None = None, seed: int = 0, include_other: bool = False,
-                  types: Sequence[str] | None = None) -> EvalSet:
-    """Read CoNLL/BIO files (one document per sentence), optionally subsample sentences."""
+                  types: Sequence[str] | None = None,
+                  exclude_texts: Collection[str] = ()) -> EvalSet:
+    """Read CoNLL/BIO files (one document per sentence), optionally subsample sentences.
+
+    ``exclude_texts``: sentences to leave out before sampling, e.g. those a learned detector
+    was trained on, when a training file doubles as a validation set."""
     from ner_retriever.corpus import file_digest, read_conll
 
     if not paths:
@@ -116,6 +120,9 @@ def load_eval_set(paths: Sequence[str | Path], descriptions: Descriptions | None
             if len(paths) > 1:  # keep ids distinct across files
                 doc = Document(f"{p.name}:{doc.id}", doc.text, doc.metadata, doc.spans, doc.source)
             docs.append(doc)
+    excluded = set(exclude_texts)
+    if excluded:
+        docs = [d for d in docs if d.text not in excluded]
     if not docs:
         raise CorpusError("holds no sentences", ", ".join(map(str, paths)))
     docs = [docs[i] for i in sample_indices(len(docs), sample, seed)]
@@ -139,7 +146,8 @@ def load_eval_set(paths: Sequence[str | Path], descriptions: Descriptions | None
         name=name, docs=docs, types=evaluated, skipped=skipped,
         relevant={t: np.array(sorted(members[t]), dtype=np.int64) for t in evaluated},
         descriptions={t: descriptions.get_all(t) for t in evaluated},
-        identity={"files": fingerprint, "sample": sample, "seed": seed if sample else None},
+        identity={"files": fingerprint, "sample": sample, "seed": seed if sample else None,
+                  **({"excluded": _digest(sorted(excluded))} if excluded else {})},
     )
 
 

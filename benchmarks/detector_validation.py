@@ -1,0 +1,86 @@
+"""End-to-end R-Precision with each detector on *validation* data, to choose the default.
+
+The test splits (docs/DETECTION.md, "End to end") report; this script decides.  It runs
+``ner_retriever.evaluate.evaluate`` (the default ``ner-retriever`` and ``hybrid`` rankings,
+detected mentions, relevance from the gold labels) on splits that are neither test splits nor
+sentences the shipped learned detector was trained on:
+
+* WNUT-17 dev (``emerging.dev.conll``, YouTube comments; the detector never saw it);
+* MultiCoNER 2 ``en-train90.conll`` and Few-NERD INTER ``dev.txt`` (training types), minus
+  the 1,000 sentences per file the detector's training sampled, then a seeded sample.
+
+    PYTHONPATH=src python benchmarks/detector_validation.py --sample 1000
+
+Prints one markdown table (with the gold-mention figure for reference).  ``--detectors``
+takes names and ``learned@T``, the learned detector at threshold ``T``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ner_retriever.descriptions import load_descriptions
+from ner_retriever.evaluate import EvalOptions, evaluate, load_eval_set
+from ner_retriever.learned_detect import TrainDetectorConfig, _load_training_docs
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the files the shipped detector was trained on (docs/DETECTION.md)
+DETECTOR_FILES = ["fewnerd/inter_bio_structshot/dev.txt", "fewnerd/inter_bio_structshot/test.txt",
+                  "multiconer2_en/en-train10.conll", "multiconer2_en/en-train90.conll",
+                  "wnut17/wnut17train.conll"]
+SETS = {  # name: (file, descriptions)
+    "WNUT-17 dev": ("wnut17/emerging.dev.conll", "wnut17"),
+    "MultiCoNER 2 train90": ("multiconer2_en/en-train90.conll", "multiconer2"),
+    "Few-NERD INTER dev.txt": ("fewnerd/inter_bio_structshot/dev.txt", "fewnerd"),
+}
+
+
+def detector_spec(name: str) -> str | dict:
+    """A detector name, where ``learned@T`` is the learned detector at threshold ``T`` (also
+    inside a union: ``learned@0.3+spacy``)."""
+    parts = name.split("+")
+    if not any("@" in p for p in parts):
+        return name
+    members = [{"name": "learned", "threshold": float(p.split("@", 1)[1])} if "@" in p
+               else {"name": p} for p in parts]
+    return members[0] if len(members) == 1 else {"name": "union", "detectors": members}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sample", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--detectors", default="spacy,learned,learned+spacy")
+    ap.add_argument("--data", type=Path, default=DATA)
+    args = ap.parse_args(argv)
+    trained, *_ = _load_training_docs([args.data / f for f in DETECTOR_FILES],
+                                      TrainDetectorConfig(), allow_eval=False)
+    seen = {d.text for d in trained}
+    detectors = args.detectors.split(",")
+    print("| validation set | documents | ranking | gold mentions | "
+          + " | ".join(f"`{d}`" for d in detectors) + " |")
+    print("|---|--:|---|--:|" + "--:|" * len(detectors))
+    for name, (rel, desc) in SETS.items():
+        eval_set = load_eval_set([args.data / rel], load_descriptions(desc), sample=args.sample,
+                                 seed=args.seed, exclude_texts=seen)
+        runs = {"gold": evaluate(eval_set, EvalOptions(methods=("ner-retriever", "hybrid")))}
+        for det in detectors:
+            print(f"{name}: {det}", file=sys.stderr, flush=True)
+            runs[det] = evaluate(eval_set, EvalOptions(methods=("ner-retriever", "hybrid"),
+                                                       mentions="detected",
+                                                       detector=detector_spec(det)))
+        for method in ("ner-retriever", "hybrid"):
+            cells = [f"{runs[r]['results'][method]['r_precision']:.3f}"
+                     for r in ["gold", *detectors]]
+            print(f"| {name} | {len(eval_set.docs)} | {method} | " + " | ".join(cells) + " |")
+        recall = [runs[d]["detection_recall"] for d in detectors]
+        print(f"| {name} | | overlap recall / spans | 1 / {recall[0]['gold']} | "
+              + " | ".join(f"{r['overlap']:.3f} / {r['detected']}" for r in recall) + " |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
