@@ -54,7 +54,7 @@ def test_search_table_and_info(built_index):
     assert data["documents"] == 3 and data["mentions"] >= 6
     assert (data["model"], data["block"], data["component"]) == ("smollm2-135m", 22, "value")
     assert data["head"]["query_template"] == "mentions of {}" and data["dim"] == 500
-    assert data["detector"]["name"] == "spacy"
+    assert data["detector"]["name"] == "learned"
     assert data["hybrid"] == {"model": "minilm-l6", "max_length": 256, "dim": 384}
 
 

@@ -246,7 +246,10 @@ def test_build_detector_names() -> None:
     assert set(DETECTOR_NAMES) == {"spacy", "spacy-ents", "gold"}
     d = build_detector("spacy")
     assert isinstance(d, SpacyDetector) and d.candidates
-    assert isinstance(build_detector(None), SpacyDetector)
+    from ner_retriever.learned_detect import LearnedDetector
+
+    default = build_detector(None)  # the learned tagger at the validation-chosen threshold
+    assert isinstance(default, LearnedDetector) and default.threshold == 0.3
     e = build_detector("spacy-ents")
     assert isinstance(e, SpacyDetector) and not e.candidates
     assert isinstance(build_detector("gold"), GoldDetector)

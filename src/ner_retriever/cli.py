@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ner_retriever.detect import DEFAULT_DETECTOR
 from ner_retriever.errors import CorpusError, NerRetrieverError
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -109,7 +110,7 @@ def _progress() -> Progress:
 
 
 def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | None = None,
-              block: int | None = None, component: str | None = None, detector: str = "spacy",
+              block: int | None = None, component: str | None = None, detector: str = DEFAULT_DETECTOR,
               head: str = "auto", batch_size: int = 256, if_exists: str = "error",
               max_length: int = 512, engine: str = "local", address: str | None = None,
               workers: int = 1, gpus_per_worker: float = 0.0, store: str | None = None,
@@ -195,7 +196,7 @@ def index(
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
     layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
     component: Annotated[Optional[ComponentOpt], typer.Option(help="attention component or block output")] = None,
-    detector: Annotated[str, typer.Option(help="spacy | spacy-ents | gold | a+b")] = "spacy",
+    detector: Annotated[str, typer.Option(help="learned | spacy | spacy-ents | gold | llm[:MODEL] | a+b")] = DEFAULT_DETECTOR,
     head: Annotated[str, typer.Option(help="auto (the shipped trained head when it fits the "
                                       "encoder), none (raw vectors), or a head folder / .pth")] = "auto",
     batch_size: Annotated[int, typer.Option(help="documents per committed batch")] = 256,
@@ -390,7 +391,7 @@ def evaluate(
     descriptions: Annotated[Optional[str], typer.Option(help="JSON map {tag: description} or a shipped map: fewnerd, multiconer2, wnut17 (default: derived from the tag)")] = None,
     methods: Annotated[Optional[list[str]], typer.Option("--methods", help="comma-separated: ner-retriever,bm25,dense,hybrid (default: all)")] = None,
     mentions: Annotated[MentionsOpt, typer.Option(help="gold spans (embedding quality) or detected (end to end)")] = MentionsOpt.gold,
-    detector: Annotated[str, typer.Option(help="detector for --mentions detected")] = "spacy",
+    detector: Annotated[str, typer.Option(help="detector for --mentions detected")] = DEFAULT_DETECTOR,
     sample: Annotated[Optional[int], typer.Option(help="evaluate on a random sample of N sentences")] = None,
     seed: Annotated[int, typer.Option(help="seed of the sample")] = 0,
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
@@ -580,6 +581,7 @@ def train_detector(
     heldout: Annotated[float, typer.Option(help="share of each file's sample held out to choose the threshold")] = 0.1,
     mask_detector: Annotated[str, typer.Option(help="O tokens inside this detector's spans carry no loss (partial annotation); 'none' = off")] = "spacy-ents",
     target_recall: Annotated[float, typer.Option(help="held-out overlap recall the threshold must reach in every file")] = 0.93,
+    threshold: Annotated[Optional[float], typer.Option(help="fixed decoding threshold instead of the --target-recall rule (held-out figures are reported at it)")] = None,
     epochs: Annotated[int, typer.Option(help="epochs (the best on held-out loss is kept)")] = 4,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate (one-cycle)")] = 2e-3,
     batch_size: Annotated[int, typer.Option(help="sentences per training batch")] = 32,
@@ -603,7 +605,7 @@ def train_detector(
     config = TrainDetectorConfig(
         features=[(b, "hidden") for b in blocks], max_sentences=max_sentences or None,
         heldout=heldout, mask_detector=None if mask_detector.lower() == "none" else mask_detector,
-        target_recall=target_recall, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        target_recall=target_recall, threshold=threshold, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     summary = run_detector_training(data, out_dir, model=model, config=config,
                                     allow_eval=allow_eval_files, cache=not no_cache,
                                     log=lambda m: err.print(m, highlight=False, markup=False))

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ner_retriever.descriptions import Descriptions, is_other_tag
+from ner_retriever.detect import DEFAULT_DETECTOR
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.head import ProjectionHead, normalize, to_index_space
 from ner_retriever.search import (FEEDBACK_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT,
@@ -464,7 +465,7 @@ def detect_spans(eval_set: EvalSet, detector_name: str, cache_root: Path | None,
 class EvalOptions:
     methods: Sequence[str] = METHODS
     mentions: str = "gold"
-    detector: str = "spacy"
+    detector: str | dict = DEFAULT_DETECTOR
     model: str | None = None
     block: int | None = None
     component: str = "value"

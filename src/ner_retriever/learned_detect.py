@@ -444,6 +444,9 @@ class TrainDetectorConfig(BaseModel):
     lr: float = 2e-3
     batch_size: int = Field(default=32, ge=1)
     target_recall: float = Field(default=0.93, gt=0.0, le=1.0)
+    # A threshold chosen elsewhere (end to end on validation data, docs/DETECTION.md) instead
+    # of the held-out recall rule; the held-out figures are still reported at it.
+    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     seed: int = 0
     lm_batch_size: int = 16
 
@@ -631,21 +634,24 @@ THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.05, 0.951, 0.05))
 
 def choose_threshold(head: TaggerHead, docs: Sequence[Document], feats: Sequence[np.ndarray],
                      offs: Sequence[Sequence[tuple[int, int]]], groups: dict[str, list[int]],
-                     target_recall: float
+                     target_recall: float, fixed: float | None = None
                      ) -> tuple[float, dict[str, dict[str, float]], dict[str, dict]]:
     """The highest (most precise) threshold whose overlap recall reaches ``target_recall`` in
-    every group of held-out documents; else the one with the best worst-group recall.
-    Returns it, the per-group scores at that threshold and the whole curve (per threshold and
-    group: overlap recall, overlap precision)."""
+    every group of held-out documents; else the one with the best worst-group recall; or
+    ``fixed`` when given. Returns it, the per-group scores at that threshold and the whole
+    curve (per threshold and group: overlap recall, overlap precision)."""
     probs = dict(zip([i for g in groups.values() for i in g],
                      head.probabilities([feats[i] for g in groups.values() for i in g])))
+    grid = sorted(set(THRESHOLDS) | ({fixed} if fixed is not None else set()))
     table = {th: {name: _span_scores([docs[i].text for i in rows], [offs[i] for i in rows],
                                      [probs[i] for i in rows], [docs[i].spans or () for i in rows],
                                      th)
-                  for name, rows in groups.items()} for th in THRESHOLDS}
+                  for name, rows in groups.items()} for th in grid}
     worst = {th: min(v["R_overlap"] for v in table[th].values()) for th in THRESHOLDS}
     ok = [th for th in THRESHOLDS if worst[th] >= target_recall]
     chosen = max(ok) if ok else max(THRESHOLDS, key=lambda th: (worst[th], -th))
+    if fixed is not None:
+        chosen = fixed
     curve = {str(th): {name: [round(v["R_overlap"], 3), round(v["P_overlap"], 3)]
                        for name, v in table[th].items()} for th in THRESHOLDS}
     return chosen, table[chosen], curve
@@ -720,13 +726,13 @@ def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
                           proj_dim=cfg.proj_dim, context_dim=cfg.context_dim,
                           dropout=cfg.dropout)
     head, best_epoch, history = fit_head(tagger, feats, labels, train_idx, held_idx, cfg, log)
-    chosen, per_file, curve = 0.5, {}, {}
+    chosen, per_file, curve = cfg.threshold or 0.5, {}, {}
     if held_idx:
         groups: dict[str, list[int]] = {}
         for i in held_idx:
             groups.setdefault(files[file_of[i]].name, []).append(i)
         chosen, per_file, curve = choose_threshold(head, docs, feats, offs, groups,
-                                                   cfg.target_recall)
+                                                   cfg.target_recall, cfg.threshold)
         for name, v in per_file.items():
             log(f"held-out {name} at threshold {chosen}: overlap R {v['R_overlap']:.3f} "
                 f"P {v['P_overlap']:.3f}, exact R {v['R_exact']:.3f} P {v['P_exact']:.3f}")

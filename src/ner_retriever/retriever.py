@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from ner_retriever.corpus import iter_batches
-from ner_retriever.detect import Detector, build_detector
+from ner_retriever.detect import DEFAULT_DETECTOR, Detector, build_detector
 from ner_retriever.encode import Encoder, EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentError, IndexStateError
 from ner_retriever.head import ProjectionHead, describe, per_document, to_index_space
@@ -59,7 +59,7 @@ class Retriever:
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, encoder: Encoder | EncoderConfig | None = None,
-               detector: Detector | str | dict = "spacy",
+               detector: Detector | str | dict = DEFAULT_DETECTOR,
                head: ProjectionHead | str | Path | None = "auto", store: str = "faiss",
                index_type: str = "flat", storage: str | None = None, uri: str | None = None,
                store_params: dict | None = None, hybrid: bool = True,
