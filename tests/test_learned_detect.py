@@ -231,6 +231,18 @@ def test_training_on_a_tiny_slice(tiny_detector) -> None:
     assert saved["features"] == [[3, "hidden"]] and saved["training"]["sentences"] == 24
 
 
+def test_a_fixed_threshold_replaces_the_recall_rule(tmp_path, encoder, shared_data) -> None:
+    cfg = TrainDetectorConfig(max_sentences=24, heldout=0.25, epochs=1, proj_dim=32,
+                              context_dim=16, batch_size=8, features=[(3, "hidden")],
+                              threshold=0.37)
+    summary = train_detector([shared_data / "wnut17" / "wnut17train.conll"], tmp_path / "d",
+                             config=cfg, cache=False, encoder=encoder)
+    assert summary["threshold"] == 0.37 and "wnut17train.conll" in summary["heldout"]
+    assert LearnedDetector(tmp_path / "d").threshold == 0.37
+    with pytest.raises(Exception):
+        TrainDetectorConfig(threshold=1.0)
+
+
 def test_evaluation_splits_refused(tmp_path, shared_data) -> None:
     test_file = shared_data / "wnut17" / "emerging.test.annotated"
     with pytest.raises(ConfigError, match="evaluation split"):
