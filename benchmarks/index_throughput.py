@@ -61,7 +61,7 @@ def main() -> None:
             with Retriever.create(Path(tmp) / f"idx-{hybrid}-{names}", encoder=encoder,
                                   hybrid=hybrid, names=names) as r:
                 stats = r.add(docs, commit_every=256)
-                print(f"index, {label}: spacy detector + encoder"
+                print(f"index, {label}: {r.detector.config()['name']} detector + encoder"
                       f"{' + document encoder' if hybrid else ''}"
                       f"{' + mention names' if names else ''} + commit: "
                       f"{stats.documents / stats.seconds:.1f} docs/s, "
