@@ -211,3 +211,13 @@ def test_joint_pass_resumes_after_the_feature_block(kind, minilm_tokenizer):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     if CAUSAL[kind]:  # block 2 saw the windows holding a span only: 1 + 0 + 2 of 1 + 1 + 5
         assert sum(rows) == 3
+
+
+def test_a_model_that_runs_fewer_blocks_than_it_lists(minilm_tokenizer):
+    """``config.num_hidden_layers`` below the length of the block list (a shortened model):
+    the blocks that never run are not needed, by the probes either."""
+    model = tiny("llama", len(minilm_tokenizer)).eval()
+    model.config.num_hidden_layers = 2
+    enc = TransformerEncoder(EncoderConfig(model="tiny", block=1), model=model,
+                             tokenizer=minilm_tokenizer)
+    assert enc.causal and enc.encode_spans([TEXT], [SPANS])[0].shape == (4, enc.dim)
