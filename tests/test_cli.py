@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -162,3 +163,47 @@ def test_conll_corpus_with_gold_detector(tmp_path):
                                  str(tmp_path / "ivf"), "--detector", "gold", "--if-exists",
                                  "skip", "--storage", "sq8"])
     assert result.exit_code == 1 and "cannot change when appending" in result.stderr
+
+
+def test_appending_keeps_the_index_detector(tmp_path):
+    """Without --detector, appending uses the index's own detector (an index built with an
+    earlier default can be resumed); naming another one is refused."""
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", CORPUS[:2])
+    idx = tmp_path / "idx"
+    assert runner.invoke(app, ["index", str(corpus), "--index", str(idx), "--detector",
+                               "spacy"]).exit_code == 0
+    more = write_jsonl(tmp_path / "more.jsonl", CORPUS)
+    result = runner.invoke(app, ["index", str(more), "--index", str(idx), "--if-exists", "skip"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["info", str(idx), "--json"]).stdout)
+    assert info["documents"] == 3 and info["detector"]["name"] == "spacy"
+    refused = runner.invoke(app, ["index", str(more), "--index", str(idx), "--if-exists", "skip",
+                                  "--detector", "learned"])
+    assert refused.exit_code != 0 and "was built with detector" in refused.output
+
+
+def test_demo_rebuilds_a_stale_default_index(tmp_path, monkeypatch):
+    """The quick start's job: index the bundled sample and search it. A demo index left by an
+    older version that no longer opens is rebuilt at the default place (never elsewhere)."""
+    import tempfile
+
+    from ner_retriever.head import ProjectionHead
+    from ner_retriever.retriever import HEAD_DIR
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mine = tmp_path / "mine"
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", CORPUS[:1])
+    assert runner.invoke(app, ["index", str(corpus), "--index", str(mine)]).exit_code == 0
+    head = ProjectionHead.load(mine / HEAD_DIR)  # weights no longer match the recorded ones
+    with __import__("torch").no_grad():
+        next(head.parameters()).add_(1.0)
+    head.save(mine / HEAD_DIR)
+    named = runner.invoke(app, ["demo", "--index", str(mine), "-q", "river"])
+    assert named.exit_code != 0 and "checksum" in named.output and mine.exists()
+    stale = tmp_path / "ner-retriever-demo"
+    shutil.copytree(mine, stale)
+    result = runner.invoke(app, ["demo", "-q", "river", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert "rebuilding the demo index" in result.output
+    info = json.loads(runner.invoke(app, ["info", str(stale), "--json"]).stdout)
+    assert info["documents"] == 300 and info["detector"]["name"] == "learned"

@@ -110,7 +110,8 @@ def _progress() -> Progress:
 
 
 def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | None = None,
-              block: int | None = None, component: str | None = None, detector: str = DEFAULT_DETECTOR,
+              block: int | None = None, component: str | None = None,
+              detector: str | None = None,
               head: str = "auto", batch_size: int = 256, if_exists: str = "error",
               max_length: int = 512, engine: str = "local", address: str | None = None,
               workers: int = 1, gpus_per_worker: float = 0.0, store: str | None = None,
@@ -118,6 +119,9 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
               storage: str | None = None, hybrid: bool | None = None,
               names: bool | None = None) -> dict:
     """Validate the whole corpus first (so bad input never half-writes), then index it.
+
+    ``detector=None``: the default detector for a new index, the index's own when appending
+    (so an index built before the default changed can still be resumed).
 
     ``engine="ray"`` runs detection and encoding on Ray (``ner_retriever.distributed``);
     the store options apply when the index is created and must agree when appending."""
@@ -196,7 +200,7 @@ def index(
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
     layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
     component: Annotated[Optional[ComponentOpt], typer.Option(help="attention component or block output")] = None,
-    detector: Annotated[str, typer.Option(help="learned | spacy | spacy-ents | gold | llm[:MODEL] | a+b")] = DEFAULT_DETECTOR,
+    detector: Annotated[Optional[str], typer.Option(help=f"learned | spacy | spacy-ents | gold | llm[:MODEL] | a+b (default: {DEFAULT_DETECTOR}; when appending, the index's own)")] = None,
     head: Annotated[str, typer.Option(help="auto (the shipped trained head when it fits the "
                                       "encoder), none (raw vectors), or a head folder / .pth")] = "auto",
     batch_size: Annotated[int, typer.Option(help="documents per committed batch")] = 256,
@@ -303,12 +307,23 @@ def demo(
     k: Annotated[int, typer.Option("-k")] = 5,
 ) -> None:
     """Index the bundled sample corpus (300 Few-NERD sentences) and run example searches."""
+    import shutil
+
+    from ner_retriever.errors import ConfigError
     from ner_retriever.retriever import Retriever
 
     sample = resources.files("ner_retriever") / "data" / "sample.jsonl"
-    index_dir = index_dir or Path(tempfile.gettempdir()) / "ner-retriever-demo"
+    default_dir = Path(tempfile.gettempdir()) / "ner-retriever-demo"
+    index_dir = index_dir or default_dir
     with resources.as_file(sample) as path:
-        run_index(path, index_dir, if_exists="skip")
+        try:
+            run_index(path, index_dir, if_exists="skip")
+        except ConfigError as exc:  # built by an older version with other defaults: rebuild
+            if index_dir != default_dir:  # never delete a folder the user named
+                raise
+            err.print(f"rebuilding the demo index ({exc})", highlight=False, markup=False)
+            shutil.rmtree(index_dir)
+            run_index(path, index_dir)
     with Retriever.open(index_dir) as retriever:
         for query in queries or ["politician", "car model", "river", "sports team", "award"]:
             print_results(query, retriever.search(query, k=k))

@@ -59,7 +59,7 @@ class Retriever:
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, encoder: Encoder | EncoderConfig | None = None,
-               detector: Detector | str | dict = DEFAULT_DETECTOR,
+               detector: Detector | str | dict | None = DEFAULT_DETECTOR,
                head: ProjectionHead | str | Path | None = "auto", store: str = "faiss",
                index_type: str = "flat", storage: str | None = None, uri: str | None = None,
                store_params: dict | None = None, hybrid: bool = True,
@@ -80,7 +80,8 @@ class Retriever:
         names = hybrid if names is None else names
         settings = store_settings(store, index_type, storage, uri, store_params, index_path=path)
         encoder = _as_encoder(encoder)
-        detector = build_detector(detector) if isinstance(detector, (str, dict)) else detector
+        detector = (build_detector(detector) if detector is None or isinstance(detector, (str, dict))
+                    else detector)
         head = resolve_head(head, encoder.config)
         if head is not None and head.config.input_dim != encoder.dim:
             raise ConfigError(f"head expects {head.config.input_dim}-d vectors but "
