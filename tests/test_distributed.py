@@ -92,3 +92,19 @@ def test_ray_interrupted_then_resumed_equals_single_process(tmp_path, corpus, lo
     assert [h["doc_id"] for h in hits] == [h["doc_id"] for h in expected_hits]
     assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in expected_hits],
                                                        abs=1e-4)
+
+
+def test_ray_with_the_default_learned_detector_equals_single_process(tmp_path, corpus, local_ray,
+                                                                     smol_encoder):
+    """Ray actors run the learned detector's joint pass (their own model copy) exactly as
+    ``Retriever.add`` does in one process."""
+    path, _, docs = corpus
+    with Retriever.create(tmp_path / "local", encoder=smol_encoder) as local:
+        assert local.detector.config()["name"] == "learned"
+        local.add(docs, commit_every=SHARD)
+        expected = _snapshot(local.index)
+    with Retriever.create(tmp_path / "ray", encoder=smol_encoder) as r:
+        add_with_ray(r, path, batch_size=SHARD, workers=1)
+        got = _snapshot(r.index)
+    assert got[:2] == expected[:2] and len(got[1]) >= N_DOCS
+    np.testing.assert_allclose(got[2], expected[2], atol=1e-4)
