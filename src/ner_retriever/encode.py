@@ -60,6 +60,9 @@ class Encoder(Protocol):
     def encode_queries(self, queries: Sequence[str], batch_size: int = 16) -> np.ndarray: ...
 
 
+# What the one-off model probes (causality, resuming a pass) run on.
+PROBE_TEXT = "Paris is a city in France"
+
 # Longest piece of text given to the tokenizer at once (see TransformerEncoder._tokenize).
 TOKENIZE_CHARS = 100_000
 
@@ -323,8 +326,9 @@ class TransformerEncoder:
         so any model works: two texts that differ in their last word only, in one batch, must
         give the same states before it. Strict, so that a doubt means no cutting (slower, never
         wrong)."""
-        a = self.tokenizer("Paris is a city in France", add_special_tokens=False)["input_ids"]
-        b = self.tokenizer("Paris is a city in Spain", add_special_tokens=False)["input_ids"]
+        a = self.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+        b = self.tokenizer(PROBE_TEXT.replace("France", "Spain"),
+                           add_special_tokens=False)["input_ids"]
         n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         if n == 0 or len(a) != len(b):  # pragma: no cover - a tokenizer without such words
             return False
@@ -525,8 +529,7 @@ class TransformerEncoder:
             return None
         cache = self.__dict__.setdefault("_resume_ok", {})
         if last not in cache:
-            ids = self._prefix + self.tokenizer("Paris is a city in France",
-                                                add_special_tokens=False)["input_ids"]
+            ids = self._prefix + self.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
             target = (self.config.block, self.config.component)
             plain, hidden = self._capture([ids], [target, (last, "hidden")])
             got: dict = {}
