@@ -55,7 +55,9 @@ def test_search_table_and_info(built_index):
     assert data["documents"] == 3 and data["mentions"] >= 6
     assert (data["model"], data["block"], data["component"]) == ("smollm2-135m", 22, "value")
     assert data["head"]["query_template"] == "mentions of {}" and data["dim"] == 500
-    assert data["detector"]["name"] == "learned"
+    assert data["detector"]["name"] == "union"  # the default: learned + spacy
+    assert [d["name"] for d in data["detector"]["detectors"]] == ["learned", "spacy"]
+    assert data["config"]["confidence_weight"] == 0.5
     assert data["hybrid"] == {"model": "minilm-l6", "max_length": 256, "dim": 384}
 
 
@@ -206,4 +208,4 @@ def test_demo_rebuilds_a_stale_default_index(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "rebuilding the demo index" in result.output
     info = json.loads(runner.invoke(app, ["info", str(stale), "--json"]).stdout)
-    assert info["documents"] == 300 and info["detector"]["name"] == "learned"
+    assert info["documents"] == 300 and info["detector"]["name"] == "union"

@@ -248,8 +248,10 @@ def test_build_detector_names() -> None:
     assert isinstance(d, SpacyDetector) and d.candidates
     from ner_retriever.learned_detect import LearnedDetector
 
-    default = build_detector(None)  # the learned tagger at the validation-chosen threshold
-    assert isinstance(default, LearnedDetector) and default.threshold == 0.3
+    default = build_detector(None)  # learned (validation-chosen threshold) + spacy
+    learned, spacy = default.detectors
+    assert isinstance(learned, LearnedDetector) and learned.threshold == 0.3
+    assert isinstance(spacy, SpacyDetector) and spacy.candidates
     e = build_detector("spacy-ents")
     assert isinstance(e, SpacyDetector) and not e.candidates
     assert isinstance(build_detector("gold"), GoldDetector)

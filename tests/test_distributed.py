@@ -94,13 +94,13 @@ def test_ray_interrupted_then_resumed_equals_single_process(tmp_path, corpus, lo
                                                        abs=1e-4)
 
 
-def test_ray_with_the_default_learned_detector_equals_single_process(tmp_path, corpus, local_ray,
+def test_ray_with_the_default_detector_equals_single_process(tmp_path, corpus, local_ray,
                                                                      smol_encoder):
-    """Ray actors run the learned detector's joint pass (their own model copy) exactly as
-    ``Retriever.add`` does in one process."""
+    """Ray actors run the default detector's joint pass (their own model copy) and weight the
+    vectors by confidence exactly as ``Retriever.add`` does in one process."""
     path, _, docs = corpus
     with Retriever.create(tmp_path / "local", encoder=smol_encoder) as local:
-        assert local.detector.config()["name"] == "learned"
+        assert local.detector.config()["name"] == "union"  # learned + spacy
         local.add(docs, commit_every=SHARD)
         expected = _snapshot(local.index)
     with Retriever.create(tmp_path / "ray", encoder=smol_encoder) as r:

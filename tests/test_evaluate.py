@@ -512,3 +512,18 @@ def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
     b.save("10-key", np.zeros((3, 2), np.float32))  # drops the stale 22-value
     assert a.load("22-value", 3) is None and b.load("10-key", 3) is not None
     assert VectorCache(None, {"data": 1}).load("x", 1) is None
+
+
+def test_detected_spans_carry_confidences_through_the_cache(conll, tmp_path, smol_encoder):
+    from ner_retriever.evaluate import detect_spans
+    from ner_retriever.learned_detect import register_encoder
+
+    register_encoder(smol_encoder)
+    es = load_eval_set([conll])
+    spans, conf, report = detect_spans(es, "learned+spacy", tmp_path)
+    assert [len(s) for s in spans] == [len(c) for c in conf] and report["detected"] > 0
+    assert all(0 < c <= 1 for doc in conf for c in doc)
+    again = detect_spans(es, "learned+spacy", tmp_path)  # read back from the JSON cache
+    assert again[0] == spans and again[1] == conf
+    _, none, _ = detect_spans(es, "spacy", tmp_path)
+    assert all(c is None for doc in none for c in doc)

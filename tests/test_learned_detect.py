@@ -369,3 +369,59 @@ def test_cli_train_detector_refuses_bad_input(tmp_path, shared_data) -> None:
                                  "--features", "nine"])
     assert result.exit_code == 1 and "--features" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+# --------------------------------------------------------------------------- confidences
+def test_span_confidences_match_a_direct_computation() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(1, 30))
+        starts = np.sort(rng.choice(300, n, replace=False))
+        offsets = [(int(a), int(a + rng.integers(0, 6))) for a in starts]  # some empty tokens
+        offsets = [(a, min(b, nxt)) for (a, b), nxt in zip(offsets, [*starts[1:], 10**6])]
+        probs = rng.random((n, 3))
+        spans = [Span(a, a + int(rng.integers(1, 25))) for a in rng.integers(0, 300, 5)]
+        o = np.array(offsets)
+        for sp, got in zip(spans, learned_detect.span_confidences(offsets, probs, spans)):
+            cover = (o[:, 0] < sp.end) & (o[:, 1] > sp.start) & (o[:, 1] > o[:, 0])
+            want = (probs[cover, B] + probs[cover, I]).mean() if cover.any() else 1.0
+            assert got == pytest.approx(min(max(want, 1e-6), 1.0))
+
+
+def test_union_spans_all_get_the_taggers_confidence(encoder) -> None:
+    """Learned spans and the spaCy spans the union adds are scored by the tagger alike, the
+    same way on the joint path and on the detection-only path."""
+    docs = [*DOCS, Document("5", "Bill is from the labyrinth review"),  # spaCy finds "Bill",
+            Document("6", "Hasan is a goat lol")]  # "Hasan": the tagger misses them
+    union = build_detector("learned+spacy")
+    alone = union.detect(docs)
+    joint, _ = union.detect_and_encode(docs, encoder)
+    assert alone == joint
+    learned_only = {(i, s.start, s.end)
+                    for i, sp in enumerate(build_detector("learned").detect(docs)) for s in sp}
+    added = []
+    for i, (a, b) in enumerate(zip(alone, joint)):
+        for x, y in zip(a, b):
+            assert 0 < x.confidence <= 1 and x.confidence == pytest.approx(y.confidence, abs=1e-5)
+            if (i, x.start, x.end) not in learned_only:
+                added.append(x.confidence)
+    assert len(added) >= 2 and max(added) < 0.5  # spaCy's extra spans: scored, and doubtful
+    assert all(s.confidence is None for sp in build_detector("spacy").detect(docs) for s in sp)
+
+
+def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:
+    from ner_retriever.retriever import Retriever
+
+    norms = {}
+    for weight in (0.0, 0.5):
+        with Retriever.create(tmp_path / f"idx{weight}", encoder=encoder, hybrid=False,
+                              confidence_weight=weight) as r:
+            r.add(DOCS[:3])
+            assert r.index.config.confidence_weight == weight
+            rows = np.arange(r.index.num_mentions())  # in document, then span order
+            norms[weight] = np.linalg.norm(r.index.vectors(rows), axis=1)
+    spans = build_detector(None).detect(DOCS[:3])
+    conf = np.array([s.confidence for sp in spans for s in sp])
+    np.testing.assert_allclose(norms[0.0], 1.0, atol=1e-4)
+    np.testing.assert_allclose(norms[0.5], np.sqrt(conf), rtol=1e-3)
+    assert (conf < 0.99).any()  # some doubtful spans really were scaled down

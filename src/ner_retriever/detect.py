@@ -51,9 +51,10 @@ DEFAULT_EXCLUDE_LABELS: tuple[str, ...] = (
     "ORDINAL",
     "CARDINAL",
 )
-# The learned tagger (learned_detect.py) at the threshold chosen end to end on validation
-# data: better R-Precision than spaCy on each validation set (docs/DETECTION.md).
-DEFAULT_DETECTOR = "learned"
+# The learned tagger (learned_detect.py) with spaCy's spans where it has none: recall from
+# both, and the tagger's confidence in every span weights its vector (search.CONFIDENCE_WEIGHT).
+# Chosen end to end on validation data (docs/DETECTION.md, "Choosing the default").
+DEFAULT_DETECTOR = "learned+spacy"
 # Bumped whenever the spaCy detector's span rules change, so that caches and
 # indexes keyed on ``config()`` notice.  Older values are accepted by
 # ``build_detector`` but the current rules are always what runs.

@@ -60,7 +60,8 @@ class MentionWorker:
     """A Ray actor: loads detector, encoder and head once, then turns shards into vectors."""
 
     def __init__(self, encoder: dict, detector: dict, head: Any = None, dim: int = 0,
-                 threads: int = 0, dense: dict | None = None, names: bool = False):
+                 threads: int = 0, dense: dict | None = None, names: bool = False,
+                 confidence_weight: float = 0.0):
         import torch
 
         from ner_retriever.detect import build_detector
@@ -74,6 +75,7 @@ class MentionWorker:
         self.dim = dim
         self.dense = None
         self.names = names
+        self.confidence_weight = confidence_weight
         if dense is not None:  # a hybrid index: every document also gets its dense vector
             from ner_retriever.dense import DenseEncoder
 
@@ -84,7 +86,7 @@ class MentionWorker:
         from ner_retriever.retriever import embed_batch
 
         return (docs, *embed_batch(docs, self.detector, self.encoder, self.head, self.dim,
-                                   self.dense, self.names))
+                                   self.dense, self.names, self.confidence_weight))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "docs" in batch:  # shards shipped by the driver: one pickled list per row
@@ -230,6 +232,7 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
                                    "detector": retriever.detector.config(), "head": head,
                                    "dim": index.config.dim, "dense": index.config.dense,
                                    "names": index.config.names is not None,
+                                   "confidence_weight": index.config.confidence_weight,
                                    "threads": threads if not gpus_per_worker else 0},
             compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch_rows,
             batch_format="numpy", num_cpus=per_actor, num_gpus=gpus_per_worker or None)

@@ -49,8 +49,8 @@ import numpy as np
 from ner_retriever.descriptions import Descriptions, is_other_tag
 from ner_retriever.detect import DEFAULT_DETECTOR
 from ner_retriever.errors import ConfigError, CorpusError
-from ner_retriever.head import ProjectionHead, normalize, to_index_space
-from ner_retriever.search import (FEEDBACK_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT,
+from ner_retriever.head import ProjectionHead, confidence_scale, normalize, to_index_space
+from ner_retriever.search import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT,
                                   MENTION_TEMPERATURE, NAME_WEIGHT, calibration_sample,
                                   candidate_count, document_max, document_softmax,
                                   feedback_from_best, feedback_query, fuse, score_stats,
@@ -420,9 +420,11 @@ def encode_mentions(encoder, texts: Sequence[str], spans: Sequence[Sequence[tupl
 
 
 # -- mention sources -------------------------------------------------------------------------
-def detect_spans(eval_set: EvalSet, detector_name: str, cache_root: Path | None,
-                 progress: Progress | None = None) -> tuple[list[list[tuple[int, int]]], dict]:
-    """Spans proposed by a detector (cached as JSON) and its recall against the gold spans."""
+def detect_spans(eval_set: EvalSet, detector_name: str | dict, cache_root: Path | None,
+                 progress: Progress | None = None
+                 ) -> tuple[list[list[tuple[int, int]]], list[list[float | None]], dict]:
+    """Spans proposed by a detector, their confidences (None where it cannot tell), both
+    cached as JSON, and its recall against the gold spans."""
     from ner_retriever import detect
     from ner_retriever.corpus import file_digest
     from ner_retriever.detect import build_detector, match_spans
@@ -430,22 +432,25 @@ def detect_spans(eval_set: EvalSet, detector_name: str, cache_root: Path | None,
     detector = build_detector(detector_name)
     # detector rules change without a config change
     key = {"v": CACHE_VERSION, "data": eval_set.identity, "detector": detector.config(),
-           "code": file_digest(detect.__file__)}
+           "code": file_digest(detect.__file__), "confidence": True}
     path = None if cache_root is None else Path(cache_root) / "eval" / f"spans-{_digest(key)}.json"
     if path is not None and path.is_file():
-        spans = [[tuple(s) for s in doc] for doc in json.loads(path.read_text())]
+        rows = json.loads(path.read_text())
     else:
-        spans = []
+        rows = []
         step = 256
         for b in range(0, len(eval_set.docs), step):
             batch = [Document(d.id, d.text) for d in eval_set.docs[b: b + step]]
-            spans.extend([(s.start, s.end) for s in doc] for doc in detector.detect(batch))
+            rows.extend([[s.start, s.end, s.confidence] for s in doc]
+                        for doc in detector.detect(batch))
             if progress:
                 total = len(eval_set.docs)
                 progress("detecting mentions", min(b + step, total), total)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(spans))
+            path.write_text(json.dumps(rows))
+    spans = [[(s, e) for s, e, _ in doc] for doc in rows]
+    confidences = [[c for _, _, c in doc] for doc in rows]
     gold_total = exact = overlap = 0
     for doc, pred in zip(eval_set.docs, spans):
         gold = list(doc.spans or ())
@@ -457,7 +462,7 @@ def detect_spans(eval_set: EvalSet, detector_name: str, cache_root: Path | None,
               "overlap": overlap / gold_total if gold_total else None,
               "detected": sum(len(s) for s in spans), "gold": gold_total,
               "detector": detector.config()}
-    return spans, recall
+    return spans, confidences, recall
 
 
 # -- the evaluation --------------------------------------------------------------------------
@@ -474,6 +479,7 @@ class EvalOptions:
     hybrid_weight: float = HYBRID_WEIGHT
     names: bool = True  # hybrid: the mention-name side, as a new hybrid index has it
     feedback: int = FEEDBACK_DOCS  # hybrid: pseudo-relevance feedback documents (0: off)
+    confidence_weight: float = CONFIDENCE_WEIGHT  # detected mentions: vectors * confidence**w
     batch_size: int = 16
     cache: bool = True
 
@@ -486,6 +492,8 @@ def _check_options(opts: EvalOptions) -> list[str]:
                           f"choose from {', '.join(METHODS)}")
     if opts.mentions not in MENTION_SOURCES:
         raise ConfigError(f"--mentions must be 'gold' or 'detected', not {opts.mentions!r}")
+    if opts.confidence_weight < 0:
+        raise ConfigError(f"confidence weight must be 0 or more, not {opts.confidence_weight}")
     if opts.feedback < 0:
         raise ConfigError(f"feedback must be 0 or more documents, not {opts.feedback}")
     if opts.query_template is not None and opts.query_template.count("{}") != 1:
@@ -604,22 +612,29 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         if head is not None and head.config.input_dim != encoder.dim:
             raise ConfigError(f"head expects {head.config.input_dim}-d vectors but the encoder "
                               f"gives {encoder.dim}-d")
+        confidences: list = []
         if opts.mentions == "gold":
             spans, source = eval_set.gold_spans, "gold"
         else:
-            spans, detection = detect_spans(eval_set, opts.detector, cache_root, progress)
+            spans, confidences, detection = detect_spans(eval_set, opts.detector, cache_root,
+                                                         progress)
             source = detection["detector"]
         vectors, doc_index = mention_vectors_for(eval_set, encoder, spans, cache_root, source,
                                                  batch_size=opts.batch_size, progress=progress)
         raw = vectors[(encoder.config.block, encoder.config.component)]
         mentions = to_index_space(head, raw) if len(raw) else normalize(raw)
+        if confidences and opts.confidence_weight:  # as an index stores them
+            mentions = mentions * confidence_scale([c for doc in confidences for c in doc],
+                                                   opts.confidence_weight)[:, None]
         queries = embed_queries(encoder, eval_set, head)
         scores["ner-retriever"] = mention_document_scores(queries, mentions, doc_index,
                                                           len(eval_set.docs))
         settings.update(model=encoder.config.model, block=encoder.config.block,
                         component=encoder.config.component,
                         query_template=encoder.config.query_template,
-                        head=None if head is None else head.config.model_dump(mode="json"))
+                        head=None if head is None else head.config.model_dump(mode="json"),
+                        confidence_weight=None if opts.mentions == "gold"
+                        else opts.confidence_weight)
     if {"dense", "hybrid"} & set(methods):
         from ner_retriever.dense import DenseEncoder
 

@@ -142,6 +142,12 @@ def per_document(head: ProjectionHead | None, raw: list[np.ndarray], dim: int) -
     return [to_index_space(head, r) if len(r) else np.zeros((0, dim), np.float32) for r in raw]
 
 
+def confidence_scale(confidences, weight: float) -> np.ndarray:
+    """``confidence ** weight`` per mention (a missing confidence counts as 1), float32."""
+    conf = np.array([1.0 if c is None else c for c in confidences], dtype=np.float32)
+    return conf ** np.float32(weight)
+
+
 def describe(head: ProjectionHead | None) -> dict | None:
     """The head's identity as recorded in an index config (None = no head, raw vectors)."""
     if head is None:

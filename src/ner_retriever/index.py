@@ -72,6 +72,9 @@ class IndexConfig(BaseModel):
     # ({"model", "dim"}), stored per document as float16 and read back for candidates only;
     # None = not stored (indexes made before it, or created with names off).
     names: dict[str, Any] | None = None
+    # Mention vectors are stored scaled by the detector's confidence ** this (0 = unscaled, as
+    # in indexes made before it; search.CONFIDENCE_WEIGHT for new ones).
+    confidence_weight: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

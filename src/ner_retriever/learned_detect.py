@@ -39,6 +39,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,25 @@ def tags_from_probs(probs: np.ndarray, threshold: float = 0.5) -> list[int]:
     return [int(t) for t in tags]
 
 
+def span_confidences(offsets: Sequence[tuple[int, int]], probs: np.ndarray,
+                     spans: Sequence[Span]) -> list[float]:
+    """Per span, the mean ``P(B) + P(I)`` over the tokens covering its characters: how sure
+    the tagger is that it is a mention, for its own spans and any other detector's (1 for a
+    span no token covers). Linear in tokens + spans (offsets are in text order)."""
+    o = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    real = o[:, 1] > o[:, 0]
+    o, inside = o[real], (probs[:, B] + probs[:, I])[real]
+    ends_so_far = np.maximum.accumulate(o[:, 1]) if len(o) else o[:, 1]
+    out = []
+    for sp in spans:  # every covering token lies in [lo, hi); the mask drops the others
+        lo = int(np.searchsorted(ends_so_far, sp.start, side="right"))
+        hi = int(np.searchsorted(o[:, 0], sp.end, side="left"))
+        covering = o[lo:hi, 1] > sp.start
+        out.append(float(np.clip(inside[lo:hi][covering].mean(), 1e-6, 1.0))
+                   if covering.any() else 1.0)
+    return out
+
+
 def repair_bio(tags: Sequence[int]) -> list[int]:
     """Make a BIO sequence valid: an ``I`` that follows ``O`` (or starts) becomes ``B``."""
     out, prev = [], O
@@ -330,23 +350,34 @@ class LearnedDetector:
     def features(self) -> list[tuple[int, str]]:
         return [tuple(f) for f in self.tagger.features]  # type: ignore[misc]
 
-    def spans_from_features(self, texts: Sequence[str], features: Sequence[np.ndarray],
-                            offsets: Sequence[Sequence[tuple[int, int]]]) -> list[list[Span]]:
-        probs = self.head.probabilities(features)
-        return [spans_from_tags(t, o, tags_from_probs(p, self.threshold))
-                for t, o, p in zip(texts, offsets, probs, strict=True)]
+    def _decider(self, texts: Sequence[str], others: list[list[list[Span]] | None] | None = None,
+                 scores: dict[tuple[int, int, int], float] | None = None):
+        """``decide`` for ``detect_encode``: this detector's spans, merged with ``others`` (per
+        union member its spans per document, ``None`` where these go; earlier members win on
+        overlap), each span's confidence recorded in ``scores[(doc, start, end)]``."""
+        scores = {} if scores is None else scores
 
-    def _decider(self, texts: Sequence[str], others: list[list[list[Span]]] | None = None):
         def decide(doc_idx, feats, offs):
-            mine = self.spans_from_features([texts[i] for i in doc_idx], feats, offs)
-            if others is None:
-                return [[(s.start, s.end) for s in sp] for sp in mine]
-            merged = []
-            for i, sp in zip(doc_idx, mine):
-                groups = [sp if g is None else g[i] for g in others]
-                merged.append([(s.start, s.end) for s in resolve_overlaps(groups)])
-            return merged
+            out = []
+            for i, o, p in zip(doc_idx, offs, self.head.probabilities(feats), strict=True):
+                spans = spans_from_tags(texts[i], o, tags_from_probs(p, self.threshold))
+                if others is not None:
+                    spans = resolve_overlaps([spans if g is None else g[i] for g in others])
+                for sp, c in zip(spans, span_confidences(o, p, spans), strict=True):
+                    scores[(i, sp.start, sp.end)] = c
+                out.append([(sp.start, sp.end) for sp in spans])
+            return out
         return decide
+
+    @staticmethod
+    def _spans(raw, others, scores) -> list[list[Span]]:
+        """Spans with their confidence, keeping the other members' labels (a gold member's)."""
+        out = []
+        for i, sp in enumerate(raw):
+            known = {(x.start, x.end): x for g in (others or ()) if g is not None for x in g[i]}
+            out.append([replace(known.get((s, e)) or Span(s, e), confidence=scores.get((i, s, e)))
+                        for s, e in sp])
+        return out
 
     def supports(self, encoder: Any) -> bool:
         """Can ``encoder`` share its forward pass with this detector?"""
@@ -354,15 +385,19 @@ class LearnedDetector:
         return (hasattr(encoder, "detect_encode") and cfg is not None
                 and cfg.model == self.tagger.model and cfg.prepend_bos == self.tagger.prepend_bos)
 
-    def detect(self, docs: Sequence[Document]) -> list[list[Span]]:
+    def detect(self, docs: Sequence[Document],
+               others: list[list[list[Span]] | None] | None = None) -> list[list[Span]]:
+        """Spans with confidences; with ``others`` (see ``_decider``) the merged union's."""
         docs = list(docs)
         if not docs:
             return []
         encoder = _encoder_for(self.tagger.model, self.tagger.prepend_bos)
         texts = [d.text for d in docs]
-        spans, _ = encoder.detect_encode(texts, self.features, self._decider(texts),
+        scores: dict[tuple[int, int, int], float] = {}
+        spans, _ = encoder.detect_encode(texts, self.features,
+                                         self._decider(texts, others, scores),
                                          vectors=False, batch_size=self.batch_size)
-        return [[Span(s, e) for s, e in sp] for sp in spans]
+        return self._spans(spans, others, scores)
 
     def detect_and_encode(self, docs: Sequence[Document], encoder: Any,
                           others: list[list[list[Span]] | None] | None = None
@@ -374,37 +409,42 @@ class LearnedDetector:
         docs = list(docs)
         texts = [d.text for d in docs]
         if not self.supports(encoder):
-            mine = self.detect(docs)
-            spans = mine if others is None else [
-                resolve_overlaps([mine[i] if g is None else g[i] for g in others])
-                for i in range(len(docs))]
+            spans = self.detect(docs, others)
             vectors = encoder.encode_spans(texts, [[(s.start, s.end) for s in sp]
                                                    for sp in spans])
             return spans, vectors
         register_encoder(encoder)
-        raw, vectors = encoder.detect_encode(texts, self.features, self._decider(texts, others),
+        scores: dict[tuple[int, int, int], float] = {}
+        raw, vectors = encoder.detect_encode(texts, self.features,
+                                             self._decider(texts, others, scores),
                                              vectors=True, batch_size=self.batch_size)
-        spans = []
-        for i, sp in enumerate(raw):  # keep the other members' labels (a gold member's types)
-            known = {(s.start, s.end): s for g in (others or ()) if g is not None for s in g[i]}
-            spans.append([known.get((s, e)) or Span(s, e) for s, e in sp])
-        return spans, vectors
+        return self._spans(raw, others, scores), vectors
 
 
 class JointUnionDetector(UnionDetector):
     """A union with a learned member: the other members detect first, then one forward pass
-    gives the learned spans, the union (earlier members win on overlap) and all vectors."""
+    gives the learned spans, the union (earlier members win on overlap) and all vectors, and
+    the tagger scores every span of the union (the other members' too)."""
+
+    def _parts(self, docs: list[Document]):
+        learned = next((d for d in self.detectors if isinstance(d, LearnedDetector)), None)
+        others = None if learned is None else [
+            None if d is learned else d.detect(docs) for d in self.detectors]
+        return learned, others
+
+    def detect(self, docs: Sequence[Document]) -> list[list[Span]]:
+        docs = list(docs)
+        learned, others = self._parts(docs)
+        return super().detect(docs) if learned is None else learned.detect(docs, others)
 
     def detect_and_encode(self, docs: Sequence[Document], encoder: Any
                           ) -> tuple[list[list[Span]], list[np.ndarray]]:
         docs = list(docs)
-        learned = next((d for d in self.detectors if isinstance(d, LearnedDetector)), None)
+        learned, others = self._parts(docs)
         if learned is None:  # e.g. a union nested in a union: no shared pass
-            spans = self.detect(docs)
+            spans = super().detect(docs)
             return spans, encoder.encode_spans([d.text for d in docs],
                                                [[(s.start, s.end) for s in sp] for sp in spans])
-        others: list[list[list[Span]] | None] = [
-            None if d is learned else d.detect(docs) for d in self.detectors]
         return learned.detect_and_encode(docs, encoder, others)
 
 

@@ -22,11 +22,13 @@ from ner_retriever.corpus import iter_batches
 from ner_retriever.detect import DEFAULT_DETECTOR, Detector, build_detector
 from ner_retriever.encode import Encoder, EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentError, IndexStateError
-from ner_retriever.head import ProjectionHead, describe, per_document, to_index_space
+from ner_retriever.head import (ProjectionHead, confidence_scale, describe, per_document,
+                               to_index_space)
 from ner_retriever.models import PACKAGED_MODELS
 from ner_retriever.index import IfExists, Index, IndexConfig
 from ner_retriever.dense import DENSE_MODEL, DenseEncoder
-from ner_retriever.search import (FEEDBACK_DOCS, HYBRID_WEIGHT, MENTION_TEMPERATURE,
+from ner_retriever.search import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT,
+                                  MENTION_TEMPERATURE,
                                   DocumentHits, calibration_sample, candidate_count,
                                   document_max, document_softmax, feedback_from_best,
                                   feedback_query, fuse, score_stats, snippet, top_documents,
@@ -63,7 +65,8 @@ class Retriever:
                head: ProjectionHead | str | Path | None = "auto", store: str = "faiss",
                index_type: str = "flat", storage: str | None = None, uri: str | None = None,
                store_params: dict | None = None, hybrid: bool = True,
-               dense_model: str = DENSE_MODEL, names: bool | None = None) -> Retriever:
+               dense_model: str = DENSE_MODEL, names: bool | None = None,
+               confidence_weight: float = CONFIDENCE_WEIGHT) -> Retriever:
         """Start a new index at ``path``. ``head="auto"`` uses the trained head shipped for the
         encoder's settings when there is one; ``None`` (or ``"none"``) stores raw vectors.
 
@@ -96,7 +99,8 @@ class Retriever:
             head=describe(head), detector=detector.config(), **settings,
             dense=None if dense is None else {"model": dense_model,
                                               "max_length": dense.max_length, "dim": dense.dim},
-            names={"model": dense_model, "dim": dense.dim} if dense and names else None)
+            names={"model": dense_model, "dim": dense.dim} if dense and names else None,
+            confidence_weight=confidence_weight)
         if head is not None:  # before the catalog (the commit point): a crash leaves no index
             head.save(Path(path) / HEAD_DIR)
         index = Index.create(path, config)
@@ -233,7 +237,8 @@ class Retriever:
             if batch:
                 mentions, vectors, doc_vectors, name_vectors = embed_batch(
                     batch, self.detector, self.encoder, self.head, self.index.config.dim,
-                    self.dense, self.index.config.names is not None)
+                    self.dense, self.index.config.names is not None,
+                    self.index.config.confidence_weight)
                 stats.documents += self.index.add(batch, mentions, vectors, if_exists=if_exists,
                                                   doc_vectors=doc_vectors,
                                                   name_vectors=name_vectors)
@@ -409,11 +414,12 @@ def name_scores(dense_vector: np.ndarray, doc_index: np.ndarray, vectors: np.nda
 
 def embed_batch(docs: Sequence[Document], detector: Detector, encoder: Encoder,
                 head: ProjectionHead | None, dim: int, dense: DenseEncoder | None = None,
-                names: bool = False
+                names: bool = False, confidence_weight: float = 0.0
                 ) -> tuple[list[list[Mention]], list[np.ndarray], np.ndarray | None,
                            list[np.ndarray] | None]:
     """Detect, embed and project one batch: ``(mentions, vectors, document vectors, name
-    vectors)`` (the last two need ``dense``; names only with ``names``). Shared by
+    vectors)`` (the last two need ``dense``; names only with ``names``); each mention vector
+    scaled by its span's confidence ** ``confidence_weight``. Shared by
     :meth:`Retriever.add` and the Ray workers, so both index exactly alike."""
     joint = getattr(detector, "detect_and_encode", None)
     if joint is not None:  # learned detector: spans and vectors from one pass
@@ -430,7 +436,11 @@ def embed_batch(docs: Sequence[Document], detector: Detector, encoder: Encoder,
         flat = dense.encode([m.text for ms in mentions for m in ms])
         bounds = np.cumsum([0] + [len(ms) for ms in mentions])
         name_vectors = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    return mentions, per_document(head, raw, dim), doc_vectors, name_vectors
+    vectors = per_document(head, raw, dim)
+    if confidence_weight:
+        vectors = [v * confidence_scale([s.confidence for s in sp], confidence_weight)[:, None]
+                   for v, sp in zip(vectors, spans, strict=True)]
+    return mentions, vectors, doc_vectors, name_vectors
 
 
 def index_info(index: Index) -> dict:

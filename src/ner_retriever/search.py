@@ -119,6 +119,12 @@ NAME_WEIGHT = 0.2
 # same cross-validation over training types (+0.038, 4 of 5 folds; docs/RESULTS.md).
 FEEDBACK_DOCS = 20
 FEEDBACK_WEIGHT = 1.0
+# A detected mention's index vector is scaled by confidence ** CONFIDENCE_WEIGHT (the learned
+# tagger's mean P(mention) over the span's tokens; 1 for detectors that cannot tell), so a
+# doubtful span can still be found but rarely outranks a sure one. It lets the default keep
+# spaCy's spans for recall without their noise: chosen on validation data together with the
+# detector (docs/DETECTION.md, "Choosing the default").
+CONFIDENCE_WEIGHT = 0.5
 CALIBRATION_DOCS = 1024  # documents whose scores standardise each side of a query
 
 

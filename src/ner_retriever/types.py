@@ -8,11 +8,15 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """A character span ``text[start:end]``; ``label`` is set only for gold spans."""
+    """A character span ``text[start:end]``; ``label`` is set only for gold spans.
+
+    ``confidence`` (0-1], when a detector can tell, is how sure it is that this is a mention;
+    indexes weight the mention's vector by it. Equality ignores it."""
 
     start: int
     end: int
     label: str | None = None
+    confidence: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.start < 0 or self.end <= self.start:
