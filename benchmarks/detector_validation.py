@@ -11,8 +11,10 @@ sentences the shipped learned detector was trained on:
 
     PYTHONPATH=src python benchmarks/detector_validation.py --sample 1000
 
-Prints one markdown table (with the gold-mention figure for reference).  ``--detectors``
-takes names and ``learned@T``, the learned detector at threshold ``T``.
+Prints one markdown table (with the gold-mention figure for reference) and the mean hybrid
+R-Precision over the three sets.  ``--detectors`` takes names and ``learned@T``, the learned
+detector at threshold ``T``; ``--weights`` the confidence weights to try (mention vectors
+scaled by the learned tagger's confidence ** W, as indexes store them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from ner_retriever.descriptions import load_descriptions
 from ner_retriever.evaluate import EvalOptions, evaluate, load_eval_set
 from ner_retriever.learned_detect import TrainDetectorConfig, _load_training_docs
+from ner_retriever.search import CONFIDENCE_WEIGHT
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # the files the shipped detector was trained on (docs/DETECTION.md)
@@ -53,32 +56,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detectors", default="spacy,learned,learned+spacy")
+    ap.add_argument("--weights", default=str(CONFIDENCE_WEIGHT),
+                    help="confidence weights W to try: mention vectors * confidence**W "
+                         "(detectors without confidences give the same figure for every W)")
     ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args(argv)
+    weights = [float(w) for w in args.weights.split(",")]
     trained, *_ = _load_training_docs([args.data / f for f in DETECTOR_FILES],
                                       TrainDetectorConfig(), allow_eval=False)
     seen = {d.text for d in trained}
     detectors = args.detectors.split(",")
+    runs_of = [(d, w) for d in detectors for w in weights]
+    label = {(d, w): f"`{d}`" + (f" W={w:g}" if len(weights) > 1 else "") for d, w in runs_of}
     print("| validation set | documents | ranking | gold mentions | "
-          + " | ".join(f"`{d}`" for d in detectors) + " |")
-    print("|---|--:|---|--:|" + "--:|" * len(detectors))
+          + " | ".join(label[r] for r in runs_of) + " |")
+    print("|---|--:|---|--:|" + "--:|" * len(runs_of))
+    means: dict = {r: [] for r in runs_of}
     for name, (rel, desc) in SETS.items():
         eval_set = load_eval_set([args.data / rel], load_descriptions(desc), sample=args.sample,
                                  seed=args.seed, exclude_texts=seen)
         runs = {"gold": evaluate(eval_set, EvalOptions(methods=("ner-retriever", "hybrid")))}
-        for det in detectors:
-            print(f"{name}: {det}", file=sys.stderr, flush=True)
-            runs[det] = evaluate(eval_set, EvalOptions(methods=("ner-retriever", "hybrid"),
-                                                       mentions="detected",
-                                                       detector=detector_spec(det)))
+        for det, w in runs_of:
+            print(f"{name}: {det} W={w}", file=sys.stderr, flush=True)
+            runs[(det, w)] = evaluate(eval_set, EvalOptions(
+                methods=("ner-retriever", "hybrid"), mentions="detected",
+                detector=detector_spec(det), confidence_weight=w))
+            means[(det, w)].append(runs[(det, w)]["results"]["hybrid"]["r_precision"])
         for method in ("ner-retriever", "hybrid"):
             cells = [f"{runs[r]['results'][method]['r_precision']:.3f}"
-                     for r in ["gold", *detectors]]
+                     for r in ["gold", *runs_of]]
             print(f"| {name} | {len(eval_set.docs)} | {method} | " + " | ".join(cells) + " |")
-        recall = [runs[d]["detection_recall"] for d in detectors]
+        recall = [runs[r]["detection_recall"] for r in runs_of]
         print(f"| {name} | | overlap recall / spans | 1 / {recall[0]['gold']} | "
               + " | ".join(f"{r['overlap']:.3f} / {r['detected']}" for r in recall) + " |",
               flush=True)
+    print("| **mean** | | hybrid | | " + " | ".join(f"{sum(means[r]) / len(means[r]):.3f}"
+                                                  for r in runs_of) + " |")
     return 0
 
 

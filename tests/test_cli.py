@@ -209,3 +209,19 @@ def test_demo_rebuilds_a_stale_default_index(tmp_path, monkeypatch):
     assert "rebuilding the demo index" in result.output
     info = json.loads(runner.invoke(app, ["info", str(stale), "--json"]).stdout)
     assert info["documents"] == 300 and info["detector"]["name"] == "union"
+
+
+def test_confidence_weight_is_set_at_creation_and_kept(tmp_path):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", CORPUS[:1])
+    idx = tmp_path / "idx"
+    assert runner.invoke(app, ["index", str(corpus), "--index", str(idx), "--no-hybrid",
+                               "--confidence-weight", "0"]).exit_code == 0
+    info = json.loads(runner.invoke(app, ["info", str(idx), "--json"]).stdout)
+    assert info["config"]["confidence_weight"] == 0.0
+    more = write_jsonl(tmp_path / "more.jsonl", CORPUS[:2])
+    clash = runner.invoke(app, ["index", str(more), "--index", str(idx), "--if-exists", "skip",
+                                "--confidence-weight", "0.5"])
+    assert clash.exit_code != 0 and "cannot change when appending" in clash.output
+    bad = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "x"),
+                              "--confidence-weight", "-1"])
+    assert bad.exit_code != 0 and not (tmp_path / "x").exists()

@@ -117,7 +117,7 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
               workers: int = 1, gpus_per_worker: float = 0.0, store: str | None = None,
               uri: str | None = None, index_type: str | None = None,
               storage: str | None = None, hybrid: bool | None = None,
-              names: bool | None = None) -> dict:
+              names: bool | None = None, confidence_weight: float | None = None) -> dict:
     """Validate the whole corpus first (so bad input never half-writes), then index it.
 
     ``detector=None``: the default detector for a new index, the index's own when appending
@@ -156,7 +156,8 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
         del ids
     store_opts = {k: v for k, v in {"store": store, "uri": uri, "index_type": index_type,
                                     "storage": storage, "hybrid": hybrid,
-                                    "names": names}.items()
+                                    "names": names,
+                                    "confidence_weight": confidence_weight}.items()
                   if v is not None}
     settings = {k: v for k, v in {"block": block, "component": component}.items() if v is not None}
     encoder = EncoderConfig(model=model, max_length=max_length, **settings) if model else \
@@ -216,6 +217,7 @@ def index(
     storage: Annotated[Optional[StorageOpt], typer.Option(help="fp32, fp16, pq, sq8 or pq-disk (default per index type: flat fp32, hnsw fp16, ivfpq pq; ivfpq also takes sq8, fp16 = PQ re-ranked on fp16 copies in memory, pq-disk = re-ranked on the vectors on disk)")] = None,
     hybrid: Annotated[Optional[bool], typer.Option("--hybrid/--no-hybrid", help="also store a dense vector per document and fuse both scores at search time (default for a new index: on)")] = None,
     names: Annotated[Optional[bool], typer.Option("--names/--no-names", help="hybrid: also embed each mention's text with the dense model, a third score in the fusion (default for a new hybrid index: on)")] = None,
+    confidence_weight: Annotated[Optional[float], typer.Option(min=0.0, help="store each mention vector scaled by its detector confidence ** W (0: unscaled; default for a new index: 0.5)")] = None,
 ) -> None:
     """Detect mentions, embed them and add the documents to an index (created if missing)."""
     result = run_index(corpus, index_dir, fmt, model, layer,
@@ -225,7 +227,7 @@ def index(
                        store=store.value if store else None, uri=uri,
                        index_type=index_type.value if index_type else None,
                        storage=storage.value if storage else None, hybrid=hybrid,
-                       names=names)
+                       names=names, confidence_weight=confidence_weight)
     err.print(f"indexed {result['added']} documents ({result['mentions']} mentions, "
               f"{result['skipped']} skipped) in {result['seconds']} s; "
               f"index holds {result['documents']} documents")
@@ -417,6 +419,7 @@ def evaluate(
     hybrid_weight: Annotated[Optional[float], typer.Option(help="weight of the mention score in hybrid (0..1)")] = None,
     names: Annotated[bool, typer.Option("--names/--no-names", help="hybrid: include the mention-name score, as a new hybrid index does")] = True,
     feedback: Annotated[Optional[int], typer.Option(min=0, help="hybrid: pseudo-relevance feedback from the first ranking's top N documents, as search does (0: off; default 20)")] = None,
+    confidence_weight: Annotated[Optional[float], typer.Option(min=0.0, help="--mentions detected: mention vectors scaled by detector confidence ** W, as a new index stores them (default 0.5)")] = None,
     types: Annotated[Optional[list[str]], typer.Option("--type", help="evaluate only these tags (repeatable)")] = None,
     include_other: Annotated[bool, typer.Option(help="also evaluate catch-all tags (location-other, OtherPER, MISC)")] = False,
     batch_size: Annotated[int, typer.Option(help="sentences per forward pass")] = 16,
@@ -427,7 +430,7 @@ def evaluate(
     from ner_retriever.descriptions import load_descriptions
     from ner_retriever.evaluate import EvalOptions, load_eval_set
     from ner_retriever.evaluate import evaluate as run_evaluation
-    from ner_retriever.search import FEEDBACK_DOCS, HYBRID_WEIGHT
+    from ner_retriever.search import CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT
 
     _quiet_transformers()
     eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
@@ -437,7 +440,9 @@ def evaluate(
                        component=component.value, head=head, query_template=query_template,
                        hybrid_weight=HYBRID_WEIGHT if hybrid_weight is None else hybrid_weight,
                        names=names, feedback=FEEDBACK_DOCS if feedback is None else feedback,
-                       batch_size=batch_size, cache=not no_cache)
+                       confidence_weight=CONFIDENCE_WEIGHT if confidence_weight is None
+                       else confidence_weight, batch_size=batch_size,
+                       cache=not no_cache)
     bar, update = _stage_progress()
     with bar:
         report = run_evaluation(eval_set, opts, progress=update)

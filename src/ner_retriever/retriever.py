@@ -144,8 +144,12 @@ class Retriever:
 
     def _check_settings(self, encoder=None, detector=None, head=None, store=None,
                         index_type=None, storage=None, uri=None, store_params=None,
-                        hybrid=None, dense_model=None, names=None) -> None:
+                        hybrid=None, dense_model=None, names=None,
+                        confidence_weight=None) -> None:
         cfg = self.index.config
+        if confidence_weight is not None and confidence_weight != cfg.confidence_weight:
+            raise ConfigError(f"index {self.index.path} weights mention vectors by confidence ** "
+                              f"{cfg.confidence_weight}; that cannot change when appending")
         if hybrid is not None and hybrid != (cfg.dense is not None):
             raise ConfigError(f"index {self.index.path} was built "
                               f"{'with' if cfg.dense else 'without'} hybrid document vectors; "
