@@ -425,3 +425,37 @@ def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:
     np.testing.assert_allclose(norms[0.0], 1.0, atol=1e-4)
     np.testing.assert_allclose(norms[0.5], np.sqrt(conf), rtol=1e-3)
     assert (conf < 0.99).any()  # some doubtful spans really were scaled down
+    for bad in (-1.0, float("nan"), "0.5"):
+        with pytest.raises(ConfigError, match="confidence_weight"):
+            Retriever.create(tmp_path / "bad", encoder=encoder, confidence_weight=bad)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_confidences_do_not_depend_on_how_a_long_document_is_cut(encoder) -> None:
+    """A long document goes through the joint pass in pieces; each span keeps the confidence
+    of a pass over the whole document, spaCy's spans included, and gold labels survive."""
+    small = TransformerEncoder(EncoderConfig(max_length=64, overlap=16), model=encoder.model,
+                               tokenizer=encoder.tokenizer)
+    text = " ".join(["Angela Merkel met Emmanuel Macron in Paris before the summit.",
+                     "The Danube flows through Vienna and Budapest.",
+                     "Bill is from the labyrinth review."] * 14)
+    docs = [Document("long", text)]
+    union = build_detector("learned+spacy")
+    learned, spacy = union.detectors
+    others = [None, spacy.detect(docs)]
+    runs = []
+    for max_tokens in (10**6, 100):
+        scores: dict = {}
+        spans, _ = small.detect_encode([text], learned.features,
+                                       learned._decider([text], others, scores),
+                                       vectors=False, max_tokens=max_tokens)
+        runs.append((spans, learned._spans(spans, others, scores)))
+    assert len(small._detect_pieces(0, len(small._tokenize(text)[0]), 100)) > 2
+    (whole, whole_spans), (cut, cut_spans) = runs
+    assert whole == cut and len(whole[0]) > 40
+    for a, b in zip(whole_spans[0], cut_spans[0]):
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+    gold = [Document("g", "Ada Lovelace met Charles Babbage in London .",
+                     spans=(Span(0, 12, "person"), Span(36, 42, "city")))]
+    got = build_detector("gold+spacy+learned").detect(gold)[0]
+    assert {(s.label, s.confidence) for s in got if s.label} == {("person", None), ("city", None)}

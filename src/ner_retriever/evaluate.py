@@ -425,14 +425,14 @@ def detect_spans(eval_set: EvalSet, detector_name: str | dict, cache_root: Path 
                  ) -> tuple[list[list[tuple[int, int]]], list[list[float | None]], dict]:
     """Spans proposed by a detector, their confidences (None where it cannot tell), both
     cached as JSON, and its recall against the gold spans."""
-    from ner_retriever import detect
+    from ner_retriever import detect, learned_detect
     from ner_retriever.corpus import file_digest
     from ner_retriever.detect import build_detector, match_spans
 
     detector = build_detector(detector_name)
     # detector rules change without a config change
     key = {"v": CACHE_VERSION, "data": eval_set.identity, "detector": detector.config(),
-           "code": file_digest(detect.__file__), "confidence": True}
+           "code": [file_digest(detect.__file__), file_digest(learned_detect.__file__)]}
     path = None if cache_root is None else Path(cache_root) / "eval" / f"spans-{_digest(key)}.json"
     if path is not None and path.is_file():
         rows = json.loads(path.read_text())
@@ -492,7 +492,7 @@ def _check_options(opts: EvalOptions) -> list[str]:
                           f"choose from {', '.join(METHODS)}")
     if opts.mentions not in MENTION_SOURCES:
         raise ConfigError(f"--mentions must be 'gold' or 'detected', not {opts.mentions!r}")
-    if opts.confidence_weight < 0:
+    if not opts.confidence_weight >= 0:  # NaN too
         raise ConfigError(f"confidence weight must be 0 or more, not {opts.confidence_weight}")
     if opts.feedback < 0:
         raise ConfigError(f"feedback must be 0 or more documents, not {opts.feedback}")

@@ -356,6 +356,7 @@ class LearnedDetector:
         union member its spans per document, ``None`` where these go; earlier members win on
         overlap), each span's confidence recorded in ``scores[(doc, start, end)]``."""
         scores = {} if scores is None else scores
+        margins: dict[tuple[int, int, int], int] = {}
 
         def decide(doc_idx, feats, offs):
             out = []
@@ -363,8 +364,16 @@ class LearnedDetector:
                 spans = spans_from_tags(texts[i], o, tags_from_probs(p, self.threshold))
                 if others is not None:
                     spans = resolve_overlaps([spans if g is None else g[i] for g in others])
-                for sp, c in zip(spans, span_confidences(o, p, spans), strict=True):
-                    scores[(i, sp.start, sp.end)] = c
+                # a long document comes in pieces (overlapping runs of windows): score a span
+                # in the piece where it sits farthest from the edges, where its tokens have the
+                # states of a whole-document pass; a labelled (gold) span is certain: no score
+                lo, hi = (o[0][0], o[-1][1]) if len(o) else (0, 0)
+                held = [sp for sp in spans if sp.label is None and lo <= sp.start
+                        and sp.end <= hi]
+                for sp, c in zip(held, span_confidences(o, p, held), strict=True):
+                    key, margin = (i, sp.start, sp.end), min(sp.start - lo, hi - sp.end)
+                    if margin >= margins.get(key, -1):
+                        scores[key], margins[key] = c, margin
                 out.append([(sp.start, sp.end) for sp in spans])
             return out
         return decide
@@ -374,7 +383,10 @@ class LearnedDetector:
         """Spans with their confidence, keeping the other members' labels (a gold member's)."""
         out = []
         for i, sp in enumerate(raw):
-            known = {(x.start, x.end): x for g in (others or ()) if g is not None for x in g[i]}
+            known: dict[tuple[int, int], Span] = {}
+            for g in others or ():  # the earlier member's span (and label) wins
+                for x in g[i] if g is not None else ():
+                    known.setdefault((x.start, x.end), x)
             out.append([replace(known.get((s, e)) or Span(s, e), confidence=scores.get((i, s, e)))
                         for s, e in sp])
         return out

@@ -76,7 +76,12 @@ class Retriever:
         the same model also embeds each mention's text alone, a third side of the fusion.
 
         ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
-        how they are searched (see :func:`ner_retriever.store.store_settings`)."""
+        how they are searched (see :func:`ner_retriever.store.store_settings`).
+
+        ``confidence_weight``: mention vectors are stored scaled by the detector's confidence
+        in each span to this power (0: unscaled; docs/DETECTION.md, "Confidence")."""
+        if not (isinstance(confidence_weight, (int, float)) and 0 <= confidence_weight < 100):
+            raise ConfigError(f"confidence_weight must be a number from 0, not {confidence_weight!r}")
         if names and not hybrid:
             raise ConfigError("mention names are a side of the hybrid ranking: they need "
                               "hybrid=True (--hybrid)")
