@@ -262,7 +262,8 @@ class Retriever:
                ) -> list[SearchResult]:
         """Top ``k`` documents for an entity type. ``mode="auto"`` fuses mention and document
         scores on a hybrid index (the score is then in standard units) and ranks by the best
-        mention's cosine otherwise; ``"mentions"`` forces the pure mention ranking. A hybrid
+        mention's cosine otherwise (scaled by the mention's confidence, see ``create``);
+        ``"mentions"`` forces the pure mention ranking. A hybrid
         ranking runs twice, the second time with queries moved toward the best vectors of the
         first one's top ``feedback`` documents (0: once, without feedback)."""
         return self.search_batch([query], k, per_doc, mode, weight, feedback)[0]

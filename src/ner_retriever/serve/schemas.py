@@ -72,7 +72,9 @@ class ContextOut(BaseModel):
 class ResultOut(BaseModel):
     rank: int
     doc_id: str
-    score: float = Field(description="cosine similarity of the best-matching mention")
+    score: float = Field(description="the fused score on a hybrid index; otherwise the best "
+                               "mention's cosine times its detector confidence ** the "
+                               "index's confidence weight")
     mentions: list[MentionHitOut] = Field(description="best-matching mentions, best first")
     snippet: str = Field(description="plain-text snippet around the best mention")
     context: ContextOut
