@@ -534,24 +534,23 @@ class TransformerEncoder:
             plain, hidden = self._capture([ids], [target, (last, "hidden")])
             got: dict = {}
             try:
-                self._resume(last, {(0, 0): hidden[0]}, {(0, 0): [(got, 0, len(ids) - 1)]}, 1,
-                             shift=0)
+                self._resume(last, {(0, 0): hidden[0]},
+                             {(0, 0): [(got, 0, len(ids) - 1 - len(self._prefix))]}, 1)
                 cache[last] = bool(np.allclose(got[0], plain[0, -1].numpy(), rtol=1e-4,
                                                atol=1e-5 * float(plain.abs().max()) + 1e-7))
             except Exception:  # noqa: BLE001 - an architecture we cannot resume: one pass
                 cache[last] = False
         return last if cache[last] else None
 
-    def _resume(self, block: int, states: dict, wanted: dict, batch_size: int,
-                shift: int | None = None) -> None:
+    def _resume(self, block: int, states: dict, wanted: dict, batch_size: int) -> None:
         """Run the blocks after ``block`` from stored outputs and fill in span vectors.
 
         ``states[key]``: ``block``'s output for one window (prefix included); ``wanted[key]``:
-        ``(array, row, position)`` to receive the encoder's vector at that window position
-        (``shift`` prefix tokens later, default the prefix length). Each window is cut after
-        its last wanted position. The first blocks are swapped for stand-ins that hand back the
-        stored output, so they cost nothing; the model's own code runs the rest."""
-        shift = len(self._prefix) if shift is None else shift
+        ``(array, row, position)`` to receive the encoder's vector at that position of the
+        window's text (after the prefix). Each window is cut after its last wanted position.
+        The first blocks are swapped for stand-ins that hand back the stored output, so they
+        cost nothing; the model's own code runs the rest."""
+        shift = len(self._prefix)
         target = (self.config.block, self.config.component)
         keys = sorted(wanted, key=lambda k: max(pos for _, _, pos in wanted[k]))
         originals = [self._blocks[i] for i in range(block + 1)]

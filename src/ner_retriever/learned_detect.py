@@ -699,11 +699,12 @@ def choose_threshold(head: TaggerHead, docs: Sequence[Document], feats: Sequence
                                      [probs[i] for i in rows], [docs[i].spans or () for i in rows],
                                      th)
                   for name, rows in groups.items()} for th in grid}
-    worst = {th: min(v["R_overlap"] for v in table[th].values()) for th in THRESHOLDS}
-    ok = [th for th in THRESHOLDS if worst[th] >= target_recall]
-    chosen = max(ok) if ok else max(THRESHOLDS, key=lambda th: (worst[th], -th))
     if fixed is not None:
         chosen = fixed
+    else:
+        worst = {th: min(v["R_overlap"] for v in table[th].values()) for th in THRESHOLDS}
+        ok = [th for th in THRESHOLDS if worst[th] >= target_recall]
+        chosen = max(ok) if ok else max(THRESHOLDS, key=lambda th: (worst[th], -th))
     curve = {str(th): {name: [round(v["R_overlap"], 3), round(v["P_overlap"], 3)]
                        for name, v in table[th].items()} for th in THRESHOLDS}
     return chosen, table[chosen], curve
