@@ -15,6 +15,10 @@ with the command line and date.
 ``spacy`` measured in the same run, between the ``detector-throughput`` markers.
 ``spacy@whole`` (a default column) is ``spacy`` with whole windows, the encoder as it was before
 it cut causal windows after their last span: the default indexing path before 2026-11-26.
+``NAME@spans`` indexes the spans NAME finds (detected before the clock starts) as if they were
+gold: the encoder's cost for exactly those spans, so ``NAME`` minus ``NAME@spans`` is what
+detecting them costs, and ``NAME@spans / spacy`` bounds how fast any detector finding the same
+spans could index.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import random
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ner_retriever.detect import build_detector, match_spans
@@ -40,6 +45,7 @@ DATASETS = {
 DETECTORS = ["spacy-ents", "spacy", "learned", "learned+spacy-ents", "learned+spacy"]
 BEGIN, END = "<!-- detector-recall:begin -->", "<!-- detector-recall:end -->"
 WHOLE = "@whole"
+SPANS = "@spans"
 TP_BEGIN, TP_END = "<!-- detector-throughput:begin -->", "<!-- detector-throughput:end -->"
 
 
@@ -101,10 +107,16 @@ def throughput(detector_names: list[str], docs: list[Document], rounds: int,
 
     register_encoder(encoder)  # learned detectors share the encoder's model
     # "NAME@whole": NAME with whole windows, as before causal encoders cut them (a reference)
-    dets = {n: build_detector(n.removesuffix(WHOLE)) for n in detector_names}
+    dets = {n: build_detector(n.removesuffix(WHOLE).removesuffix(SPANS)) for n in detector_names}
     causal = encoder.causal
     for det in dets.values():  # load spaCy pipelines / weights outside the timing
         det.detect(docs[:8])
+    inputs = {n: docs for n in detector_names}
+    for n in detector_names:  # "NAME@spans": NAME's spans, detected untimed, passed through
+        if n.endswith(SPANS):
+            found = dets[n].detect(docs)
+            inputs[n] = [replace(d, spans=tuple(s)) for d, s in zip(docs, found)]
+            dets[n] = build_detector("gold")
     secs: dict[str, list[float]] = {n: [] for n in detector_names}
     cpu: dict[str, list[float]] = {n: [] for n in detector_names}
     for r in range(rounds):
@@ -114,7 +126,7 @@ def throughput(detector_names: list[str], docs: list[Document], rounds: int,
             with tempfile.TemporaryDirectory() as tmp:
                 with Retriever.create(Path(tmp) / "idx", encoder=encoder, detector=dets[n]) as ret:
                     c0 = time.process_time()
-                    stats = ret.add(docs, commit_every=256)
+                    stats = ret.add(inputs[n], commit_every=256)
                     cpu[n].append(time.process_time() - c0)
             encoder.causal = causal
             secs[n].append(stats.seconds)
@@ -146,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time indexing of the first N sentences per dataset (0 = skip)")
     ap.add_argument("--throughput-detectors", default="spacy,learned,learned+spacy,gold,spacy@whole",
                     help="NAME@whole: NAME with whole windows (causal encoders cut them after "
-                         "the last span since 2026-11-26)")
+                         "the last span since 2026-11-26); NAME@spans: the encoder alone on "
+                         "NAME's spans")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-recall", action="store_true", help="only the throughput table")
     args = ap.parse_args(argv)

@@ -16,7 +16,14 @@ Two document sets from ``--data`` (gold spans): the sentences, one document each
 documents/s, tokens/s and mentions/s of ``TransformerEncoder.encode_spans`` (tokenizing and
 windowing included: that part runs on the CPU), and the peak GPU memory. ``--check`` compares
 the default model's shape (seeded weights) on CPU fp32 and GPU bf16: cosine of every mention
-vector, and GPU batch size 1 against 64 (padding must not change a vector)."""
+vector, and GPU batch size 1 against 64 (padding must not change a vector).
+
+``--joint BLOCK`` also times the learned detector's single pass (``detect_encode``: blocks
+0..BLOCK over every token, then the later blocks resumed only on windows holding a span, cut
+after it) with the gold spans standing in for the detector's decision, against
+``encode_spans`` on the same spans: what looking at every token costs on a GPU. It first checks
+on the GPU what the CPU tests check: the causality probe passes, the resumed pass is taken
+(``_resume_block``), and its vectors match ``encode_spans``."""
 
 from __future__ import annotations
 
@@ -124,6 +131,35 @@ def check(tokenizer, texts, spans) -> dict:
                                       "min": round(float(padding.min()), 5)}}
 
 
+def joint(encoder: TransformerEncoder, feature_block: int, texts, spans,
+          batch_size: int) -> dict:
+    """``detect_encode`` with the gold spans as the decision, against ``encode_spans``."""
+    feats = [(feature_block, "hidden")]
+
+    def decide(doc_ids, _features, _offsets):
+        return [list(spans[d]) for d in doc_ids]
+
+    resume = encoder._resume_block(feats)
+    _, got = encoder.detect_encode(texts[:500], feats, decide, batch_size=batch_size)
+    ref = encoder.encode_spans(texts[:500], spans[:500], batch_size)
+    a, b = np.concatenate(got), np.concatenate(ref)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    row = {"causal": encoder.causal, "resume_block": resume, "checked_mentions": len(a),
+           "joint_vs_encode_spans_cos": {"mean": round(float(cos.mean()), 5),
+                                         "min": round(float(cos.min()), 5)}}
+    for name, run in (("encode_spans", lambda: encoder.encode_spans(texts, spans, batch_size)),
+                      ("joint", lambda: encoder.detect_encode(texts, feats, decide,
+                                                              batch_size=batch_size))):
+        torch.cuda.synchronize() if torch.cuda.is_available() else None
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize() if torch.cuda.is_available() else None
+        row[f"{name}_docs_per_s"] = round(len(texts) / (time.perf_counter() - start), 1)
+    row["joint_over_encode_spans"] = round(row["joint_docs_per_s"]
+                                           / row["encode_spans_docs_per_s"], 3)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", default="smollm2-135m,llama-3.1-8b")
@@ -135,6 +171,8 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=8000)
     parser.add_argument("--batch-sizes", default="16,64,256")
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--joint", type=int, metavar="BLOCK",
+                        help="also time detect_encode with a detector reading this block")
     parser.add_argument("--out", type=Path, help="also write the results here as JSON")
     args = parser.parse_args()
     if not args.model and not args.tokenizer:
@@ -165,6 +203,15 @@ def main() -> None:
             encoder = TransformerEncoder(EncoderConfig(model=f"{name}-random", block=block),
                                          model, tokenizer, device=device)
         for set_name, (texts, spans) in sets.items():
+            if args.joint is not None:
+                row = {"model": name, "set": set_name, "feature_block": args.joint,
+                       "block": encoder.config.block,
+                       "batch_size": int(args.batch_sizes.split(",")[-1]),
+                       **joint(encoder, args.joint, texts, spans,
+                               int(args.batch_sizes.split(",")[-1]))}
+                report["results"].append(row)
+                print(json.dumps(row), flush=True)
+                continue
             cpu_share = tokenize_only(encoder, texts, spans)
             for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
                 row = {"model": name, "block": encoder.config.block, "dim": encoder.dim,

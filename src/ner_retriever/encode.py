@@ -280,8 +280,11 @@ class TransformerEncoder:
                    [(d, s, pos + p) for d, s, pos in items])
 
     # -- forward -------------------------------------------------------------------------------
-    def _capture(self, batch_ids: list[list[int]], targets: Sequence[tuple[int, str]]):
-        """Run the model on a right-padded batch and return one tensor per target."""
+    def _capture(self, batch_ids: list[list[int]], targets: Sequence[tuple[int, str]],
+                 on_device: bool = False):
+        """Run the model on a right-padded batch and return one tensor per target: float32 on
+        the CPU, or with ``on_device`` as the model made it (its device and dtype), for states
+        that go back into the model."""
         longest = max(len(x) for x in batch_ids)
         input_ids = torch.full((len(batch_ids), longest), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch_ids), longest), dtype=torch.long)
@@ -296,7 +299,7 @@ class TransformerEncoder:
                 out = output[0] if isinstance(output, tuple) else output
                 if slot is not None:
                     out = out.chunk(3, dim=-1)[slot]
-                captured[key] = out.detach().float().cpu()
+                captured[key] = out.detach() if on_device else out.detach().float().cpu()
                 if len(captured) == len(targets):
                     raise _Stop
             return hook
@@ -394,7 +397,7 @@ class TransformerEncoder:
     def detect_encode(self, texts: Sequence[str], features: Sequence[tuple[int, str]],
                       decide: Callable[[list[int], list[np.ndarray], list[list[tuple[int, int]]]],
                                        list[list[tuple[int, int]]]],
-                      vectors: bool = True, batch_size: int = 16, max_tokens: int = 32768
+                      vectors: bool = True, batch_size: int = 16, max_tokens: int | None = None
                       ) -> tuple[list[list[tuple[int, int]]], list[np.ndarray] | None]:
         """Detect spans from early-block states and encode them, in ONE forward pass per window.
 
@@ -408,8 +411,9 @@ class TransformerEncoder:
         window that contains it). Returns ``(spans, vectors or None)``.
 
         Memory stays bounded whatever the length: documents are processed in groups of about
-        ``max_tokens`` tokens, and a longer document in pieces of consecutive windows
-        (:meth:`_detect_pieces`). ``decide`` then sees one piece at a time: a document index may
+        ``max_tokens`` tokens (default: 32,768, or one full batch of windows if that is more, so
+        that a GPU's large batches stay full), and a longer document in pieces of consecutive
+        windows (:meth:`_detect_pieces`). ``decide`` then sees one piece at a time: a document index may
         repeat, offsets are always into the whole text, and only the spans whose last token lies
         in the piece's own part are kept, so that every kept span has the states and the vector
         a pass over the whole document gives it."""
@@ -425,6 +429,8 @@ class TransformerEncoder:
         targets = feats + ([keep] if vectors and keep not in feats else [])
         slot = targets.index(keep) if vectors else -1
         width, step, p = self.window, self._step, len(self._prefix)
+        if max_tokens is None:
+            max_tokens = max(32768, batch_size * width)
         tokens = [self._tokenize(text) for text in texts]  # compact arrays, 12 bytes a token
         pieces = [piece for d, (ids, _, _) in enumerate(tokens)
                   for piece in self._detect_pieces(d, len(ids), max_tokens)]
@@ -455,9 +461,11 @@ class TransformerEncoder:
             states: dict[tuple[int, int], np.ndarray] = {}
             for b in range(0, len(windows), batch_size):
                 chunk = windows[b: b + batch_size]
+                # the states to resume from stay on the model's device (a GPU would otherwise
+                # copy every token's state out and back); the detector reads the features
                 tensors = self._capture([self._prefix + c[2].tolist() + self._suffix
-                                         for c in chunk], targets)
-                feat = torch.cat(tensors[: len(feats)], dim=-1).numpy()
+                                         for c in chunk], targets, on_device=resume is not None)
+                feat = torch.cat(tensors[: len(feats)], dim=-1).float().cpu().numpy()
                 for row, (q, start, chunk_ids) in enumerate(chunk):
                     d, first, end = pieces[q][:3]
                     n_tok = len(chunk_ids)
@@ -560,9 +568,9 @@ class TransformerEncoder:
                 cut = [states[k][: shift + max(pos for _, _, pos in wanted[k]) + 1]
                        for k in chunk]
                 longest = max(len(x) for x in cut)
-                stored = torch.zeros((len(cut), longest, cut[0].shape[-1]), dtype=torch.float32)
+                stored = cut[0].new_zeros((len(cut), longest, cut[0].shape[-1]))
                 for row, x in enumerate(cut):
-                    stored[row, : len(x)] = torch.as_tensor(x)
+                    stored[row, : len(x)] = x
                 for i, module in enumerate(originals):
                     self._blocks[i] = _Replay(module, stored if i == block else None)
                 out = self._capture([[self._pad_id] * len(x) for x in cut], [target])[0]
