@@ -397,7 +397,7 @@ class TransformerEncoder:
     def detect_encode(self, texts: Sequence[str], features: Sequence[tuple[int, str]],
                       decide: Callable[[list[int], list[np.ndarray], list[list[tuple[int, int]]]],
                                        list[list[tuple[int, int]]]],
-                      vectors: bool = True, batch_size: int = 16, max_tokens: int | None = None
+                      vectors: bool = True, batch_size: int = 16, max_tokens: int = 32768
                       ) -> tuple[list[list[tuple[int, int]]], list[np.ndarray] | None]:
         """Detect spans from early-block states and encode them, in ONE forward pass per window.
 
@@ -411,9 +411,8 @@ class TransformerEncoder:
         window that contains it). Returns ``(spans, vectors or None)``.
 
         Memory stays bounded whatever the length: documents are processed in groups of about
-        ``max_tokens`` tokens (default: 32,768, or one full batch of windows if that is more, so
-        that a GPU's large batches stay full), and a longer document in pieces of consecutive
-        windows (:meth:`_detect_pieces`). ``decide`` then sees one piece at a time: a document index may
+        ``max_tokens`` tokens, and a longer document in pieces of consecutive windows
+        (:meth:`_detect_pieces`). ``decide`` then sees one piece at a time: a document index may
         repeat, offsets are always into the whole text, and only the spans whose last token lies
         in the piece's own part are kept, so that every kept span has the states and the vector
         a pass over the whole document gives it."""
@@ -429,8 +428,6 @@ class TransformerEncoder:
         targets = feats + ([keep] if vectors and keep not in feats else [])
         slot = targets.index(keep) if vectors else -1
         width, step, p = self.window, self._step, len(self._prefix)
-        if max_tokens is None:
-            max_tokens = max(32768, batch_size * width)
         tokens = [self._tokenize(text) for text in texts]  # compact arrays, 12 bytes a token
         pieces = [piece for d, (ids, _, _) in enumerate(tokens)
                   for piece in self._detect_pieces(d, len(ids), max_tokens)]
