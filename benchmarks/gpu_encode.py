@@ -18,9 +18,10 @@ windowing included: that part runs on the CPU), and the peak GPU memory. ``--che
 the default model's shape (seeded weights) on CPU fp32 and GPU bf16: cosine of every mention
 vector, and GPU batch size 1 against 64 (padding must not change a vector).
 
-``--joint BLOCK`` also times the learned detector's single pass (``detect_encode``: blocks
-0..BLOCK over every token, then the later blocks resumed only on windows holding a span, cut
-after it) with the gold spans standing in for the detector's decision, against
+``--joint BLOCK`` times the learned detector's single pass instead (``detect_encode``: blocks
+0..BLOCK over every token, a random tagger head's per-token part next to the model as the
+learned detector runs it, then the later blocks resumed only on windows holding a span, cut
+after it), with the gold spans standing in for the detector's decision, against
 ``encode_spans`` on the same spans: what looking at every token costs on a GPU. It first checks
 on the GPU what the CPU tests check: the causality probe passes, the resumed pass is taken
 (``_resume_block``), and its vectors match ``encode_spans``."""
@@ -139,8 +140,20 @@ def joint(encoder: TransformerEncoder, feature_block: int, texts, spans,
     def decide(doc_ids, _features, _offsets):
         return [list(spans[d]) for d in doc_ids]
 
+    # the tagger head's per-token part runs next to the model, as LearnedDetector runs it
+    from ner_retriever.learned_detect import TaggerConfig, TaggerHead
+
+    device = next(encoder.model.parameters()).device
+    head = TaggerHead(TaggerConfig(model="random", features=feats,
+                                   input_dim=encoder._dims(feats)[0])).to(device).eval()
+
+    @torch.inference_mode()
+    def project(x, _lengths):
+        return head.project(x.float())
+
     resume = encoder._resume_block(feats)
-    _, got = encoder.detect_encode(texts[:500], feats, decide, batch_size=batch_size)
+    _, got = encoder.detect_encode(texts[:500], feats, decide, batch_size=batch_size,
+                                   token_head=project)
     ref = encoder.encode_spans(texts[:500], spans[:500], batch_size)
     a, b = np.concatenate(got), np.concatenate(ref)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -149,7 +162,8 @@ def joint(encoder: TransformerEncoder, feature_block: int, texts, spans,
                                          "min": round(float(cos.min()), 5)}}
     for name, run in (("encode_spans", lambda: encoder.encode_spans(texts, spans, batch_size)),
                       ("joint", lambda: encoder.detect_encode(texts, feats, decide,
-                                                              batch_size=batch_size))):
+                                                              batch_size=batch_size,
+                                                              token_head=project))):
         torch.cuda.synchronize() if torch.cuda.is_available() else None
         start = time.perf_counter()
         run()

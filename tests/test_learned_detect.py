@@ -189,7 +189,8 @@ def test_a_long_document_goes_in_pieces_with_the_spans_and_vectors_of_one_pass(t
             longest.append(max(len(f) for f in feats))
             return decide(idx, feats, offsets)
 
-        spans, vectors = small.detect_encode(texts, det.features, bounded, max_tokens=max_tokens)
+        spans, vectors = small.detect_encode(texts, det.features, bounded, max_tokens=max_tokens,
+                                             token_head=det._project)
         return spans, vectors, max(longest)
 
     whole, whole_vectors, _ = run(10**9)  # one piece per document: the behaviour before pieces
@@ -431,6 +432,34 @@ def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+def test_the_tagger_head_splits_where_the_language_model_runs(encoder) -> None:
+    """The joint pass runs the head's per-token part next to the language model (on a GPU:
+    192 numbers per token leave it, not the 576-d state) and the convolutions on whole
+    documents: the same probabilities as the head on the states, windows and all."""
+    small = TransformerEncoder(EncoderConfig(max_length=64, overlap=16), model=encoder.model,
+                               tokenizer=encoder.tokenizer)
+    det = LearnedDetector()
+    texts = [" ".join(["Angela Merkel met Emmanuel Macron in Paris.", "Bill is here."] * 20),
+             "Toyota unveiled a car in Tokyo.", "   "]
+    got: dict = {}
+
+    def grab(key):
+        def decide(idx, rows, offsets):
+            got.update({(key, i): r for i, r in zip(idx, rows)})
+            return [[] for _ in idx]
+        return decide
+
+    small.detect_encode(texts, det.features, grab("states"), vectors=False)
+    small.detect_encode(texts, det.features, grab("projected"), vectors=False,
+                        token_head=det._project)
+    assert len(small._tokenize(texts[0])[0]) > 3 * small.window
+    for i in range(len(texts)):
+        states, projected = got[("states", i)], got[("projected", i)]
+        assert projected.shape == (len(states), det.tagger.proj_dim if len(states) else 0)
+        np.testing.assert_allclose(det.head.probabilities([projected], projected=True)[0],
+                                   det.head.probabilities([states])[0], atol=1e-5)
+
+
 def test_confidences_do_not_depend_on_how_a_long_document_is_cut(encoder) -> None:
     """A long document goes through the joint pass in pieces; each span keeps the confidence
     of a pass over the whole document, spaCy's spans included, and gold labels survive."""
@@ -448,7 +477,8 @@ def test_confidences_do_not_depend_on_how_a_long_document_is_cut(encoder) -> Non
         scores: dict = {}
         spans, _ = small.detect_encode([text], learned.features,
                                        learned._decider([text], others, scores),
-                                       vectors=False, max_tokens=max_tokens)
+                                       vectors=False, max_tokens=max_tokens,
+                                       token_head=learned._project)
         runs.append((spans, learned._spans(spans, others, scores)))
     assert len(small._detect_pieces(0, len(small._tokenize(text)[0]), 100)) > 2
     (whole, whole_spans), (cut, cut_spans) = runs

@@ -397,7 +397,8 @@ class TransformerEncoder:
     def detect_encode(self, texts: Sequence[str], features: Sequence[tuple[int, str]],
                       decide: Callable[[list[int], list[np.ndarray], list[list[tuple[int, int]]]],
                                        list[list[tuple[int, int]]]],
-                      vectors: bool = True, batch_size: int = 16, max_tokens: int = 32768
+                      vectors: bool = True, batch_size: int = 16, max_tokens: int = 32768,
+                      token_head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
                       ) -> tuple[list[list[tuple[int, int]]], list[np.ndarray] | None]:
         """Detect spans from early-block states and encode them, in ONE forward pass per window.
 
@@ -406,9 +407,13 @@ class TransformerEncoder:
         component). ``decide(doc_indices, per_doc_features, per_doc_offsets)`` then gets one
         float32 ``(n_tokens, sum of feature dims)`` array per document (each token taken from the
         window where it has the most context on both sides) and the tokens' character offsets, and
-        returns character spans per document. Their vectors are read from the captured
-        activations exactly as ``encode_spans`` reads them (last token of the span, in the first
-        window that contains it). Returns ``(spans, vectors or None)``.
+        returns character spans per document. With ``token_head``, a function of a batch of
+        windows' features ``(windows, tokens, dims)`` and their token counts, run where the model
+        runs, ``decide`` gets its per-token outputs instead: a detector head applied per window
+        on a GPU sends a few numbers per token to the CPU instead of every token's state.
+        The spans' vectors are read from the captured activations exactly as ``encode_spans``
+        reads them (last token of the span, in the first window that contains it). Returns
+        ``(spans, vectors or None)``.
 
         Memory stays bounded whatever the length: documents are processed in groups of about
         ``max_tokens`` tokens, and a longer document in pieces of consecutive windows
@@ -441,6 +446,8 @@ class TransformerEncoder:
         if group:
             groups.append(group)
 
+        # width of what decide gets per token (a document without tokens gets none of it)
+        feat_dim = sum(self._dims(feats)) if token_head is None else 0
         kept: list[list[tuple[int, int]]] = [[] for _ in texts]
         kept_vecs: list[list[np.ndarray]] = [[] for _ in texts]
         frontier = [0] * len(texts)  # end of the spans that earlier pieces of a document kept
@@ -459,10 +466,17 @@ class TransformerEncoder:
             for b in range(0, len(windows), batch_size):
                 chunk = windows[b: b + batch_size]
                 # the states to resume from stay on the model's device (a GPU would otherwise
-                # copy every token's state out and back); the detector reads the features
+                # copy every token's state out and back), and so do the features a token head
+                # reads
                 tensors = self._capture([self._prefix + c[2].tolist() + self._suffix
-                                         for c in chunk], targets, on_device=resume is not None)
-                feat = torch.cat(tensors[: len(feats)], dim=-1).float().cpu().numpy()
+                                         for c in chunk], targets,
+                                        on_device=resume is not None or token_head is not None)
+                counts = [len(c[2]) for c in chunk]
+                x = torch.cat(tensors[: len(feats)], dim=-1)[:, p: p + max(counts)]
+                if token_head is not None:
+                    x = token_head(x, torch.tensor(counts, device=x.device))
+                feat = x.float().cpu().numpy()
+                feat_dim = feat.shape[-1]
                 for row, (q, start, chunk_ids) in enumerate(chunk):
                     d, first, end = pieces[q][:3]
                     n_tok = len(chunk_ids)
@@ -479,13 +493,13 @@ class TransformerEncoder:
                     glob = start - first + local
                     take = context > best[q][glob]
                     best[q][glob[take]] = context[take]
-                    feat_rows[q][glob[take]] = feat[row, p + local[take]]
+                    feat_rows[q][glob[take]] = feat[row, local[take]]
                     if vectors:  # the encoder's vectors, or the states to resume from
-                        states[(q, start)] = (tensors[slot][row, p: p + n_tok].numpy()
-                                              if resume is None
-                                              else tensors[slot][row, : p + n_tok])
+                        state = tensors[slot][row, : p + n_tok]
+                        states[(q, start)] = (state[p:].float().cpu().numpy() if resume is None
+                                              else state)
             doc_feats = [feat_rows[q] if feat_rows[q] is not None
-                         else np.zeros((0, sum(self._dims(feats))), np.float32) for q in group]
+                         else np.zeros((0, feat_dim), np.float32) for q in group]
             offsets = []
             for q in group:
                 d, first, end = pieces[q][:3]

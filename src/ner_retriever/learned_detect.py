@@ -33,6 +33,7 @@ inside a name is *unknown* during training (no loss), not a negative.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -127,16 +128,29 @@ class TaggerHead(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``x``: ``(batch, tokens, input_dim)`` right-padded; returns logits ``(b, t, 3)``."""
-        mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1).to(x.dtype)
-        h = self.drop(nn.functional.gelu(self.proj((x - self.mean) * self.scale))) * mask
+        return self.context(self.project(x), lengths)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-token part (standardise -> Linear -> GELU): ``(..., input_dim)`` ->
+        ``(..., proj_dim)``. It needs no neighbours, so it can run where the language model
+        runs, and only ``proj_dim`` numbers per token travel from there."""
+        return self.drop(nn.functional.gelu(self.proj((x - self.mean) * self.scale)))
+
+    def context(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The rest, over whole documents: ``project``'s output ``(batch, tokens, proj_dim)``,
+        right-padded, -> logits ``(b, t, 3)``."""
+        positions = torch.arange(h.shape[1], device=h.device)
+        mask = (positions[None, :] < lengths[:, None]).unsqueeze(-1).to(h.dtype)
+        h = h * mask
         c = nn.functional.gelu(self.conv1(h.transpose(1, 2))) * mask.transpose(1, 2)
         c = nn.functional.gelu(self.conv2(c)).transpose(1, 2)
         return self.out(self.drop(torch.cat([h, c], dim=-1)))
 
     @torch.inference_mode()
-    def probabilities(self, features: Sequence[np.ndarray], batch_size: int = 64
-                      ) -> list[np.ndarray]:
-        """Per-document ``(n_tokens, 3)`` softmax probabilities, in eval mode."""
+    def probabilities(self, features: Sequence[np.ndarray], batch_size: int = 64,
+                      projected: bool = False) -> list[np.ndarray]:
+        """Per-document ``(n_tokens, 3)`` softmax probabilities, in eval mode, of the language
+        model's states or, with ``projected``, of what ``project`` made of them."""
         was_training = self.training
         self.eval()
         out: list[np.ndarray | None] = [None] * len(features)
@@ -149,7 +163,8 @@ class TaggerHead(nn.Module):
             if not idx:
                 continue
             x, lengths = _pad([features[i] for i in idx])
-            probs = torch.softmax(self(x, lengths), dim=-1).numpy()
+            logits = self.context(x, lengths) if projected else self(x, lengths)
+            probs = torch.softmax(logits, dim=-1).numpy()
             for row, i in enumerate(idx):
                 out[i] = probs[row, : len(features[i])]
         self.train(was_training)
@@ -337,6 +352,7 @@ class LearnedDetector:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
         self._checksum = self.head.checksum()[:16]
+        self._heads: dict[torch.device, TaggerHead] = {}  # a copy per device the LM runs on
 
     def __repr__(self) -> str:
         return f"LearnedDetector(path={self.path!r}, threshold={self.threshold})"
@@ -350,17 +366,29 @@ class LearnedDetector:
     def features(self) -> list[tuple[int, str]]:
         return [tuple(f) for f in self.tagger.features]  # type: ignore[misc]
 
+    @torch.inference_mode()
+    def _project(self, x: torch.Tensor, _lengths: torch.Tensor) -> torch.Tensor:
+        """``token_head`` for ``detect_encode``: the tagger's per-token part, run on the
+        language model's device (a GPU then sends ``proj_dim`` numbers per token to the CPU,
+        not the token's state); ``_decider`` runs the rest on whole documents."""
+        head = self._heads.get(x.device)
+        if head is None:
+            head = self._heads[x.device] = copy.deepcopy(self.head).to(x.device).eval()
+        return head.project(x.float())
+
     def _decider(self, texts: Sequence[str], others: list[list[list[Span]] | None] | None = None,
                  scores: dict[tuple[int, int, int], float] | None = None):
-        """``decide`` for ``detect_encode``: this detector's spans, merged with ``others`` (per
+        """``decide`` for ``detect_encode`` with ``token_head=self._project`` (it gets the
+        projected states): this detector's spans, merged with ``others`` (per
         union member its spans per document, ``None`` where these go; earlier members win on
         overlap), each span's confidence recorded in ``scores[(doc, start, end)]``."""
         scores = {} if scores is None else scores
         margins: dict[tuple[int, int, int], int] = {}
 
-        def decide(doc_idx, feats, offs):
+        def decide(doc_idx, projected, offs):
             out = []
-            for i, o, p in zip(doc_idx, offs, self.head.probabilities(feats), strict=True):
+            probs = self.head.probabilities(projected, projected=True)
+            for i, o, p in zip(doc_idx, offs, probs, strict=True):
                 spans = spans_from_tags(texts[i], o, tags_from_probs(p, self.threshold))
                 if others is not None:
                     spans = resolve_overlaps([spans if g is None else g[i] for g in others])
@@ -408,7 +436,8 @@ class LearnedDetector:
         scores: dict[tuple[int, int, int], float] = {}
         spans, _ = encoder.detect_encode(texts, self.features,
                                          self._decider(texts, others, scores),
-                                         vectors=False, batch_size=self.batch_size)
+                                         vectors=False, batch_size=self.batch_size,
+                                         token_head=self._project)
         return self._spans(spans, others, scores)
 
     def detect_and_encode(self, docs: Sequence[Document], encoder: Any,
@@ -429,7 +458,8 @@ class LearnedDetector:
         scores: dict[tuple[int, int, int], float] = {}
         raw, vectors = encoder.detect_encode(texts, self.features,
                                              self._decider(texts, others, scores),
-                                             vectors=True, batch_size=self.batch_size)
+                                             vectors=True, batch_size=self.batch_size,
+                                             token_head=self._project)
         return self._spans(raw, others, scores), vectors
 
 
