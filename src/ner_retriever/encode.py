@@ -409,8 +409,8 @@ class TransformerEncoder:
         window where it has the most context on both sides) and the tokens' character offsets, and
         returns character spans per document. With ``token_head``, a function of a batch of
         windows' features ``(windows, tokens, dims)`` and their token counts, run where the model
-        runs, ``decide`` gets its per-token outputs instead: a detector head applied per window
-        on a GPU sends a few numbers per token to the CPU instead of every token's state.
+        runs, ``decide`` gets its per-token outputs instead: a detector head's per-token part
+        run per window on a GPU sends fewer numbers per token to the CPU than the states.
         The spans' vectors are read from the captured activations exactly as ``encode_spans``
         reads them (last token of the span, in the first window that contains it). Returns
         ``(spans, vectors or None)``.
