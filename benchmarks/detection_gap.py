@@ -58,8 +58,8 @@ def variants(gold: list[list[tuple[int, int]]], found: list[list[tuple[int, int]
                                [[c for _, c in d] for d in on_gold])
     out["detected in annotated docs"] = ([f if g else [] for f, g in zip(found, gold)],
                                          [cs if g else [] for cs, g in zip(conf, gold)])
-    both = [sorted([(s, None) for s in g] + [(s, c) for s, c in zip(f, cs) if not _overlaps(s, g)])
-            for f, cs, g in zip(found, conf, gold)]
+    both = [sorted([(s, None) for s in g] + [(s, c) for s, c in zip(f, cs) if not _overlaps(s, g)],
+                   key=lambda sc: sc[0]) for f, cs, g in zip(found, conf, gold)]
     out["gold + detected"] = ([[s for s, _ in d] for d in both], [[c for _, c in d] for d in both])
     return out
 

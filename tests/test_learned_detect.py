@@ -440,7 +440,7 @@ def test_the_tagger_head_splits_where_the_language_model_runs(encoder) -> None:
                                tokenizer=encoder.tokenizer)
     det = LearnedDetector()
     texts = [" ".join(["Angela Merkel met Emmanuel Macron in Paris.", "Bill is here."] * 20),
-             "Toyota unveiled a car in Tokyo.", "   "]
+             "Toyota unveiled a car in Tokyo.", ""]
     got: dict = {}
 
     def grab(key):
@@ -452,10 +452,16 @@ def test_the_tagger_head_splits_where_the_language_model_runs(encoder) -> None:
     small.detect_encode(texts, det.features, grab("states"), vectors=False)
     small.detect_encode(texts, det.features, grab("projected"), vectors=False,
                         token_head=det._project)
+    small.detect_encode(texts[2:], det.features, grab("alone"), vectors=False,
+                        token_head=det._project)  # a group of documents without tokens
     assert len(small._tokenize(texts[0])[0]) > 3 * small.window
+    assert len(small._tokenize(texts[2])[0]) == 0
+    assert got[("alone", 0)].shape == (0, det.tagger.proj_dim)
+    with pytest.raises(ValueError, match="token_head"):  # raw states are refused, not misread
+        small.detect_encode(texts[:2], det.features, det._decider(texts[:2]), vectors=False)
     for i in range(len(texts)):
         states, projected = got[("states", i)], got[("projected", i)]
-        assert projected.shape == (len(states), det.tagger.proj_dim if len(states) else 0)
+        assert projected.shape == (len(states), det.tagger.proj_dim)
         np.testing.assert_allclose(det.head.probabilities([projected], projected=True)[0],
                                    det.head.probabilities([states])[0], atol=1e-5)
 

@@ -4,7 +4,7 @@ at the last token of every span. Only the blocks up to the chosen one are comput
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -416,11 +416,12 @@ class TransformerEncoder:
         ``(spans, vectors or None)``.
 
         Memory stays bounded whatever the length: documents are processed in groups of about
-        ``max_tokens`` tokens, and a longer document in pieces of consecutive windows
-        (:meth:`_detect_pieces`). ``decide`` then sees one piece at a time: a document index may
-        repeat, offsets are always into the whole text, and only the spans whose last token lies
-        in the piece's own part are kept, so that every kept span has the states and the vector
-        a pass over the whole document gives it."""
+        ``max_tokens`` tokens (the states a group resumes from stay on the model's device: about
+        ``max_tokens`` x hidden size x 2 bytes in bf16), and a longer document in pieces of
+        consecutive windows (:meth:`_detect_pieces`). ``decide`` then sees one piece at a time: a
+        document index may repeat, offsets are always into the whole text, and only the spans
+        whose last token lies in the piece's own part are kept, so that every kept span has the
+        states and the vector a pass over the whole document gives it."""
         target = (self.config.block, self.config.component)
         feats = list(dict.fromkeys(features))
         for block, component in feats:
@@ -446,8 +447,13 @@ class TransformerEncoder:
         if group:
             groups.append(group)
 
-        # width of what decide gets per token (a document without tokens gets none of it)
-        feat_dim = sum(self._dims(feats)) if token_head is None else 0
+        # width of what decide gets per token, also for a document without tokens
+        feat_dim = sum(self._dims(feats))
+        if token_head is not None:
+            dtype = next(self.model.parameters()).dtype
+            probe = torch.zeros((1, 1, feat_dim), dtype=dtype, device=self.device)
+            feat_dim = token_head(probe, torch.ones(1, dtype=torch.long, device=self.device)
+                                  ).shape[-1]
         kept: list[list[tuple[int, int]]] = [[] for _ in texts]
         kept_vecs: list[list[np.ndarray]] = [[] for _ in texts]
         frontier = [0] * len(texts)  # end of the spans that earlier pieces of a document kept
@@ -462,7 +468,7 @@ class TransformerEncoder:
             windows.sort(key=lambda x: len(x[2]))
             feat_rows: dict[int, np.ndarray | None] = {q: None for q in group}
             best = {q: np.full(pieces[q][2] - pieces[q][1], -1, np.int64) for q in group}
-            states: dict[tuple[int, int], np.ndarray] = {}
+            states: dict[tuple[int, int], Any] = {}  # arrays, or tensors to resume from
             for b in range(0, len(windows), batch_size):
                 chunk = windows[b: b + batch_size]
                 # the states to resume from stay on the model's device (a GPU would otherwise
@@ -476,7 +482,9 @@ class TransformerEncoder:
                 if token_head is not None:
                     x = token_head(x, torch.tensor(counts, device=x.device))
                 feat = x.float().cpu().numpy()
-                feat_dim = feat.shape[-1]
+                # the encoder's vectors, one copy per batch (resuming keeps states where they are)
+                vecs = (tensors[slot][:, p:].float().cpu().numpy()
+                        if vectors and resume is None else None)
                 for row, (q, start, chunk_ids) in enumerate(chunk):
                     d, first, end = pieces[q][:3]
                     n_tok = len(chunk_ids)
@@ -495,9 +503,8 @@ class TransformerEncoder:
                     best[q][glob[take]] = context[take]
                     feat_rows[q][glob[take]] = feat[row, local[take]]
                     if vectors:  # the encoder's vectors, or the states to resume from
-                        state = tensors[slot][row, : p + n_tok]
-                        states[(q, start)] = (state[p:].float().cpu().numpy() if resume is None
-                                              else state)
+                        states[(q, start)] = (vecs[row, :n_tok] if vecs is not None
+                                              else tensors[slot][row, : p + n_tok])
             doc_feats = [feat_rows[q] if feat_rows[q] is not None
                          else np.zeros((0, feat_dim), np.float32) for q in group]
             offsets = []

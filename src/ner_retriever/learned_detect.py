@@ -387,6 +387,9 @@ class LearnedDetector:
 
         def decide(doc_idx, projected, offs):
             out = []
+            if any(r.shape[-1] != self.tagger.proj_dim for r in projected):
+                raise ValueError("the learned detector's decide needs detect_encode("
+                                 "token_head=self._project): projected states, not raw ones")
             probs = self.head.probabilities(projected, projected=True)
             for i, o, p in zip(doc_idx, offs, probs, strict=True):
                 spans = spans_from_tags(texts[i], o, tags_from_probs(p, self.threshold))
