@@ -37,9 +37,8 @@ from ner_retriever.descriptions import load_descriptions
 from ner_retriever.detect import DEFAULT_DETECTOR
 from ner_retriever.evaluate import (EvalOptions, HybridSides, _dense_queries, build_encoder,
                                     default_cache_root, dense_document_vectors, detect_spans,
-                                    embed_queries, evaluate_scores, hybrid_rank, load_eval_set,
-                                    mention_vectors_for, name_vectors)
-from ner_retriever.head import confidence_scale, normalize, to_index_space
+                                    embed_queries, evaluate_scores, hybrid_rank, index_vectors,
+                                    load_eval_set, mention_vectors_for, name_vectors)
 from ner_retriever.retriever import resolve_head
 from ner_retriever.search import CONFIDENCE_WEIGHT
 
@@ -93,16 +92,14 @@ def main() -> None:
         source = {"variant": name, "detector": recall["detector"]}
         vectors, doc_index = mention_vectors_for(eval_set, encoder, spans, cache, source)
         raw = vectors[(encoder.config.block, encoder.config.component)]
-        mentions = to_index_space(head, raw) if len(raw) else normalize(raw)
-        flat = [c for doc in confidences for c in doc]
-        if any(c is not None for c in flat):
-            mentions = mentions * confidence_scale(flat, CONFIDENCE_WEIGHT)[:, None]
+        mentions = index_vectors(head, raw, confidences, CONFIDENCE_WEIGHT)
         names, name_docs = name_vectors(eval_set, spans, cache, dense)
         sides = HybridSides(mentions, doc_index, documents, names, name_docs)
         scores = hybrid_rank(eval_set, sides, queries, dense_queries, opts.hybrid_weight,
                              opts.feedback)
         result = evaluate_scores(eval_set, scores)
-        rows[name] = {"spans": len(flat), "macro_r_precision": round(result["r_precision"], 4)}
+        rows[name] = {"spans": len(mentions),
+                      "macro_r_precision": round(result["r_precision"], 4)}
         print(json.dumps({name: rows[name]}), flush=True)
         if name == "detected":
             detected = (scores, spans, confidences, mentions, doc_index)

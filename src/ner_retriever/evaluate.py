@@ -530,6 +530,17 @@ def mention_vectors_for(eval_set: EvalSet, encoder, spans, cache_root: Path | No
     return vectors, doc_index
 
 
+def index_vectors(head: ProjectionHead | None, raw: np.ndarray,
+                  confidences: Sequence[Sequence[float | None]], weight: float) -> np.ndarray:
+    """Stacked raw mention vectors as an index stores them: projected (or normalised), each
+    scaled by its confidence ** ``weight`` (``confidences`` per document; none: unscaled)."""
+    mentions = to_index_space(head, raw) if len(raw) else normalize(raw)
+    flat = [c for doc in confidences for c in doc]
+    if flat and weight:
+        mentions = mentions * confidence_scale(flat, weight)[:, None]
+    return mentions
+
+
 def embed_queries(encoder, eval_set: EvalSet, head: ProjectionHead | None = None) -> np.ndarray:
     """One normalised query vector per type (the mean over its descriptions), projected exactly
     as ``Retriever`` projects a query."""
@@ -622,10 +633,7 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         vectors, doc_index = mention_vectors_for(eval_set, encoder, spans, cache_root, source,
                                                  batch_size=opts.batch_size, progress=progress)
         raw = vectors[(encoder.config.block, encoder.config.component)]
-        mentions = to_index_space(head, raw) if len(raw) else normalize(raw)
-        if confidences and opts.confidence_weight:  # as an index stores them
-            mentions = mentions * confidence_scale([c for doc in confidences for c in doc],
-                                                   opts.confidence_weight)[:, None]
+        mentions = index_vectors(head, raw, confidences, opts.confidence_weight)
         queries = embed_queries(encoder, eval_set, head)
         scores["ner-retriever"] = mention_document_scores(queries, mentions, doc_index,
                                                           len(eval_set.docs))

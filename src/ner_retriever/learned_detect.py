@@ -435,13 +435,18 @@ class LearnedDetector:
         if not docs:
             return []
         encoder = _encoder_for(self.tagger.model, self.tagger.prepend_bos)
-        texts = [d.text for d in docs]
+        return self._pass([d.text for d in docs], encoder, others, vectors=False)[0]
+
+    def _pass(self, texts: list[str], encoder: Any,
+              others: list[list[list[Span]] | None] | None, vectors: bool
+              ) -> tuple[list[list[Span]], list[np.ndarray] | None]:
+        """One ``detect_encode`` pass: spans with confidences (and, with ``vectors``, theirs)."""
         scores: dict[tuple[int, int, int], float] = {}
-        spans, _ = encoder.detect_encode(texts, self.features,
-                                         self._decider(texts, others, scores),
-                                         vectors=False, batch_size=self.batch_size,
-                                         token_head=self._project)
-        return self._spans(spans, others, scores)
+        raw, vecs = encoder.detect_encode(texts, self.features,
+                                          self._decider(texts, others, scores),
+                                          vectors=vectors, batch_size=self.batch_size,
+                                          token_head=self._project)
+        return self._spans(raw, others, scores), vecs
 
     def detect_and_encode(self, docs: Sequence[Document], encoder: Any,
                           others: list[list[list[Span]] | None] | None = None
@@ -458,12 +463,7 @@ class LearnedDetector:
                                                    for sp in spans])
             return spans, vectors
         register_encoder(encoder)
-        scores: dict[tuple[int, int, int], float] = {}
-        raw, vectors = encoder.detect_encode(texts, self.features,
-                                             self._decider(texts, others, scores),
-                                             vectors=True, batch_size=self.batch_size,
-                                             token_head=self._project)
-        return self._spans(raw, others, scores), vectors
+        return self._pass(texts, encoder, others, vectors=True)  # type: ignore[return-value]
 
 
 class JointUnionDetector(UnionDetector):
