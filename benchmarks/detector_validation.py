@@ -12,9 +12,10 @@ sentences the shipped learned detector was trained on:
     PYTHONPATH=src python benchmarks/detector_validation.py --sample 1000
 
 Prints one markdown table (with the gold-mention figure for reference) and the mean hybrid
-R-Precision over the three sets.  ``--detectors`` takes names and ``learned@T``, the learned
-detector at threshold ``T``; ``--weights`` the confidence weights to try (mention vectors
-scaled by the learned tagger's confidence ** W, as indexes store them).
+R-Precision over the three sets.  ``--detectors`` takes names, ``learned:FOLDER`` (other
+weights) and ``learned@T``, the learned detector at threshold ``T``; ``--weights`` the
+confidence weights to try (mention vectors scaled by the learned tagger's confidence ** W, as
+indexes store them).
 """
 
 from __future__ import annotations
@@ -60,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="confidence weights W to try: mention vectors * confidence**W "
                          "(detectors without confidences give the same figure for every W)")
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--exclude-samples", default="1000",
+                    help="leave out the sentences train-detector samples at these "
+                         "--max-sentences (1000: the shipped weights'), to compare heads "
+                         "trained on more on sentences none of them saw")
     args = ap.parse_args(argv)
     weights = [float(w) for w in args.weights.split(",")]
-    trained, *_ = _load_training_docs([args.data / f for f in DETECTOR_FILES],
-                                      TrainDetectorConfig(), allow_eval=False)
-    seen = {d.text for d in trained}
+    seen = set()
+    for size in args.exclude_samples.split(","):
+        trained, *_ = _load_training_docs([args.data / f for f in DETECTOR_FILES],
+                                          TrainDetectorConfig(max_sentences=int(size)),
+                                          allow_eval=False)
+        seen |= {d.text for d in trained}
     detectors = args.detectors.split(",")
     runs_of = [(d, w) for d in detectors for w in weights]
     label = {(d, w): f"`{d}`" + (f" W={w:g}" if len(weights) > 1 else "") for d, w in runs_of}

@@ -347,6 +347,42 @@ def test_retriever_uses_the_joint_pass(tmp_path, encoder) -> None:
         assert hits and r.info()["detector"]["name"] == "learned"
 
 
+def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, monkeypatch,
+                                                     encoder) -> None:
+    from typer.testing import CliRunner
+
+    from ner_retriever.cli import app
+
+    out, _ = tiny_detector
+    runner = CliRunner()
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in DOCS[:3]))
+    monkeypatch.chdir(out.parent)  # a relative folder, stored absolute
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "idx"),
+                                 "--detector", f"learned:{out.name}+spacy"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["info", str(tmp_path / "idx"), "--json"]).stdout)
+    learned = info["detector"]["detectors"][0]
+    assert learned["path"] == str(out.resolve())
+    assert learned["checksum"] == LearnedDetector(out).config()["checksum"]
+    moved = out.parent / "moved"
+    out.rename(moved)  # searching needs no detector; appending names the missing weights
+    try:
+        result = runner.invoke(app, ["search", str(tmp_path / "idx"), "city", "--json"])
+        assert result.exit_code == 0 and json.loads(result.stdout)["results"], result.output
+        more = tmp_path / "more.jsonl"
+        more.write_text(json.dumps({"id": "new", "text": "Lionel Messi joined Inter Miami."}))
+        result = runner.invoke(app, ["index", str(more), "--index", str(tmp_path / "idx")])
+        assert result.exit_code == 1 and str(out.resolve()) in result.stderr, result.output
+        assert "Traceback" not in result.output
+    finally:
+        moved.rename(out)
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "bad"),
+                                 "--detector", "learned:missing"])
+    assert result.exit_code == 1 and "must contain detector.json" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
+
+
 def test_build_detector_options() -> None:
     det = build_detector({"name": "learned", "threshold": 0.3})
     assert det.threshold == 0.3

@@ -201,7 +201,7 @@ def index(
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
     layer: Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")] = None,
     component: Annotated[Optional[ComponentOpt], typer.Option(help="attention component or block output")] = None,
-    detector: Annotated[Optional[str], typer.Option(help=f"learned | spacy | spacy-ents | gold | llm[:MODEL] | a+b (default: {DEFAULT_DETECTOR}; when appending, the index's own)")] = None,
+    detector: Annotated[Optional[str], typer.Option(help=f"learned[:FOLDER] | spacy | spacy-ents | gold | llm[:MODEL] | a+b (default: {DEFAULT_DETECTOR}; when appending, the index's own)")] = None,
     head: Annotated[str, typer.Option(help="auto (the shipped trained head when it fits the "
                                       "encoder), none (raw vectors), or a head folder / .pth")] = "auto",
     batch_size: Annotated[int, typer.Option(help="documents per committed batch")] = 256,
@@ -408,7 +408,7 @@ def evaluate(
     descriptions: Annotated[Optional[str], typer.Option(help="JSON map {tag: description} or a shipped map: fewnerd, multiconer2, wnut17 (default: derived from the tag)")] = None,
     methods: Annotated[Optional[list[str]], typer.Option("--methods", help="comma-separated: ner-retriever,bm25,dense,hybrid (default: all)")] = None,
     mentions: Annotated[MentionsOpt, typer.Option(help="gold spans (embedding quality) or detected (end to end)")] = MentionsOpt.gold,
-    detector: Annotated[str, typer.Option(help="detector for --mentions detected")] = DEFAULT_DETECTOR,
+    detector: Annotated[str, typer.Option(help="detector for --mentions detected (names as for index, e.g. learned:FOLDER+spacy)")] = DEFAULT_DETECTOR,
     sample: Annotated[Optional[int], typer.Option(help="evaluate on a random sample of N sentences")] = None,
     seed: Annotated[int, typer.Option(help="seed of the sample")] = 0,
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,

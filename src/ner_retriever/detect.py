@@ -709,8 +709,8 @@ def _union(members: list[Detector]) -> Detector:
 
 def build_detector(name_or_config: str | dict[str, Any] | None = None) -> Detector:
     """Build a detector from a name (``"spacy"``, ``"spacy-ents"``, ``"gold"``, ``"learned"``,
-    ``"llm"``, ``"llm:<model>"``, ``"gold+spacy"``) or from a dict returned by
-    ``Detector.config()``."""
+    ``"learned:<folder>"`` (weights from ``train-detector``), ``"llm"``, ``"llm:<model>"``,
+    ``"learned+spacy"``) or from a dict returned by ``Detector.config()``."""
     if name_or_config is None:
         name_or_config = DEFAULT_DETECTOR
     if isinstance(name_or_config, str):
@@ -726,6 +726,11 @@ def build_detector(name_or_config: str | dict[str, Any] | None = None) -> Detect
                            for p in name_or_config.strip().split("+")])
         if raw.startswith("llm:"):  # the model name keeps its case
             return build_detector({"name": "llm", "model": name_or_config.strip()[4:].strip()})
+        if raw.startswith("learned:"):  # weights from train-detector; the path keeps its case
+            folder = name_or_config.strip()[8:].strip()
+            if not folder:
+                raise ConfigError("'learned:' needs a folder: learned:PATH (from train-detector)")
+            return build_detector({"name": "learned", "path": folder})
         return build_detector({"name": raw})
     if not isinstance(name_or_config, dict):
         raise ConfigError(

@@ -340,8 +340,9 @@ class LearnedDetector:
 
     def __init__(self, path: str | Path | None = None, threshold: float | None = None,
                  batch_size: int = 16) -> None:
-        self.path = None if path is None else str(path)
-        folder = packaged_detector_path() if path is None else Path(path)
+        # absolute, so an index stores a config that works from any working directory
+        self.path = None if path is None else str(Path(path).expanduser().resolve())
+        folder = packaged_detector_path() if self.path is None else Path(self.path)
         self.head = TaggerHead.load(folder)
         self.tagger = self.head.config
         if threshold is not None and not (isinstance(threshold, (int, float))

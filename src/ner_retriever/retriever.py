@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,11 +52,24 @@ class AddStats:
 class Retriever:
     """Index documents by their entity mentions and find them by a free-text entity type."""
 
-    def __init__(self, index: Index, encoder: Encoder, detector: Detector,
+    def __init__(self, index: Index, encoder: Encoder, detector: Detector | dict[str, Any],
                  head: ProjectionHead | None = None, dense: DenseEncoder | None = None):
-        self.index, self.encoder, self.detector, self.head = index, encoder, detector, head
+        self.index, self.encoder, self.head = index, encoder, head
+        self._detector = detector  # or the config of an opened index's: built when first needed
         self._dense = dense
         self._calibration: tuple | None = None  # (index state, sample keys, rows, vectors)
+
+    @property
+    def detector(self) -> Detector:
+        """Built on first use, so searching an index whose detector weights have moved (only
+        adding needs them) still works."""
+        if isinstance(self._detector, dict):
+            try:
+                self._detector = build_detector(self._detector)
+            except ConfigError as exc:
+                raise ConfigError(f"index {self.index.path}: cannot rebuild its detector to add "
+                                  f"documents: {exc}") from exc
+        return self._detector
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -81,7 +94,8 @@ class Retriever:
         ``confidence_weight``: mention vectors are stored scaled by the detector's confidence
         in each span to this power (0: unscaled; docs/DETECTION.md, "Confidence")."""
         if not (isinstance(confidence_weight, (int, float)) and 0 <= confidence_weight < 100):
-            raise ConfigError(f"confidence_weight must be a number from 0, not {confidence_weight!r}")
+            raise ConfigError(f"confidence_weight must be a number from 0 to below 100, "
+                              f"not {confidence_weight!r}")
         if names and not hybrid:
             raise ConfigError("mention names are a side of the hybrid ranking: they need "
                               "hybrid=True (--hybrid)")
@@ -131,8 +145,7 @@ class Retriever:
                 raise ConfigError(f"index {path}: head settings differ from the recorded ones: "
                                   f"{Path(path) / HEAD_DIR / 'head.json'}")
         encoder = encoder or TransformerEncoder(expected)
-        detector = build_detector(config.detector)
-        return cls(Index.open(path, writable=writable), encoder, detector, head)
+        return cls(Index.open(path, writable=writable), encoder, config.detector, head)
 
     @classmethod
     def open_or_create(cls, path: str | Path, **kwargs) -> Retriever:
