@@ -225,3 +225,32 @@ def test_confidence_weight_is_set_at_creation_and_kept(tmp_path):
     bad = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "x"),
                               "--confidence-weight", "-1"])
     assert bad.exit_code != 0 and not (tmp_path / "x").exists()
+
+
+def test_detect_shows_what_would_be_indexed(tmp_path):
+    result = runner.invoke(app, ["detect", "--text", CORPUS[0]["text"]])  # default detector
+    assert result.exit_code == 0, result.output
+    assert "Berlin (" in result.stdout and "mention(s)" in result.stdout  # with confidences
+    corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS + [{"id": "d"}])  # line 4: no text
+    result = runner.invoke(app, ["detect", str(corpus), "--json", "--limit", "2",
+                                 "--detector", "spacy"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["id"] for line in lines] == ["a", "b"]
+    for line, row in zip(lines, CORPUS):
+        assert all(row["text"][m["start"]:m["end"]] == m["text"] for m in line["mentions"])
+        assert all("confidence" not in m for m in line["mentions"])  # spaCy gives none
+    assert {"Vienna", "Budapest"} <= {m["text"] for m in lines[1]["mentions"]}
+    conll = tmp_path / "g.conll"
+    conll.write_text("The\tO\nDanube\tB-river\nflows\tO\n\nAjax\tB-team\n")
+    result = runner.invoke(app, ["detect", str(conll), "--json", "--detector", "gold"])
+    assert [json.loads(line)["mentions"] for line in result.stdout.splitlines()] == [
+        [{"start": 4, "end": 10, "text": "Danube", "label": "river"}],
+        [{"start": 0, "end": 4, "text": "Ajax", "label": "team"}]]
+    for args, message in [([], "--text"), ([str(corpus), "--text", "x"], "--text"),
+                          ([str(corpus), "--detector", "flair"], "flair"),
+                          ([str(tmp_path / "none.jsonl")], "none.jsonl"),
+                          ([str(corpus), "--detector", "spacy"], "c.jsonl:4")]:
+        result = runner.invoke(app, ["detect", *args])
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert "Traceback" not in result.output

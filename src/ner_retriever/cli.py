@@ -1,4 +1,5 @@
-"""Command line: ``ner-retriever index | search | info | demo``."""
+"""Command line: ``ner-retriever index | search | detect | info | demo`` and the training,
+evaluation and serving commands."""
 
 from __future__ import annotations
 
@@ -231,6 +232,65 @@ def index(
     err.print(f"indexed {result['added']} documents ({result['mentions']} mentions, "
               f"{result['skipped']} skipped) in {result['seconds']} s; "
               f"index holds {result['documents']} documents")
+
+
+@app.command()
+@friendly_errors
+def detect(
+    corpus: Annotated[Optional[Path], typer.Argument(help="JSONL, text file, folder of .txt, or CoNLL/BIO")] = None,
+    texts: Annotated[Optional[list[str]], typer.Option("--text", "-t", help="a text to look at instead of a corpus (repeatable)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto|jsonl|text|folder|conll")] = "auto",
+    detector: Annotated[str, typer.Option(help="learned[:FOLDER] | spacy | spacy-ents | gold | llm[:MODEL] | a+b")] = DEFAULT_DETECTOR,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="stop after N documents")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="documents per detection batch")] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per document (JSON lines)")] = False,
+) -> None:
+    """Show the mentions a detector finds, to check detection before indexing (what is not
+    detected can never be retrieved)."""
+    import time
+    from itertools import islice
+
+    from ner_retriever.corpus import iter_batches, read_corpus
+    from ner_retriever.detect import build_detector
+    from ner_retriever.errors import ConfigError
+    from ner_retriever.types import Document
+
+    if (corpus is None) == (not texts):
+        raise ConfigError("give either a corpus or --text")
+    _quiet_transformers()
+    det = build_detector(detector)
+    docs = ([Document(str(i), t, source=f"--text #{i}") for i, t in enumerate(texts, 1)]
+            if texts else read_corpus(corpus, fmt))
+    with _progress() as bar:  # JSON lines go to stdout, so the bar (stderr) stays readable
+        task = bar.add_task("detecting", total=limit if texts is None else len(texts),
+                            rate="-", mentions=0, visible=as_json)
+        start, done, mentions = time.perf_counter(), 0, 0
+        for batch in iter_batches(islice(docs, limit), batch_size):
+            found = det.detect(batch)
+            for doc, spans in zip(batch, found):
+                print_mentions(doc, spans, as_json)
+            done, mentions = done + len(batch), mentions + sum(map(len, found))
+            rate = f"{done / max(time.perf_counter() - start, 1e-9):.1f}"
+            bar.update(task, advance=len(batch), rate=rate, mentions=mentions)
+
+
+def print_mentions(doc, spans, as_json: bool) -> None:
+    """One document's mentions: a JSON line, or its text with each mention highlighted."""
+    mentions = [{"start": s.start, "end": s.end, "text": doc.text[s.start:s.end],
+                 **({"label": s.label} if s.label is not None else {}),
+                 **({"confidence": round(s.confidence, 4)} if s.confidence is not None else {})}
+                for s in spans]
+    if as_json:
+        print(json.dumps({"id": doc.id, "mentions": mentions}, ensure_ascii=False), flush=True)
+        return
+    text = Text(doc.text)
+    for s in spans:
+        text.stylize("bold reverse", s.start, s.end)
+    listed = ", ".join(m["text"] + (f" [{m['label']}]" if "label" in m else "")
+                       + (f" ({m['confidence']:.2f})" if "confidence" in m else "")
+                       for m in mentions)
+    text.append(f"\n  {len(spans)} mention(s){': ' + listed if listed else ''}", style="dim")
+    out.print(Text(doc.id, style="bold"), text, sep="\n", highlight=False)
 
 
 def print_results(query: str, results, console: Console = out) -> None:
