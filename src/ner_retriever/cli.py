@@ -12,7 +12,7 @@ from enum import Enum
 from functools import wraps
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -22,6 +22,11 @@ from rich.text import Text
 
 from ner_retriever.detect import DEFAULT_DETECTOR
 from ner_retriever.errors import CorpusError, NerRetrieverError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ner_retriever.types import Document, Span
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -274,7 +279,7 @@ def detect(
             bar.update(task, advance=len(batch), rate=rate, mentions=mentions)
 
 
-def print_mentions(doc, spans, as_json: bool) -> None:
+def print_mentions(doc: Document, spans: Sequence[Span], as_json: bool) -> None:
     """One document's mentions: a JSON line, or its text with each mention highlighted."""
     mentions = [{"start": s.start, "end": s.end, "text": doc.text[s.start:s.end],
                  **({"label": s.label} if s.label is not None else {}),

@@ -71,6 +71,10 @@ class Retriever:
                                   f"documents: {exc}") from exc
         return self._detector
 
+    @detector.setter
+    def detector(self, detector: Detector) -> None:  # e.g. one already loaded, same settings
+        self._detector = detector
+
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, encoder: Encoder | EncoderConfig | None = None,
