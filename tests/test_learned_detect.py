@@ -39,6 +39,16 @@ def encoder(smol_encoder):
     return smol_encoder
 
 
+def tiny_llama(folder: Path) -> Path:
+    """A randomly initialised 2-block Llama saved in ``folder`` (benchmarks/crash_trials.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from crash_trials import make_fixture
+    finally:
+        sys.path.pop(0)
+    return make_fixture(folder, n_docs=1)[0]
+
+
 def offsets_of(encoder, text: str) -> list[tuple[int, int]]:
     enc = encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return [tuple(o) for o in enc["offset_mapping"]]
@@ -158,12 +168,7 @@ def test_a_long_document_goes_in_pieces_with_the_spans_and_vectors_of_one_pass(t
     head, sharpened so that about 30% of the tokens are inside a mention)."""
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        from crash_trials import make_fixture
-    finally:
-        sys.path.pop(0)
-    model = make_fixture(tmp_path, n_docs=1)[0]
+    model = tiny_llama(tmp_path)
     small = TransformerEncoder(EncoderConfig(model=str(model)))
     torch.manual_seed(0)
     head = TaggerHead(learned_detect.TaggerConfig(model=str(model), features=[(0, "hidden")],
@@ -381,6 +386,30 @@ def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, m
                                  "--detector", "learned:missing"])
     assert result.exit_code == 1 and "must contain detector.json" in result.stderr
     assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
+
+
+def test_train_detector_for_another_model_then_index_with_it(tmp_path, shared_data) -> None:
+    from typer.testing import CliRunner
+
+    from ner_retriever.cli import app
+
+    model, runner = tiny_llama(tmp_path), CliRunner()
+    result = runner.invoke(app, ["train-detector", str(shared_data / "wnut17" / "wnut17train.conll"),
+                                 "--model", str(model), "--max-sentences", "40", "--epochs", "1",
+                                 "--mask-detector", "none", "--no-cache",
+                                 "--out", str(tmp_path / "det")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "det" / "detector.json").read_text())
+    assert saved["model"] == str(model) and saved["features"] == [[0, "hidden"]]  # 30% of 2
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in DOCS[:3]))
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "idx"),
+                                 "--model", str(model), "--head", "none", "--no-hybrid",
+                                 "--detector", f"learned:{tmp_path / 'det'}"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["info", str(tmp_path / "idx"), "--json"]).stdout)
+    assert info["documents"] == 3 and info["detector"]["features"] == [[0, "hidden"]]
+    assert learned_detect.default_feature_block(30) == 9  # the shipped SmolLM2 block
 
 
 def test_build_detector_options() -> None:

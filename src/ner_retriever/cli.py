@@ -661,7 +661,7 @@ def train_detector(
     data: Annotated[list[Path], typer.Argument(help="CoNLL/BIO TRAINING files (gold tags; every type becomes 'mention')")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for detector.json + detector.safetensors")],
     model: Annotated[Optional[str], typer.Option(help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")] = None,
-    features: Annotated[str, typer.Option(help="blocks whose output (hidden state) the head reads, e.g. 9 or 4,8")] = "9",
+    features: Annotated[Optional[str], typer.Option(help="blocks whose output (hidden state) the head reads, e.g. 9 or 4,8 (default: the block at 30% of the model's depth, 9 for smollm2-135m)")] = None,
     max_sentences: Annotated[Optional[int], typer.Option(help="seeded sample of sentences per file (0 = all)")] = 1000,
     heldout: Annotated[float, typer.Option(help="share of each file's sample held out to choose the threshold")] = 0.1,
     mask_detector: Annotated[str, typer.Option(help="O tokens inside this detector's spans carry no loss (partial annotation); 'none' = off")] = "spacy-ents",
@@ -680,15 +680,17 @@ def train_detector(
     from ner_retriever.learned_detect import train_detector as run_detector_training
 
     _quiet_transformers()
-    try:
-        blocks = [int(b) for b in features.split(",") if b.strip()]
-    except ValueError:
-        raise ConfigError(f"--features must be block numbers like 6 or 4,8, not {features!r}") \
-            from None
-    if not blocks:
-        raise ConfigError("--features needs at least one block")
+    blocks = None
+    if features is not None:
+        try:
+            blocks = [int(b) for b in features.split(",") if b.strip()]
+        except ValueError:
+            raise ConfigError(f"--features must be block numbers like 6 or 4,8, not "
+                              f"{features!r}") from None
+        if not blocks:
+            raise ConfigError("--features needs at least one block")
     config = TrainDetectorConfig(
-        features=[(b, "hidden") for b in blocks], max_sentences=max_sentences or None,
+        features=blocks and [(b, "hidden") for b in blocks], max_sentences=max_sentences or None,
         heldout=heldout, mask_detector=None if mask_detector.lower() == "none" else mask_detector,
         target_recall=target_recall, threshold=threshold, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     summary = run_detector_training(data, out_dir, model=model, config=config,

@@ -189,6 +189,7 @@ class TransformerEncoder:
             )
         self.config = config
         self._blocks = blocks
+        self.n_blocks = len(blocks)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -513,12 +513,19 @@ def build_learned(cfg: dict[str, Any]) -> LearnedDetector:
 # --------------------------------------------------------------------------- training
 
 
+def default_feature_block(n_blocks: int) -> int:
+    """The block at 30% of a model's depth: block 9 of SmolLM2-135M's 30, the block chosen on
+    held-out loss (docs/DETECTION.md, "Block and sizes"); 9 of LLaMA-3.1-8B's 32, 0 of 2."""
+    return n_blocks * 3 // 10
+
+
 class TrainDetectorConfig(BaseModel):
     """Options of ``ner-retriever train-detector``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    features: list[tuple[int, str]] = Field(default_factory=lambda: [(9, "hidden")])
+    # None: the output of ``default_feature_block`` of the model trained on
+    features: list[tuple[int, str]] | None = None
     proj_dim: int = 192
     context_dim: int = 128
     dropout: float = 0.3
@@ -768,6 +775,9 @@ def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
     model_name = model or (encoder.config.model if encoder is not None else DEFAULT_MODEL)
     if encoder is None or encoder.config.model != model_name:
         encoder = TransformerEncoder(EncoderConfig(model=model_name))
+    if cfg.features is None:
+        cfg = cfg.model_copy(
+            update={"features": [(default_feature_block(encoder.n_blocks), "hidden")]})
     features = [tuple(f) for f in cfg.features]
     key = {"v": FEATURE_CACHE_VERSION, "files": identity, "seed": cfg.seed,
            "max_sentences": cfg.max_sentences, "model": model_name, "features": features,
