@@ -388,6 +388,27 @@ def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, m
     assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
 
 
+def test_a_served_index_whose_detector_moved(tiny_detector, tmp_path, encoder) -> None:
+    from fastapi.testclient import TestClient
+
+    from ner_retriever.retriever import Retriever
+    from ner_retriever.serve import ServeSettings, open_app
+
+    out, _ = tiny_detector
+    with Retriever.create(tmp_path / "idx", encoder=encoder, detector={"name": "learned",
+                                                                        "path": str(out)}) as r:
+        r.add(DOCS[:3])
+    moved = out.parent / "moved-away"
+    out.rename(moved)
+    try:  # reads need no detector; a server that takes writes refuses to start without it
+        with TestClient(open_app(tmp_path / "idx", encoder=encoder)) as client:
+            assert client.get("/search", params={"q": "city"}).json()["results"]
+        with pytest.raises(ConfigError, match="cannot rebuild its detector"):
+            open_app(tmp_path / "idx", ServeSettings(write_token="t" * 32), encoder=encoder)
+    finally:
+        moved.rename(out)
+
+
 def test_train_detector_for_another_model_then_index_with_it(tmp_path, shared_data) -> None:
     from typer.testing import CliRunner
 

@@ -381,8 +381,10 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
                owns_retriever: bool = False) -> FastAPI:
     """Serve an open retriever. Writes need ``settings.write_token`` *and* a writable index."""
     settings = settings or ServeSettings()
-    if settings.write_token is not None and not retriever.index.writable:
-        raise ConfigError("a write token was given but the index was opened read-only")
+    if settings.write_token is not None:
+        if not retriever.index.writable:
+            raise ConfigError("a write token was given but the index was opened read-only")
+        retriever.detector  # noqa: B018 - built now: a missing detector fails at start, not on a POST
     service = SearchService(retriever, settings, owns_retriever)
     static_dir = Path(str(resources.files("ner_retriever") / "static"))
 
