@@ -42,14 +42,33 @@ SETS = {  # name: (file, descriptions)
 
 
 def detector_spec(name: str) -> str | dict:
-    """A detector name, where ``learned@T`` is the learned detector at threshold ``T`` (also
-    inside a union: ``learned@0.3+spacy``)."""
-    parts = name.split("+")
-    if not any("@" in p for p in parts):
-        return name
-    members = [{"name": "learned", "threshold": float(p.split("@", 1)[1])} if "@" in p
-               else {"name": p} for p in parts]
+    """A detector name, where ``learned@T`` / ``learned:FOLDER@T`` is the learned detector at
+    threshold ``T`` (also inside a union: ``learned@0.3+spacy``)."""
+
+    def member(part: str) -> str | dict:
+        base, _, threshold = part.rpartition("@")
+        try:
+            value = float(threshold)
+        except ValueError:  # no threshold (or an '@' inside a folder name)
+            return part
+        if base != "learned" and not base.startswith("learned:"):
+            raise SystemExit(f"@T is the learned detector's threshold, not {part!r}'s")
+        return {"name": "learned", "threshold": value,
+                **({"path": base[len("learned:"):]} if base != "learned" else {})}
+
+    members = [member(p) for p in name.split("+")]
     return members[0] if len(members) == 1 else {"name": "union", "detectors": members}
+
+
+def sample_sizes(text: str) -> list[int | None]:
+    """``--exclude-samples``: train-detector's ``--max-sentences`` values (0: every sentence)."""
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sample sizes like 1000,3400, not {text!r}") from None
+    if any(v < 0 for v in sizes):
+        raise argparse.ArgumentTypeError(f"sample sizes cannot be negative: {text!r}")
+    return [v or None for v in sizes]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,16 +80,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="confidence weights W to try: mention vectors * confidence**W "
                          "(detectors without confidences give the same figure for every W)")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--exclude-samples", default="1000",
+    ap.add_argument("--exclude-samples", type=sample_sizes, default=[1000],
                     help="leave out the sentences train-detector samples at these "
                          "--max-sentences (1000: the shipped weights'), to compare heads "
                          "trained on more on sentences none of them saw")
     args = ap.parse_args(argv)
     weights = [float(w) for w in args.weights.split(",")]
-    seen = set()
-    for size in args.exclude_samples.split(","):
+    seen: set[str] = set()
+    for size in args.exclude_samples:
         trained, *_ = _load_training_docs([args.data / f for f in DETECTOR_FILES],
-                                          TrainDetectorConfig(max_sentences=int(size)),
+                                          TrainDetectorConfig(max_sentences=size),
                                           allow_eval=False)
         seen |= {d.text for d in trained}
     detectors = args.detectors.split(",")

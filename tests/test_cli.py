@@ -254,3 +254,25 @@ def test_detect_shows_what_would_be_indexed(tmp_path):
         result = runner.invoke(app, ["detect", *args])
         assert result.exit_code == 1 and message in result.stderr, result.output
         assert "Traceback" not in result.output
+
+
+def test_detect_json_reaches_stdout_when_stderr_is_a_terminal():
+    """rich's progress bar on a terminal must not capture the JSON lines printed meanwhile."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from ner_retriever.cli import app; app()", "detect",
+             "--text", CORPUS[0]["text"], "--detector", "spacy", "--json"],
+            stdout=subprocess.PIPE, stderr=follower, timeout=300,
+            env={**os.environ, "COLUMNS": "40"})
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0
+    (line,) = proc.stdout.decode().splitlines()
+    assert "Berlin" in {m["text"] for m in json.loads(line)["mentions"]}

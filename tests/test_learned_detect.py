@@ -368,7 +368,7 @@ def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, m
     assert result.exit_code == 0, result.output
     info = json.loads(runner.invoke(app, ["info", str(tmp_path / "idx"), "--json"]).stdout)
     learned = info["detector"]["detectors"][0]
-    assert learned["path"] == str(out.resolve())
+    assert learned["path"] == str(out)
     assert learned["checksum"] == LearnedDetector(out).config()["checksum"]
     moved = out.parent / "moved"
     out.rename(moved)  # searching needs no detector; appending names the missing weights
@@ -378,7 +378,7 @@ def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, m
         more = tmp_path / "more.jsonl"
         more.write_text(json.dumps({"id": "new", "text": "Lionel Messi joined Inter Miami."}))
         result = runner.invoke(app, ["index", str(more), "--index", str(tmp_path / "idx")])
-        assert result.exit_code == 1 and str(out.resolve()) in result.stderr, result.output
+        assert result.exit_code == 1 and str(out) in result.stderr, result.output
         assert "Traceback" not in result.output
     finally:
         moved.rename(out)

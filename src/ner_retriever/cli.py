@@ -109,10 +109,12 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _progress() -> Progress:
+def _progress(redirect_stdout: bool = True) -> Progress:
+    """A bar on stderr; ``redirect_stdout=False`` where stdout carries data printed meanwhile."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]} docs/s, {task.fields[mentions]} mentions"),
-                    TimeElapsedColumn(), console=err, transient=False)
+                    TimeElapsedColumn(), console=err, transient=False,
+                    redirect_stdout=redirect_stdout)
 
 
 def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | None = None,
@@ -257,18 +259,26 @@ def detect(
 
     from ner_retriever.corpus import iter_batches, read_corpus
     from ner_retriever.detect import build_detector
+    from ner_retriever.distributed import is_parquet
     from ner_retriever.errors import ConfigError
     from ner_retriever.types import Document
 
-    if (corpus is None) == (not texts):
-        raise ConfigError("give either a corpus or --text")
+    if texts:
+        if corpus is not None:
+            raise ConfigError("give either a corpus or --text, not both")
+        docs = [Document(str(i), t, source=f"--text #{i}") for i, t in enumerate(texts, 1)]
+        total = min(len(docs), limit or len(docs))
+    elif corpus is None:
+        raise ConfigError("give a corpus or --text")
+    elif is_parquet(corpus, fmt):
+        raise ConfigError("detect reads JSONL, text, a folder of .txt or CoNLL, not Parquet")
+    else:
+        docs, total = read_corpus(corpus, fmt), limit
     _quiet_transformers()
     det = build_detector(detector)
-    docs = ([Document(str(i), t, source=f"--text #{i}") for i, t in enumerate(texts, 1)]
-            if texts else read_corpus(corpus, fmt))
-    with _progress() as bar:  # JSON lines go to stdout, so the bar (stderr) stays readable
-        task = bar.add_task("detecting", total=limit if texts is None else len(texts),
-                            rate="-", mentions=0, visible=as_json)
+    # JSON lines go to stdout, the bar to stderr: it must not capture them
+    with _progress(redirect_stdout=False) as bar:
+        task = bar.add_task("detecting", total=total, rate="-", mentions=0, visible=as_json)
         start, done, mentions = time.perf_counter(), 0, 0
         for batch in iter_batches(islice(docs, limit), batch_size):
             found = det.detect(batch)
@@ -277,6 +287,7 @@ def detect(
             done, mentions = done + len(batch), mentions + sum(map(len, found))
             rate = f"{done / max(time.perf_counter() - start, 1e-9):.1f}"
             bar.update(task, advance=len(batch), rate=rate, mentions=mentions)
+        bar.update(task, total=done)  # a corpus shorter than --limit
 
 
 def print_mentions(doc: Document, spans: Sequence[Span], as_json: bool) -> None:
@@ -680,17 +691,17 @@ def train_detector(
     from ner_retriever.learned_detect import train_detector as run_detector_training
 
     _quiet_transformers()
-    blocks = None
+    blocks: list[tuple[int, str]] | None = None  # None: the model's default block
     if features is not None:
         try:
-            blocks = [int(b) for b in features.split(",") if b.strip()]
+            blocks = [(int(b), "hidden") for b in features.split(",") if b.strip()]
         except ValueError:
             raise ConfigError(f"--features must be block numbers like 6 or 4,8, not "
                               f"{features!r}") from None
         if not blocks:
             raise ConfigError("--features needs at least one block")
     config = TrainDetectorConfig(
-        features=blocks and [(b, "hidden") for b in blocks], max_sentences=max_sentences or None,
+        features=blocks, max_sentences=max_sentences or None,
         heldout=heldout, mask_detector=None if mask_detector.lower() == "none" else mask_detector,
         target_recall=target_recall, threshold=threshold, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     summary = run_detector_training(data, out_dir, model=model, config=config,

@@ -174,6 +174,7 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     if if_exists not in ("error", "skip", "update"):
         raise ConfigError(f"if_exists must be error, skip or update, not {if_exists!r}")
+    detector = retriever.detector.config()  # built here: a missing detector fails before Ray
     ray = _import_ray()
     corpus = Path(corpus)
     index = retriever.index
@@ -229,7 +230,7 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
         encoded = dataset.map_batches(
             MentionWorker,
             fn_constructor_kwargs={"encoder": retriever.encoder.config.model_dump(),
-                                   "detector": retriever.detector.config(), "head": head,
+                                   "detector": detector, "head": head,
                                    "dim": index.config.dim, "dense": index.config.dense,
                                    "names": index.config.names is not None,
                                    "confidence_weight": index.config.confidence_weight,

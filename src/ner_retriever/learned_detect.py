@@ -341,7 +341,8 @@ class LearnedDetector:
     def __init__(self, path: str | Path | None = None, threshold: float | None = None,
                  batch_size: int = 16) -> None:
         # absolute, so an index stores a config that works from any working directory
-        self.path = None if path is None else str(Path(path).expanduser().resolve())
+        # (not resolved: a link to the current weights stays a link)
+        self.path = None if path is None else str(Path(path).expanduser().absolute())
         folder = packaged_detector_path() if self.path is None else Path(self.path)
         self.head = TaggerHead.load(folder)
         self.tagger = self.head.config
@@ -775,10 +776,9 @@ def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
     model_name = model or (encoder.config.model if encoder is not None else DEFAULT_MODEL)
     if encoder is None or encoder.config.model != model_name:
         encoder = TransformerEncoder(EncoderConfig(model=model_name))
-    if cfg.features is None:
-        cfg = cfg.model_copy(
-            update={"features": [(default_feature_block(encoder.n_blocks), "hidden")]})
-    features = [tuple(f) for f in cfg.features]
+    features = ([tuple(f) for f in cfg.features] if cfg.features is not None
+                else [(default_feature_block(encoder.n_blocks), "hidden")])
+    cfg = cfg.model_copy(update={"features": features})  # the summary records the block used
     key = {"v": FEATURE_CACHE_VERSION, "files": identity, "seed": cfg.seed,
            "max_sentences": cfg.max_sentences, "model": model_name, "features": features,
            "bos": encoder.config.prepend_bos, "max_length": encoder.config.max_length,

@@ -72,7 +72,8 @@ class Retriever:
         return self._detector
 
     @detector.setter
-    def detector(self, detector: Detector) -> None:  # e.g. one already loaded, same settings
+    def detector(self, detector: Detector) -> None:
+        """E.g. one already loaded; that it has the index's settings is the caller's to ensure."""
         self._detector = detector
 
     # -- construction --------------------------------------------------------------------------
