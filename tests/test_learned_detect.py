@@ -428,8 +428,13 @@ def test_train_detector_for_another_model_then_index_with_it(tmp_path, shared_da
                                  "--model", str(model), "--head", "none", "--no-hybrid",
                                  "--detector", f"learned:{tmp_path / 'det'}"])
     assert result.exit_code == 0, result.output
+    assert "runs that model separately" not in result.stderr  # one shared pass
     info = json.loads(runner.invoke(app, ["info", str(tmp_path / "idx"), "--json"]).stdout)
     assert info["documents"] == 3 and info["detector"]["features"] == [[0, "hidden"]]
+    result = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "own"),
+                                 "--model", str(model), "--head", "none", "--no-hybrid",
+                                 "--detector", "learned"])  # SmolLM2's: its own pass, said so
+    assert result.exit_code == 0 and "runs that model separately" in result.stderr, result.output
     assert learned_detect.default_feature_block(30) == 9  # the shipped SmolLM2 block
 
 

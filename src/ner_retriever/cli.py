@@ -174,6 +174,7 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
         task = bar.add_task("loading model", total=total, rate="-", mentions=0)
         retriever = Retriever.open_or_create(index_dir, encoder=encoder, detector=detector,
                                              head=head, **store_opts)
+        _note_unshared_pass(retriever)
         bar.update(task, description="indexing")
         start, done, mentions = time.perf_counter(), 0, 0
 
@@ -198,6 +199,21 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
             info = retriever.info()
     return {"added": stats.documents, "skipped": stats.skipped, "mentions": stats.mentions,
             "seconds": round(stats.seconds, 2), "documents": info["documents"]}
+
+
+def _note_unshared_pass(retriever) -> None:
+    """Say so when a learned detector cannot share the encoder's forward pass: it then runs
+    its own language model, which costs time and memory the user may not expect."""
+    from ner_retriever.learned_detect import LearnedDetector
+
+    detector = retriever.detector
+    for member in getattr(detector, "detectors", [detector]):
+        if isinstance(member, LearnedDetector) and not member.supports(retriever.encoder):
+            err.print(f"note: the learned detector reads {member.tagger.model}, not the "
+                      f"encoder's {retriever.encoder.config.model}, so it runs that model "
+                      "separately; for one shared pass train one with `train-detector --model "
+                      "M --out FOLDER` and index with --detector learned:FOLDER",
+                      highlight=False, markup=False)
 
 
 @app.command()
