@@ -595,7 +595,7 @@ def probe(
 ) -> None:
     """Macro R-Precision of raw vectors for every block x component (one pass over the data)."""
     from ner_retriever.descriptions import load_descriptions
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder, transformer_blocks
+    from ner_retriever.encode import EncoderConfig, TransformerEncoder
     from ner_retriever.errors import ConfigError
     from ner_retriever.evaluate import load_eval_set
     from ner_retriever.probe import draw_heatmap, parse_blocks, run_probe
@@ -610,7 +610,7 @@ def probe(
     if model:
         settings["model"] = model
     encoder = TransformerEncoder(EncoderConfig(**settings))
-    chosen = parse_blocks(blocks, len(transformer_blocks(encoder.model)))
+    chosen = parse_blocks(blocks, encoder.n_blocks)
     comps = _split_list(components) or ["query", "key", "value", "hidden"]
     bar, update = _stage_progress()
     with bar:

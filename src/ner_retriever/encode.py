@@ -189,7 +189,6 @@ class TransformerEncoder:
             )
         self.config = config
         self._blocks = blocks
-        self.n_blocks = len(blocks)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -279,6 +278,10 @@ class TransformerEncoder:
             chunk = ids[w * step: w * step + width]
             yield (np.concatenate((prefix, chunk, suffix)),
                    [(d, s, pos + p) for d, s, pos in items])
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self._blocks)
 
     # -- forward -------------------------------------------------------------------------------
     def _capture(self, batch_ids: list[list[int]], targets: Sequence[tuple[int, str]],

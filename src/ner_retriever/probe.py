@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.encode import COMPONENTS, transformer_blocks
+from ner_retriever.encode import COMPONENTS
 from ner_retriever.errors import ConfigError
 from ner_retriever.head import normalize
 from ner_retriever.evaluate import (
@@ -72,8 +72,7 @@ def run_probe(eval_set: EvalSet, encoder, blocks: Sequence[int] | None = None,
 
     With ``cache_root``, cached mention vectors are reused and ``cache_targets`` (default:
     none, the grid is large) are written for later ``evaluate`` runs on the same data."""
-    n_blocks = len(transformer_blocks(encoder.model))
-    blocks = list(range(n_blocks)) if blocks is None else list(blocks)
+    blocks = list(range(encoder.n_blocks)) if blocks is None else list(blocks)
     for c in components:
         if c not in COMPONENTS:
             raise ConfigError(f"unknown component {c!r}; choose from {', '.join(COMPONENTS)}")
