@@ -28,7 +28,7 @@ DIM = 256
 
 
 def build(path: Path, n_docs: int) -> None:
-    from ner_retriever.index import Index, IndexConfig
+    from ner_retriever.indexes.index import Index, IndexConfig
     from ner_retriever.types import Document, Mention
 
     config = IndexConfig(encoder={"model": "synthetic"}, raw_dim=DIM, dim=DIM, head=None,
@@ -65,9 +65,9 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--queries", type=int, default=500)
     args = ap.parse_args()
-    from ner_retriever.detect import build_detector
-    from ner_retriever.index import Index
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.detect.base import build_detector
+    from ner_retriever.indexes.index import Index
+    from ner_retriever.retrieve.retriever import Retriever
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "idx"

@@ -19,7 +19,7 @@ time, and so on until a run completes; the completed index must equal the uninte
 Launchers: ``fork`` (default) forks each writer from a server process that imported torch,
 transformers and ner_retriever once (multiprocessing's forkserver), so a trial costs the run,
 not the 5-15 s interpreter start-up; it runs the CLI's own command function (typer parsing
-included). ``exec`` starts ``python -m ner_retriever.cli index ...`` for every run.
+included). ``exec`` starts ``python -m ner_retriever.cli.main index ...`` for every run.
 
     python benchmarks/crash_trials.py --trials 50 --seed 0            # figures in RELIABILITY.md
     python benchmarks/crash_trials.py --trials 50 --launcher exec     # real processes, slower
@@ -53,8 +53,8 @@ import numpy as np  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PRELOAD = ["numpy", "torch", "transformers", "transformers.models.llama.modeling_llama",
-           "faiss", "ner_retriever.cli", "ner_retriever.retriever", "ner_retriever.encode",
-           "ner_retriever.index", "ner_retriever.corpus"]
+           "faiss", "ner_retriever.cli.main", "ner_retriever.retrieve.retriever", "ner_retriever.models.encoder",
+           "ner_retriever.indexes.index", "ner_retriever.io.corpus"]
 NAMES = ["Paris", "Berlin", "Angela", "Merkel", "Danube", "Vienna", "Toyota", "Corolla", "Marie",
          "Curie", "Nobel", "Lakers", "Ohio", "Amazon", "Seattle", "Everest", "Lennon", "Tokyo"]
 WORDS = ["the", "a", "of", "in", "on", "river", "city", "met", "visited", "near", "across",
@@ -68,7 +68,7 @@ def make_fixture(folder: Path, n_docs: int, seed: int = 0) -> tuple[Path, Path, 
     import transformers as tf
     from transformers import AutoTokenizer
 
-    from ner_retriever.models import resolve_model
+    from ner_retriever.models.loading import resolve_model
 
     folder.mkdir(parents=True, exist_ok=True)
     model_dir = folder / "tiny-llama"
@@ -112,7 +112,7 @@ def _forked_writer(argv: list[str], log: str) -> None:
     os.dup2(fd, 2)
     code = 0
     try:
-        from ner_retriever.cli import app
+        from ner_retriever.cli.main import app
 
         result = app(argv, prog_name="ner-retriever", standalone_mode=False)
         code = result if isinstance(result, int) else 0
@@ -135,7 +135,7 @@ class Run:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(
                 [str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
             self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
-            self._proc = subprocess.Popen([sys.executable, "-m", "ner_retriever.cli", *argv],
+            self._proc = subprocess.Popen([sys.executable, "-m", "ner_retriever.cli.main", *argv],
                                           stdout=self._log, stderr=self._log, env=env)
             self._mp = None
         else:
@@ -197,7 +197,7 @@ class Snapshot:
 
 def snapshot(path: Path) -> Snapshot | None:
     """The committed content of an index (None if creation never completed)."""
-    from ner_retriever.index import CATALOG_NAME, Index
+    from ner_retriever.indexes.index import CATALOG_NAME, Index
 
     if not Index.exists(path):
         return None

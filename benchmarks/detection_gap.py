@@ -33,14 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.descriptions import load_descriptions
-from ner_retriever.detect import DEFAULT_DETECTOR
-from ner_retriever.evaluate import (EvalOptions, HybridSides, _dense_queries, build_encoder,
+from ner_retriever.evaluation.descriptions import load_descriptions
+from ner_retriever.detect.base import DEFAULT_DETECTOR
+from ner_retriever.evaluation.evaluate import (EvalOptions, HybridSides, _dense_queries, build_encoder,
                                     default_cache_root, dense_document_vectors, detect_spans,
                                     embed_queries, evaluate_scores, hybrid_rank, index_vectors,
                                     load_eval_set, mention_vectors_for, name_vectors)
-from ner_retriever.retriever import resolve_head
-from ner_retriever.search import CONFIDENCE_WEIGHT
+from ner_retriever.retrieve.retriever import resolve_head
+from ner_retriever.retrieve.fusion import CONFIDENCE_WEIGHT
 
 
 def _overlaps(span: tuple[int, int], others: list[tuple[int, int]]) -> bool:
@@ -82,7 +82,7 @@ def main() -> None:
     found, conf, recall = detect_spans(eval_set, args.detector, cache)
     queries = embed_queries(encoder, eval_set, head)
 
-    from ner_retriever.dense import DenseEncoder
+    from ner_retriever.models.dense import DenseEncoder
 
     dense = DenseEncoder()
     documents = dense_document_vectors(eval_set, cache, dense)

@@ -1,7 +1,7 @@
 """Mention-detection recall/precision on the gold NER test sets in ../shared/data.
 
 For each dataset, a deterministic sample of sentences (``--sample``, ``--seed``)
-is read with ``ner_retriever.corpus.read_conll``; every detector's spans are
+is read with ``ner_retriever.io.corpus.read_conll``; every detector's spans are
 compared with the gold spans (labels ignored), by exact boundaries and by any
 character overlap.  The markdown table is printed and written into
 docs/DETECTION.md between the ``<!-- detector-recall:begin/end -->`` markers,
@@ -32,7 +32,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ner_retriever.detect import build_detector, match_spans
+from ner_retriever.detect.base import build_detector, match_spans
 from ner_retriever.types import Document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ TP_BEGIN, TP_END = "<!-- detector-throughput:begin -->", "<!-- detector-throughp
 
 
 def load(path: Path) -> list[Document]:
-    from ner_retriever.corpus import read_conll
+    from ner_retriever.io.corpus import read_conll
 
     return [d for d in read_conll(path) if d.text.strip()]
 
@@ -66,7 +66,7 @@ def evaluate(detector_name: str, docs: list[Document],
              memo: dict[str, tuple[list, float]] | None = None) -> dict[str, float]:
     """Scores of one detector; a union ``a+b`` whose members are in ``memo`` (predictions and
     seconds of earlier rows on the same documents) is assembled from them, not rerun."""
-    from ner_retriever.detect import resolve_overlaps
+    from ner_retriever.detect.base import resolve_overlaps
 
     parts = [p.strip() for p in detector_name.split("+")]
     if memo is not None and len(parts) > 1 and all(p in memo for p in parts):
@@ -102,8 +102,8 @@ def throughput(detector_names: list[str], docs: list[Document], rounds: int,
     import statistics
     import tempfile
 
-    from ner_retriever.learned_detect import register_encoder
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.detect.learned import register_encoder
+    from ner_retriever.retrieve.retriever import Retriever
 
     register_encoder(encoder)  # learned detectors share the encoder's model
     # "NAME@whole": NAME with whole windows, as before causal encoders cut them (a reference)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.throughput > 0:
         import torch
 
-        from ner_retriever.encode import TransformerEncoder
+        from ner_retriever.models.encoder import TransformerEncoder
 
         encoder = TransformerEncoder()
         names = args.throughput_detectors.split(",")

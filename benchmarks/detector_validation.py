@@ -1,7 +1,7 @@
 """End-to-end R-Precision with each detector on *validation* data, to choose the default.
 
 The test splits (docs/DETECTION.md, "End to end") report; this script decides.  It runs
-``ner_retriever.evaluate.evaluate`` (the default ``ner-retriever`` and ``hybrid`` rankings,
+``ner_retriever.evaluation.evaluate.evaluate`` (the default ``ner-retriever`` and ``hybrid`` rankings,
 detected mentions, relevance from the gold labels) on splits that are neither test splits nor
 sentences the shipped learned detector was trained on:
 
@@ -24,10 +24,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ner_retriever.descriptions import load_descriptions
-from ner_retriever.evaluate import EvalOptions, evaluate, load_eval_set
-from ner_retriever.learned_detect import TrainDetectorConfig, _load_training_docs
-from ner_retriever.search import CONFIDENCE_WEIGHT
+from ner_retriever.evaluation.descriptions import load_descriptions
+from ner_retriever.evaluation.evaluate import EvalOptions, evaluate, load_eval_set
+from ner_retriever.detect.learned import TrainDetectorConfig, _load_training_docs
+from ner_retriever.retrieve.fusion import CONFIDENCE_WEIGHT
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # the files the shipped detector was trained on (docs/DETECTION.md)

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ner_retriever.corpus import read_conll
-from ner_retriever.encode import EncoderConfig, TransformerEncoder
+from ner_retriever.io.corpus import read_conll
+from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LONG_CHARS = 1_900  # ~500 tokens of Few-NERD text (0.26 tokens a character)
@@ -141,7 +141,7 @@ def joint(encoder: TransformerEncoder, feature_block: int, texts, spans,
         return [list(spans[d]) for d in doc_ids]
 
     # the tagger head's per-token part runs next to the model, as LearnedDetector runs it
-    from ner_retriever.learned_detect import TaggerConfig, TaggerHead
+    from ner_retriever.detect.learned import TaggerConfig, TaggerHead
 
     device = next(encoder.model.parameters()).device
     head = TaggerHead(TaggerConfig(model="random", features=feats,

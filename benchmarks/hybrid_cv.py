@@ -73,7 +73,7 @@ def rrf_scores(eval_set, mention_scores: np.ndarray, dense_scores: np.ndarray,
                k: int = RRF_K) -> np.ndarray:
     """Reciprocal-rank fusion over the same candidates as ``hybrid_scores`` (ranks within the
     whole corpus on each side; a document without mentions ranks last on the mention side)."""
-    from ner_retriever.search import candidate_count, top_positions
+    from ner_retriever.retrieve.fusion import candidate_count, top_positions
 
     out = np.full(mention_scores.shape, -np.inf, dtype=np.float64)
     for i, t in enumerate(eval_set.types):
@@ -101,20 +101,20 @@ def main() -> None:
 
     import torch
 
-    from ner_retriever.corpus import file_digest
-    from ner_retriever.dense import DenseEncoder
-    from ner_retriever.descriptions import is_other_tag
-    from ner_retriever.descriptions import load_descriptions as load_map
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
-    from ner_retriever.evaluate import (EvalSet, HybridSides, default_cache_root,
+    from ner_retriever.io.corpus import file_digest
+    from ner_retriever.models.dense import DenseEncoder
+    from ner_retriever.evaluation.descriptions import is_other_tag
+    from ner_retriever.evaluation.descriptions import load_descriptions as load_map
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
+    from ner_retriever.evaluation.evaluate import (EvalSet, HybridSides, default_cache_root,
                                         dense_document_scores, dense_document_vectors,
                                         embed_queries, hybrid_rank, hybrid_scores, macro,
                                         mention_document_scores, pooled_document_scores,
                                         r_precision)
-    from ner_retriever.search import (MENTION_TEMPERATURE, calibration_sample, score_stats,
+    from ner_retriever.retrieve.fusion import (MENTION_TEMPERATURE, calibration_sample, score_stats,
                                       standardise)
-    from ner_retriever.head import to_index_space
-    from ner_retriever.train import (MentionSet, TrainConfig, encode_descriptions,
+    from ner_retriever.models.head import to_index_space
+    from ner_retriever.training.train import (MentionSet, TrainConfig, encode_descriptions,
                                      extract_mentions, load_descriptions, sample_documents,
                                      train_head)
 

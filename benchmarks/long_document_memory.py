@@ -76,8 +76,8 @@ def windows_of(encoder, tokens: int) -> int:
 
 def detect_only(megabytes: float, model: str | None, detector: str) -> dict:
     """Runs in a fresh process: the detector's joint pass over one long document."""
-    from ner_retriever.detect import build_detector
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+    from ner_retriever.detect.base import build_detector
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
     from ner_retriever.types import Document
 
     encoder = TransformerEncoder(EncoderConfig(model=model) if model else EncoderConfig())
@@ -101,8 +101,8 @@ def detect_only(megabytes: float, model: str | None, detector: str) -> dict:
 
 def child(megabytes: float, model: str | None, detector: str, span_every: int) -> dict:
     """Runs in a fresh process: baseline after warm-up, then one long document."""
-    from ner_retriever.encode import EncoderConfig
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.models.encoder import EncoderConfig
+    from ner_retriever.retrieve.retriever import Retriever
     from ner_retriever.types import Document, Span
 
     def spans_for(text: str):

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.descriptions import load_descriptions
-from ner_retriever.head import normalize
-from ner_retriever.search import HYBRID_WEIGHT
-from ner_retriever.evaluate import (
+from ner_retriever.evaluation.descriptions import load_descriptions
+from ner_retriever.models.head import normalize
+from ner_retriever.retrieve.fusion import HYBRID_WEIGHT
+from ner_retriever.evaluation.evaluate import (
     EvalOptions,
     build_encoder,
     dense_document_scores,

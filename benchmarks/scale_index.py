@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ner_retriever.corpus import read_conll
-from ner_retriever.encode import TransformerEncoder
-from ner_retriever.retriever import Retriever
+from ner_retriever.io.corpus import read_conll
+from ner_retriever.models.encoder import TransformerEncoder
+from ner_retriever.retrieve.retriever import Retriever
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -56,14 +56,14 @@ def main() -> None:
             with Retriever.create(path, encoder=encoder, detector="spacy") as r:
                 start = time.perf_counter()
                 if engine == "local":
-                    from ner_retriever.corpus import read_corpus
+                    from ner_retriever.io.corpus import read_corpus
 
                     stats = r.add(read_corpus(corpus), commit_every=args.batch_size,
                                   progress=tick)
                 else:
                     import ray
 
-                    from ner_retriever.distributed import add_with_ray, start_ray
+                    from ner_retriever.scale.ray import add_with_ray, start_ray
 
                     start_ray(num_cpus=torch.get_num_threads())
                     try:

@@ -83,16 +83,16 @@ SETTINGS = {  # name -> (index_type, storage, params, search sweeps)
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
-    # Not ner_retriever.head.normalize: importing it loads torch into a process whose peak
+    # Not ner_retriever.models.head.normalize: importing it loads torch into a process whose peak
     # memory is one of the measured figures.
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def real_mentions(block: int | None = None):
-    """Few-NERD INTER test gold mentions (cached by ner_retriever.train) and the encoder
+    """Few-NERD INTER test gold mentions (cached by ner_retriever.training.train) and the encoder
     (the shipped default settings unless ``block`` is given)."""
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
-    from ner_retriever.train import extract_mentions
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
+    from ner_retriever.training.train import extract_mentions
 
     encoder = TransformerEncoder(EncoderConfig() if block is None else EncoderConfig(block=block))
     return encoder, extract_mentions(BIG_TEST, encoder, max_sentences=5000, seed=0,
@@ -101,8 +101,8 @@ def real_mentions(block: int | None = None):
 
 def type_queries(encoder, ms) -> tuple[list[str], np.ndarray]:
     """Raw query vectors (mean over a type's descriptions), the 'other' types left out."""
-    from ner_retriever.descriptions import is_other_tag
-    from ner_retriever.train import encode_descriptions, load_descriptions
+    from ner_retriever.evaluation.descriptions import is_other_tag
+    from ner_retriever.training.train import encode_descriptions, load_descriptions
 
     types = sorted(t for t in set(ms.labels.tolist()) if not is_other_tag(t))
     raw = encode_descriptions(encoder, load_descriptions("fewnerd", types))
@@ -113,7 +113,7 @@ def random_head(input_dim: int):
     """The ``output`` generator's head: the architecture with a seeded random init."""
     import torch
 
-    from ner_retriever.head import HeadConfig, ProjectionHead
+    from ner_retriever.models.head import HeadConfig, ProjectionHead
 
     torch.manual_seed(0)
     return ProjectionHead(HeadConfig(input_dim=input_dim)).eval()
@@ -123,7 +123,7 @@ class Generator:
     """Seeded synthetic mention vectors around the real ones (see the module docstring)."""
 
     def __init__(self, kind: str):
-        from ner_retriever.retriever import packaged_head
+        from ner_retriever.retrieve.retriever import packaged_head
 
         self.kind = kind
         self.encoder, self.ms = real_mentions(None if kind == "model" else 10)
@@ -245,7 +245,7 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
     """One index type on all rows, or on the first ``limit`` rows (exact truth recomputed)."""
     import faiss
 
-    from ner_retriever.store import (build_faiss_index, exact_rerank, for_scattered_reads,
+    from ner_retriever.indexes.store import (build_faiss_index, exact_rerank, for_scattered_reads,
                                      index_bytes, prefetch_rows, refine_of)
 
     index_type, storage, params, sweeps = SETTINGS[name]
@@ -332,7 +332,7 @@ def run_store(out: Path, segment_rows: int, maps_open: int | None = None) -> dic
     commits one segment per batch: the CLI's default 256 documents make ~600 rows), so the
     re-rank reads candidates from as many files as a real index has; ``maps_open`` overrides
     how many segment maps the store keeps open (the default follows the open-file limit)."""
-    from ner_retriever.store import FaissStore
+    from ner_retriever.indexes.store import FaissStore
 
     vectors = np.load(out / "vectors.npy", mmap_mode="r")
     queries, truth = np.load(out / "queries.npy"), np.load(out / "truth.npy")
@@ -382,9 +382,9 @@ def rprecision() -> dict:
     the search widening loop."""
     import faiss
 
-    from ner_retriever.search import top_documents
-    from ner_retriever.store import build_faiss_index, exact_rerank, index_bytes
-    from ner_retriever.train import evaluate_vectors, relevant_docs
+    from ner_retriever.retrieve.fusion import top_documents
+    from ner_retriever.indexes.store import build_faiss_index, exact_rerank, index_bytes
+    from ner_retriever.training.train import evaluate_vectors, relevant_docs
 
     gen = Generator("model")
     ms, types, queries = gen.ms, gen.types, gen.type_queries

@@ -106,7 +106,7 @@ def start_server(index: Path, port: int, max_batch: int) -> subprocess.Popen:
     env.pop("NER_RETRIEVER_WRITE_TOKEN", None)  # read-only
     src = Path(__file__).resolve().parents[1] / "src"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "ner_retriever.cli", "serve", str(index), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "ner_retriever.cli.main", "serve", str(index), "--host", "127.0.0.1",
            "--port", str(port), "--log-level", "warning", "--max-batch", str(max_batch)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -98,7 +98,7 @@ def build_index(workdir: Path, model: str | None, detector: str, docs: int, seed
     corpus.write_text("".join(json.dumps({"id": f"base-{i}", "text": make_text(rng, f"b{i}")})
                               + "\n" for i in range(docs)))
     index = workdir / "index"
-    cmd = [sys.executable, "-m", "ner_retriever.cli", "index", str(corpus), "--index",
+    cmd = [sys.executable, "-m", "ner_retriever.cli.main", "index", str(corpus), "--index",
            str(index), "--detector", detector]
     if model:
         cmd += ["--model", model]
@@ -113,7 +113,7 @@ class Server:
     def __init__(self, index: Path, log: Path, token: str | None = TOKEN):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "ner_retriever.cli", "serve", str(index), "--host",
+        cmd = [sys.executable, "-m", "ner_retriever.cli.main", "serve", str(index), "--host",
                "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         env = _env()
         if token:
@@ -259,7 +259,7 @@ def check_vectors(index_path: Path, acked: dict) -> dict:
     mention vector's nearest neighbour is itself (same score as the best hit)."""
     import numpy as np
 
-    from ner_retriever.index import CATALOG_NAME, Index
+    from ner_retriever.indexes.index import CATALOG_NAME, Index
 
     not_found = []
     with Index.open(index_path) as index:
@@ -293,7 +293,7 @@ def run_soak(index: Path, seconds: float = 300, clients: int = 8, max_requests: 
              add_share: float = 0.15, bad_share: float = 0.05, seed: int = 0,
              restart: str = "kill", workdir: Path | None = None, log=print) -> dict:
     workdir = workdir or index.parent
-    from ner_retriever.index import Index
+    from ner_retriever.indexes.index import Index
 
     with Index.open(index) as idx:
         base_docs, dim = len(idx), idx.config.dim

@@ -12,7 +12,7 @@ raw vectors on Few-NERD, MultiCoNER 2 dev and WNUT-17 test:
 
     PYTHONPATH=src python benchmarks/train_head.py --eval-head src/ner_retriever/data/heads/smollm2-135m
 
-Mention vectors are cached (see ner_retriever.train.extract_mentions), so reruns are fast.
+Mention vectors are cached (see ner_retriever.training.train.extract_mentions), so reruns are fast.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import json
 import time
 from pathlib import Path
 
-from ner_retriever.encode import EncoderConfig, TransformerEncoder
-from ner_retriever.head import normalize
-from ner_retriever.descriptions import is_other_tag
-from ner_retriever.train import (
+from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
+from ner_retriever.models.head import normalize
+from ner_retriever.evaluation.descriptions import is_other_tag
+from ner_retriever.training.train import (
     MentionSet,
     TrainConfig,
     encode_descriptions,
@@ -78,7 +78,7 @@ EVAL_SETS = {  # name -> (file, shipped description map, sentence sample)
 
 def evaluate_head(head_dir: Path, template: str) -> None:
     """Raw vectors vs a saved head on every evaluation set (gold mentions, macro R-Precision)."""
-    from ner_retriever.head import ProjectionHead
+    from ner_retriever.models.head import ProjectionHead
 
     head = ProjectionHead.load(head_dir)
     cfg = head.config

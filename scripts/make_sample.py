@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # the script must run before the package is installed
 
-from ner_retriever.corpus import read_conll  # noqa: E402
+from ner_retriever.io.corpus import read_conll  # noqa: E402
 
 SOURCE = ROOT.parent / "shared" / "data" / "fewnerd" / "inter_bio_structshot" / "big_test.txt"
 TARGET = ROOT / "src" / "ner_retriever" / "data" / "sample.jsonl"

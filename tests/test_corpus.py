@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ner_retriever.corpus import (
+from ner_retriever.io.corpus import (
     FORMATS,
     iter_batches,
     read_conll,

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ner_retriever.detect import build_detector
+from ner_retriever.detect.base import build_detector
 from ner_retriever.errors import ConfigError, IndexStateError
-from ner_retriever.index import CATALOG_NAME, CONFIG_NAME, LOCK_NAME, Index, IndexConfig
-from ner_retriever.retriever import Retriever
+from ner_retriever.indexes.index import CATALOG_NAME, CONFIG_NAME, LOCK_NAME, Index, IndexConfig
+from ner_retriever.retrieve.retriever import Retriever
 from ner_retriever.types import Document, Mention, Span
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_damaged_index_files_give_a_clear_error_naming_the_file(tmp_path, case):
     # the CLI says the same in one line, without a traceback
     from typer.testing import CliRunner
 
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     result = CliRunner().invoke(app, ["info", str(path)])
     assert result.exit_code == 1 and name in result.output and "Traceback" not in result.output
@@ -173,8 +173,8 @@ def test_crash_leftovers_are_ignored_by_readers_and_removed_by_the_next_writer(t
 
 
 def test_head_files_are_checked(tmp_path):
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
-    from ner_retriever.head import HeadConfig, ProjectionHead
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
+    from ner_retriever.models.head import HeadConfig, ProjectionHead
 
     encoder = TransformerEncoder(EncoderConfig(model=str(_tiny_model(tmp_path / "m"))))
     head = ProjectionHead(HeadConfig(input_dim=encoder.dim, hidden_dim=16, output_dim=8))
@@ -304,7 +304,7 @@ def test_a_catalog_without_row_checksums_is_migrated_by_a_writer(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from ner_retriever.index import Index
+    from ner_retriever.indexes.index import Index
     from ner_retriever.types import Document, Mention
 
     index = Index.open(sys.argv[1], writable=True)
@@ -327,7 +327,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def other_writer(tmp_path, tiny_model):
     """A 30-document index (tiny model, gold spans) and another process holding its writer
     lock, which commits on request."""
-    from ner_retriever.encode import EncoderConfig
+    from ner_retriever.models.encoder import EncoderConfig
 
     path = tmp_path / "idx"
     docs = []
@@ -363,7 +363,7 @@ def test_a_second_writer_is_refused_while_readers_serve_the_committed_state(othe
                                                                            tiny_model):
     from typer.testing import CliRunner
 
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     path, proc, commit = other_writer
     with pytest.raises(IndexStateError, match="being written by another process") as info:
@@ -411,7 +411,7 @@ def test_readers_open_while_a_writer_commits_continuously(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys
         import numpy as np
-        from ner_retriever.index import Index
+        from ner_retriever.indexes.index import Index
         from ner_retriever.types import Document, Mention
         index = Index.open(sys.argv[1], writable=True)
         for b in range(1, 200):

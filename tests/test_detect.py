@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ner_retriever import detect
-from ner_retriever.detect import (
+from ner_retriever.detect import base as detect
+from ner_retriever.detect.base import (
     DETECTOR_NAMES,
     Detector,
     GoldDetector,
@@ -246,7 +246,7 @@ def test_build_detector_names() -> None:
     assert set(DETECTOR_NAMES) == {"spacy", "spacy-ents", "gold"}
     d = build_detector("spacy")
     assert isinstance(d, SpacyDetector) and d.candidates
-    from ner_retriever.learned_detect import LearnedDetector
+    from ner_retriever.detect.learned import LearnedDetector
 
     default = build_detector(None)  # learned (validation-chosen threshold) + spacy
     learned, spacy = default.detectors

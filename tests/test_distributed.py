@@ -12,8 +12,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ner_retriever.distributed import add_with_ray, start_ray  # noqa: E402
-from ner_retriever.retriever import Retriever  # noqa: E402
+from ner_retriever.scale.ray import add_with_ray, start_ray  # noqa: E402
+from ner_retriever.retrieve.retriever import Retriever  # noqa: E402
 from ner_retriever.types import Document  # noqa: E402
 
 N_DOCS, SHARD = 20, 6

@@ -5,7 +5,7 @@ import pytest
 import torch
 import transformers as tf
 
-from ner_retriever.encode import EncoderConfig, TransformerEncoder, transformer_blocks
+from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder, transformer_blocks
 from ner_retriever.errors import ConfigError
 
 TEXT = "Barack Obama visited the Louvre in Paris with Michelle."

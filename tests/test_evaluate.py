@@ -13,7 +13,7 @@ import torch
 import transformers as tf
 from typer.testing import CliRunner
 
-from ner_retriever.descriptions import (
+from ner_retriever.evaluation.descriptions import (
     SHIPPED_MAPS,
     Descriptions,
     describe_tag,
@@ -21,7 +21,7 @@ from ner_retriever.descriptions import (
     load_descriptions,
 )
 from ner_retriever.errors import ConfigError, CorpusError
-from ner_retriever.evaluate import (
+from ner_retriever.evaluation.evaluate import (
     EvalOptions,
     EvalSet,
     HybridSides,
@@ -33,7 +33,7 @@ from ner_retriever.evaluate import (
     r_precision,
     sample_indices,
 )
-from ner_retriever.search import (
+from ner_retriever.retrieve.fusion import (
     MENTION_TEMPERATURE,
     best_rows,
     document_max,
@@ -392,7 +392,7 @@ DOCS = ["The river Thames flows through London.",
 
 
 def test_bm25_ranks_term_matches_first():
-    from ner_retriever.baselines import bm25_scores
+    from ner_retriever.evaluation.baselines import bm25_scores
 
     scores = bm25_scores(DOCS, ["river", "politician", "zebra", "the"])
     assert scores.shape == (4, 4)
@@ -402,7 +402,7 @@ def test_bm25_ranks_term_matches_first():
 
 
 def test_dense_minilm_ranks_by_meaning():
-    from ner_retriever.dense import DenseEncoder
+    from ner_retriever.models.dense import DenseEncoder
 
     dense = DenseEncoder()
     vectors = dense.encode(DOCS)
@@ -449,7 +449,7 @@ def test_evaluate_all_methods_and_cache(conll, cache, tiny_model_dir):
 
 
 def test_cli_json_contract(conll, cache, tiny_model_dir):
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["evaluate", str(conll), "--model", str(tiny_model_dir),
@@ -487,7 +487,7 @@ def test_cli_json_contract(conll, cache, tiny_model_dir):
 
 
 def test_cli_detected_mentions_report_recall(conll, cache, tiny_model_dir):
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     result = CliRunner().invoke(app, ["evaluate", str(conll), "--model", str(tiny_model_dir),
                                       "--mentions", "detected", "--methods", "ner-retriever",
@@ -501,7 +501,7 @@ def test_cli_detected_mentions_report_recall(conll, cache, tiny_model_dir):
 
 
 def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
-    from ner_retriever.evaluate import VectorCache
+    from ner_retriever.evaluation.evaluate import VectorCache
 
     a = VectorCache(tmp_path, {"data": 1}, check="spans-a")
     a.save("22-value", np.ones((3, 2), np.float32))
@@ -515,8 +515,8 @@ def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
 
 
 def test_detected_spans_carry_confidences_through_the_cache(conll, tmp_path, smol_encoder):
-    from ner_retriever.evaluate import detect_spans
-    from ner_retriever.learned_detect import register_encoder
+    from ner_retriever.evaluation.evaluate import detect_spans
+    from ner_retriever.detect.learned import register_encoder
 
     register_encoder(smol_encoder)
     es = load_eval_set([conll])

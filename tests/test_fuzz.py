@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ner_retriever.corpus import read_corpus
+from ner_retriever.io.corpus import read_corpus
 from ner_retriever.errors import ConfigError, CorpusError, NerRetrieverError
 from ner_retriever.types import Document, Span
 
@@ -262,7 +262,7 @@ def tiny_encoder(minilm_tokenizer):
     import torch
     import transformers as tf
 
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 
     torch.manual_seed(0)
     model = tf.LlamaModel(tf.LlamaConfig(
@@ -304,7 +304,7 @@ def test_encoder_queries(tiny_encoder, queries):
 @given(text=unicode_text, spans=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 20)),
                                          max_size=4))
 def test_gold_spans_outside_the_text_are_refused(text, spans):
-    from ner_retriever.detect import GoldDetector
+    from ner_retriever.detect.base import GoldDetector
 
     doc = Document("d", text, spans=tuple(Span(s, s + n) for s, n in spans))
     try:
@@ -318,7 +318,7 @@ def test_gold_spans_outside_the_text_are_refused(text, spans):
 
 @pytest.fixture(scope="module")
 def spacy_detector():
-    from ner_retriever.detect import build_detector
+    from ner_retriever.detect.base import build_detector
 
     detector = build_detector("spacy")
     detector.detect([Document("warm", "Angela Merkel visited Paris.")])
@@ -346,7 +346,7 @@ def test_retriever_add_on_unicode_documents(tmp_path_factory, tiny_encoder, spac
                                              texts):
     """Whole documents through detection, encoding and commit: each is stored with mentions
     whose text is exactly ``doc.text[start:end]``, or the batch is refused with a clear error."""
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.retrieve.retriever import Retriever
 
     path = tmp_path_factory.mktemp("idx") / "i"
     docs = [Document(f"d{i}", t) for i, t in enumerate(texts)]
@@ -375,7 +375,7 @@ OK_STATUSES = {200, 201, 400, 401, 404, 405, 409, 413, 422}
 def api(tmp_path_factory, tiny_encoder, spacy_detector):
     from fastapi.testclient import TestClient
 
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.retrieve.retriever import Retriever
     from ner_retriever.serve import ServeSettings, create_app
 
     path = tmp_path_factory.mktemp("api") / "index"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ner_retriever import Retriever
-from ner_retriever.evaluate import (HybridSides, hybrid_rank, load_eval_set,
+from ner_retriever.evaluation.evaluate import (HybridSides, hybrid_rank, load_eval_set,
                                     mention_document_scores)
 
 pytestmark = pytest.mark.slow  # loads SmolLM2 and MiniLM

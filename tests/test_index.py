@@ -5,9 +5,9 @@ import pytest
 
 from ner_retriever import Document, DuplicateDocumentError, IndexStateError
 from ner_retriever.errors import ConfigError
-from ner_retriever.index import Index
-from ner_retriever.retriever import Retriever
-from ner_retriever.search import FEEDBACK_DOCS, group_by_document, snippet, top_documents
+from ner_retriever.indexes.index import Index
+from ner_retriever.retrieve.retriever import Retriever
+from ner_retriever.retrieve.fusion import FEEDBACK_DOCS, group_by_document, snippet, top_documents
 
 DOCS = [
     Document("pol", "Angela Merkel and Emmanuel Macron met in Berlin on Monday."),
@@ -56,7 +56,7 @@ def _full_fusion(retriever, query, feedback=0):
     texts, not read from the index), stats over all; with ``feedback``, each side's query is
     then moved toward the best vector of each of the top ``feedback`` documents (Rocchio with
     ``search.FEEDBACK_WEIGHT``) and every document scored again."""
-    from ner_retriever.search import (FEEDBACK_WEIGHT, HYBRID_WEIGHT, MENTION_TEMPERATURE, fuse,
+    from ner_retriever.retrieve.fusion import (FEEDBACK_WEIGHT, HYBRID_WEIGHT, MENTION_TEMPERATURE, fuse,
                                       score_stats)
 
     index = retriever.index
@@ -294,7 +294,7 @@ def test_single_writer_lock(retriever, smol_encoder):
 def test_opening_with_another_encoder_is_an_error(retriever, minilm_tokenizer):
     from transformers import BertConfig, BertModel
 
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 
     model = BertModel(BertConfig(vocab_size=len(minilm_tokenizer), hidden_size=32,
                                  num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
@@ -318,7 +318,7 @@ def test_corrupt_and_missing_index(tmp_path, retriever):
 
 
 def test_head_is_recorded_and_reloaded(tmp_path, smol_encoder):
-    from ner_retriever.head import HeadConfig, ProjectionHead
+    from ner_retriever.models.head import HeadConfig, ProjectionHead
 
     head = ProjectionHead(HeadConfig(input_dim=smol_encoder.dim))
     with Retriever.create(tmp_path / "h", encoder=smol_encoder, head=head) as r:

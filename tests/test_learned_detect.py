@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ner_retriever import learned_detect
-from ner_retriever.detect import UnionDetector, build_detector, resolve_overlaps
-from ner_retriever.encode import EncoderConfig, TransformerEncoder
+from ner_retriever.detect import learned as learned_detect
+from ner_retriever.detect.base import UnionDetector, build_detector, resolve_overlaps
+from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError
-from ner_retriever.learned_detect import (
+from ner_retriever.detect.learned import (
     B,
     IGNORE,
     I,
@@ -343,7 +343,7 @@ def test_union_detector_with_learned_member(encoder) -> None:
 
 
 def test_retriever_uses_the_joint_pass(tmp_path, encoder) -> None:
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.retrieve.retriever import Retriever
 
     with Retriever.create(tmp_path / "idx", encoder=encoder, detector="learned") as r:
         stats = r.add(DOCS[:3])
@@ -356,7 +356,7 @@ def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, m
                                                      encoder) -> None:
     from typer.testing import CliRunner
 
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     out, _ = tiny_detector
     runner = CliRunner()
@@ -391,7 +391,7 @@ def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, m
 def test_a_served_index_whose_detector_moved(tiny_detector, tmp_path, encoder) -> None:
     from fastapi.testclient import TestClient
 
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.retrieve.retriever import Retriever
     from ner_retriever.serve import ServeSettings, open_app
 
     out, _ = tiny_detector
@@ -412,7 +412,7 @@ def test_a_served_index_whose_detector_moved(tiny_detector, tmp_path, encoder) -
 def test_train_detector_for_another_model_then_index_with_it(tmp_path, shared_data) -> None:
     from typer.testing import CliRunner
 
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     model, runner = tiny_llama(tmp_path), CliRunner()
     result = runner.invoke(app, ["train-detector", str(shared_data / "wnut17" / "wnut17train.conll"),
@@ -450,7 +450,7 @@ def test_build_detector_options() -> None:
 def test_cli_train_detector_refuses_bad_input(tmp_path, shared_data) -> None:
     from typer.testing import CliRunner
 
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     runner = CliRunner()
     test_file = str(shared_data / "fewnerd" / "inter_bio_structshot" / "big_test.txt")
@@ -502,7 +502,7 @@ def test_union_spans_all_get_the_taggers_confidence(encoder) -> None:
 
 
 def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.retrieve.retriever import Retriever
 
     norms = {}
     for weight in (0.0, 0.5):

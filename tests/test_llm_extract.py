@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from ner_retriever.detect import build_detector
+from ner_retriever.detect.base import build_detector
 from ner_retriever.errors import ConfigError
-from ner_retriever.llm_extract import LLMExtractor, _chunks, build_prompt, parse_marked
+from ner_retriever.detect.llm import LLMExtractor, _chunks, build_prompt, parse_marked
 from ner_retriever.types import Document, Span
 
 TEXT = "Angela Merkel met Emmanuel Macron in Paris. Paris was sunny."

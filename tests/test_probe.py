@@ -11,10 +11,10 @@ import torch
 import transformers as tf
 from typer.testing import CliRunner
 
-from ner_retriever.encode import EncoderConfig, TransformerEncoder
+from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError
-from ner_retriever.evaluate import EvalOptions, evaluate, load_eval_set
-from ner_retriever.probe import draw_heatmap, parse_blocks, run_probe
+from ner_retriever.evaluation.evaluate import EvalOptions, evaluate, load_eval_set
+from ner_retriever.evaluation.probe import draw_heatmap, parse_blocks, run_probe
 
 from test_evaluate import CONLL  # noqa: E402  (same tiny corpus)
 
@@ -97,7 +97,7 @@ def test_cli_probe(tmp_path, conll, minilm_tokenizer, tiny_llama):
     folder = tmp_path / "tiny-llama"
     tiny_llama.save_pretrained(folder)
     minilm_tokenizer.save_pretrained(folder)
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     out = tmp_path / "probe.json"
     args = ["probe", str(conll), "--model", str(folder), "--blocks", "0-1",

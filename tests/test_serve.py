@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ner_retriever.errors import ConfigError, IndexStateError
-from ner_retriever.retriever import Retriever
-from ner_retriever.search import context_window
+from ner_retriever.retrieve.retriever import Retriever
+from ner_retriever.retrieve.fusion import context_window
 from ner_retriever.serve import (
     LockedEncoder,
     LRUCache,
@@ -564,7 +564,7 @@ def test_weak_tokens_and_read_only_writes_are_refused(built):
 
 
 def test_cli_serve_help_and_errors(tmp_path):
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     runner = CliRunner()
     help_text = runner.invoke(app, ["serve", "--help"], terminal_width=200).output

@@ -10,9 +10,9 @@ import pytest
 
 from ner_retriever import Document
 from ner_retriever.errors import ConfigError
-from ner_retriever.index import Index, IndexConfig
-from ner_retriever.search import top_documents
-from ner_retriever.store import (ANN_FILE, ANN_MANIFEST, build_faiss_index, index_bytes,
+from ner_retriever.indexes.index import Index, IndexConfig
+from ner_retriever.retrieve.fusion import top_documents
+from ner_retriever.indexes.store import (ANN_FILE, ANN_MANIFEST, build_faiss_index, index_bytes,
                                  span_transform, store_settings)
 from ner_retriever.types import Mention
 
@@ -313,7 +313,7 @@ def test_milvus_lite_index_reopen_append_dedupe_and_leftovers(tmp_path, exact, m
         assert reader.ntotal == end + 80
         assert len(_top_docs(reader, q[5], 1000)) == 411  # exhaustive: every document
         scores, rows = reader.search(q[5:6], 700)
-        import ner_retriever.store as store_module
+        import ner_retriever.indexes.store as store_module
 
         monkeypatch.setattr(store_module, "MILVUS_MAX_TOPK", 256)  # past the server's limit
         it_scores, it_rows = reader.search(q[5:6], 700)  # pages with a search iterator
@@ -339,7 +339,7 @@ def test_milvus_lite_hnsw_and_ivfpq(tmp_path, exact):
 
 @needs_milvus
 def test_milvus_end_to_end_with_the_real_model(tmp_path, smol_encoder):
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.retrieve.retriever import Retriever
 
     docs = [Document("pol", "Angela Merkel and Emmanuel Macron met in Berlin on Monday."),
             Document("river", "The Danube flows through Vienna and Budapest."),

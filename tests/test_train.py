@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from ner_retriever.errors import ConfigError
-from ner_retriever.head import HeadConfig, ProjectionHead
-from ner_retriever.head import normalize
-from ner_retriever.descriptions import is_other_tag
-from ner_retriever.train import (
+from ner_retriever.models.head import HeadConfig, ProjectionHead
+from ner_retriever.models.head import normalize
+from ner_retriever.evaluation.descriptions import is_other_tag
+from ner_retriever.training.train import (
     MentionSet,
     TrainConfig,
     encode_descriptions,
@@ -242,7 +242,7 @@ def test_mention_set_concat_shifts_documents():
 def test_cli_train_reports_bad_input(tmp_path):
     from typer.testing import CliRunner
 
-    from ner_retriever.cli import app
+    from ner_retriever.cli.main import app
 
     result = CliRunner().invoke(app, ["train", str(tmp_path / "missing.bio"), "--out",
                                       str(tmp_path / "head")])

@@ -29,7 +29,7 @@ def __getattr__(name: str):
     """``Retriever`` is imported on first use: it pulls in torch, which the CLI's light
     commands (``info``, ``--help``) never need."""
     if name == "Retriever":
-        from ner_retriever.retriever import Retriever
+        from ner_retriever.retrieve.retriever import Retriever
 
         return Retriever
     raise AttributeError(f"module 'ner_retriever' has no attribute {name!r}")

@@ -49,9 +49,9 @@ from ner_retriever.errors import (
     IndexStateError,
     NerRetrieverError,
 )
-from ner_retriever.retriever import Retriever, index_info
-from ner_retriever.search import context_window
-from ner_retriever.search import snippet as make_snippet
+from ner_retriever.retrieve.retriever import Retriever, index_info
+from ner_retriever.retrieve.fusion import context_window
+from ner_retriever.retrieve.fusion import snippet as make_snippet
 from ner_retriever.serve.embedder import LockedEncoder, QueryEmbedder
 from ner_retriever.serve.schemas import (
     AddDocumentsRequest,

@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 
 from ner_retriever import Retriever
-from ner_retriever.corpus import read_corpus
+from ner_retriever.io.corpus import read_corpus
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parents[2] / "src" / "ner_retriever" / "data" / "sample.jsonl"

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.corpus import file_digest
-from ner_retriever.descriptions import is_other_tag
+from ner_retriever.io.corpus import file_digest
+from ner_retriever.evaluation.descriptions import is_other_tag
 from ner_retriever.errors import ConfigError, CorpusError
-from ner_retriever.head import normalize
+from ner_retriever.models.head import normalize
 
 CACHE_VERSION = "2"  # 2: data files keyed by content, not time stamp
 
@@ -80,7 +80,7 @@ def sample_documents(path: str | Path, max_sentences: int | None = None, seed: i
 
     The sample is ``random.Random(seed).sample(all_sentences, n)`` re-sorted into file order,
     the same convention as the evaluation's 5,000-sentence Few-NERD sample."""
-    from ner_retriever.corpus import read_conll
+    from ner_retriever.io.corpus import read_conll
 
     docs = list(read_conll(path))
     if not docs:
@@ -93,7 +93,7 @@ def sample_documents(path: str | Path, max_sentences: int | None = None, seed: i
 
 def _cache_file(path: Path, encoder_cfg, block: int, component: str,
                 max_sentences: int | None, seed: int) -> Path:
-    from ner_retriever.models import cache_dir
+    from ner_retriever.models.loading import cache_dir
 
     key = json.dumps({
         "v": CACHE_VERSION, "file": path.name, "sha256": file_digest(path),
@@ -127,7 +127,7 @@ def extract_mentions(path: str | Path, encoder, max_sentences: int | None = None
                      progress: bool = True, use_cache: bool = True) -> MentionSet:
     """Frozen vectors of every gold mention in a CoNLL/BIO file (cached as ``.npz``).
 
-    ``encoder`` is a :class:`~ner_retriever.encode.TransformerEncoder`; its block/component give
+    ``encoder`` is a :class:`~ner_retriever.models.encoder.TransformerEncoder`; its block/component give
     the returned vectors. ``extra_targets`` are other ``(block, component)`` pairs computed in
     the same forward pass and cached too (for ablations), at no extra model cost when their
     block is not above the encoder's."""
@@ -184,8 +184,8 @@ def load_descriptions(path_or_name: str | Path | None, tags: Iterable[str]) -> d
     """``tag -> [description, ...]`` (first = canonical) from a JSON map (values: a string or a
     list of paraphrases), a shipped map name (``fewnerd``...), or derived from the tag (None).
 
-    Lookup is :class:`ner_retriever.descriptions.Descriptions`' (``location_GPE`` finds ``GPE``)."""
-    from ner_retriever.descriptions import load_descriptions as load_map
+    Lookup is :class:`ner_retriever.evaluation.descriptions.Descriptions`' (``location_GPE`` finds ``GPE``)."""
+    from ner_retriever.evaluation.descriptions import load_descriptions as load_map
 
     mapping = load_map(path_or_name)
     return {t: mapping.get_all(t) for t in tags}
@@ -195,10 +195,10 @@ def load_descriptions(path_or_name: str | Path | None, tags: Iterable[str]) -> d
 def r_precision(query_vectors: np.ndarray, mention_vectors: np.ndarray, docs: np.ndarray,
                 n_docs: int, relevant: Sequence[set[int] | np.ndarray]) -> np.ndarray:
     """R-Precision per query, ranking documents by their best mention: the metric of
-    :mod:`ner_retriever.evaluate` (ties in expectation), so validation here selects what the
+    :mod:`ner_retriever.evaluation.evaluate` (ties in expectation), so validation here selects what the
     evaluation measures. Vectors must be normalised; queries with R = 0 give NaN."""
-    from ner_retriever.evaluate import mention_document_scores
-    from ner_retriever.evaluate import r_precision as ranking_r_precision
+    from ner_retriever.evaluation.evaluate import mention_document_scores
+    from ner_retriever.evaluation.evaluate import r_precision as ranking_r_precision
 
     order = np.argsort(docs, kind="stable")  # the per-document max wants mentions grouped
     scores = mention_document_scores(query_vectors, mention_vectors[order], docs[order], n_docs)
@@ -439,7 +439,7 @@ def _fit(train: MentionSet, description_vectors: dict[str, np.ndarray], cfg: Tra
     Returns ``(head, history, best_epoch, best_val, initial_val)``."""
     import torch
 
-    from ner_retriever.head import HeadConfig, ProjectionHead
+    from ner_retriever.models.head import HeadConfig, ProjectionHead
 
     def validate(head) -> float:
         """Macro R-Precision on the held-out types, averaged over their descriptions (each
@@ -591,7 +591,7 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
 
     Writes ``head.json`` + ``head.safetensors`` (loadable by ``ProjectionHead.load``) and
     ``training.json`` (data, types, settings and per-epoch history)."""
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 
     cfg = config or TrainConfig()
     if not data:

@@ -25,7 +25,7 @@ class DenseEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from ner_retriever.models import resolve_model
+        from ner_retriever.models.loading import resolve_model
 
         location, gguf = resolve_model(model)
         if gguf is not None:

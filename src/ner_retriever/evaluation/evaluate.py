@@ -19,7 +19,7 @@ Methods (all scored on the same documents)
 * ``ner-retriever``: one vector per mention (any model / block / component, optional head),
   L2-normalised; a document's score is its best mention's cosine with the query vector (exact
   inner product in numpy; the same ranking as a flat FAISS index plus per-document dedupe).
-* ``bm25`` and ``dense``: see :mod:`ner_retriever.baselines`.
+* ``bm25`` and ``dense``: see :mod:`ner_retriever.evaluation.baselines`.
 * ``hybrid``: what a hybrid index returns (:func:`hybrid_scores`, the same code as
   ``Retriever.search``): ``w * z(mention score) + (1 - w) * z(dense score)`` over the top
   candidates of each side, the mention score being the soft maximum over the document's
@@ -46,11 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.descriptions import Descriptions, is_other_tag
-from ner_retriever.detect import DEFAULT_DETECTOR
+from ner_retriever.evaluation.descriptions import Descriptions, is_other_tag
+from ner_retriever.detect.base import DEFAULT_DETECTOR
 from ner_retriever.errors import ConfigError, CorpusError
-from ner_retriever.head import ProjectionHead, confidence_scale, normalize, to_index_space
-from ner_retriever.search import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT,
+from ner_retriever.models.head import ProjectionHead, confidence_scale, normalize, to_index_space
+from ner_retriever.retrieve.fusion import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT,
                                   MENTION_TEMPERATURE, NAME_WEIGHT, calibration_sample,
                                   candidate_count, document_max, document_softmax,
                                   feedback_from_best, feedback_query, fuse, score_stats,
@@ -106,7 +106,7 @@ def load_eval_set(paths: Sequence[str | Path], descriptions: Descriptions | None
 
     ``exclude_texts``: sentences to leave out before sampling, e.g. those a learned detector
     was trained on, when a training file doubles as a validation set."""
-    from ner_retriever.corpus import file_digest, read_conll
+    from ner_retriever.io.corpus import file_digest, read_conll
 
     if not paths:
         raise ConfigError("give at least one CoNLL/BIO file")
@@ -321,7 +321,7 @@ def _digest(obj) -> str:
 
 def model_fingerprint(model: str) -> dict:
     """Name plus size/mtime of the model file, so a changed model never hits a stale cache."""
-    from ner_retriever.models import resolve_model
+    from ner_retriever.models.loading import resolve_model
 
     try:
         location, gguf = resolve_model(model)
@@ -376,7 +376,7 @@ class VectorCache:
 
 
 def default_cache_root() -> Path:
-    from ner_retriever.models import cache_dir
+    from ner_retriever.models.loading import cache_dir
 
     return cache_dir()
 
@@ -425,9 +425,9 @@ def detect_spans(eval_set: EvalSet, detector_name: str | dict, cache_root: Path 
                  ) -> tuple[list[list[tuple[int, int]]], list[list[float | None]], dict]:
     """Spans proposed by a detector, their confidences (None where it cannot tell), both
     cached as JSON, and its recall against the gold spans."""
-    from ner_retriever import detect, learned_detect
-    from ner_retriever.corpus import file_digest
-    from ner_retriever.detect import build_detector, match_spans
+    from ner_retriever.detect import base as detect, learned as learned_detect
+    from ner_retriever.io.corpus import file_digest
+    from ner_retriever.detect.base import build_detector, match_spans
 
     detector = build_detector(detector_name)
     # detector rules change without a config change
@@ -503,7 +503,7 @@ def _check_options(opts: EvalOptions) -> list[str]:
 
 
 def build_encoder(opts: EvalOptions, model=None, tokenizer=None):
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 
     settings = {"block": opts.block, "component": opts.component}
     if opts.query_template is not None:
@@ -573,7 +573,7 @@ def dense_document_vectors(eval_set: EvalSet, cache_root: Path | None, dense) ->
 
 
 def dense_document_scores(eval_set: EvalSet, cache_root: Path | None, dense=None) -> np.ndarray:
-    from ner_retriever.dense import DenseEncoder
+    from ner_retriever.models.dense import DenseEncoder
 
     dense = dense or DenseEncoder()
     return _dense_queries(eval_set, dense) @ dense_document_vectors(eval_set, cache_root, dense).T
@@ -596,7 +596,7 @@ def name_vectors(eval_set: EvalSet, spans, cache_root: Path | None, dense
 
 
 def bm25_document_scores(eval_set: EvalSet) -> np.ndarray:
-    from ner_retriever.baselines import bm25_scores
+    from ner_retriever.evaluation.baselines import bm25_scores
 
     queries = [" ".join(eval_set.descriptions[t]) for t in eval_set.types]
     return bm25_scores(eval_set.texts, queries)
@@ -617,7 +617,7 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
     detection = None
     if {"ner-retriever", "hybrid"} & set(methods):
         encoder = encoder or build_encoder(opts)
-        from ner_retriever.retriever import resolve_head
+        from ner_retriever.retrieve.retriever import resolve_head
 
         head = resolve_head(opts.head, encoder.config)
         if head is not None and head.config.input_dim != encoder.dim:
@@ -644,7 +644,7 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
                         confidence_weight=None if opts.mentions == "gold"
                         else opts.confidence_weight)
     if {"dense", "hybrid"} & set(methods):
-        from ner_retriever.dense import DenseEncoder
+        from ner_retriever.models.dense import DenseEncoder
 
         dense = DenseEncoder()  # loaded once for the document and the name side
         documents = dense_document_vectors(eval_set, cache_root, dense)

@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ner_retriever.errors import ConfigError, DuplicateDocumentError, IndexStateError
-from ner_retriever.store import STORES, Segment, VectorStore, make_store, file_sha256
+from ner_retriever.indexes.store import STORES, Segment, VectorStore, make_store, file_sha256
 from ner_retriever.types import Document, Mention
 
 FORMAT_VERSION = 1
@@ -60,7 +60,7 @@ class IndexConfig(BaseModel):
     detector: dict[str, Any]
     store: str = "faiss"
     created: str = ""
-    # Store options (see ner_retriever.store.store_settings); defaults = the original format.
+    # Store options (see ner_retriever.indexes.store.store_settings); defaults = the original format.
     index_type: str = "flat"
     storage: str = "fp32"
     uri: str | None = None  # milvus: a Milvus Lite path (relative = inside the index) or server

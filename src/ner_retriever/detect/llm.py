@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ner_retriever.detect import _trim, resolve_overlaps
+from ner_retriever.detect.base import _trim, resolve_overlaps
 from ner_retriever.errors import ConfigError
 from ner_retriever.types import Document, Span
 
@@ -218,7 +218,7 @@ class LLMExtractor:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ner_retriever.models import (
+        from ner_retriever.models.loading import (
             PACKAGED_MODELS,
             _gguf_cache_folder,
             load_model,

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ner_retriever.detect import DEFAULT_DETECTOR
+from ner_retriever.detect.base import DEFAULT_DETECTOR
 from ner_retriever.errors import CorpusError, NerRetrieverError
 
 if TYPE_CHECKING:
@@ -131,15 +131,15 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
     ``detector=None``: the default detector for a new index, the index's own when appending
     (so an index built before the default changed can still be resumed).
 
-    ``engine="ray"`` runs detection and encoding on Ray (``ner_retriever.distributed``);
+    ``engine="ray"`` runs detection and encoding on Ray (``ner_retriever.scale.ray``);
     the store options apply when the index is created and must agree when appending."""
     import time
 
-    from ner_retriever.corpus import read_corpus
-    from ner_retriever.distributed import is_parquet
-    from ner_retriever.encode import EncoderConfig
+    from ner_retriever.io.corpus import read_corpus
+    from ner_retriever.scale.ray import is_parquet
+    from ner_retriever.models.encoder import EncoderConfig
     from ner_retriever.errors import ConfigError
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.retrieve.retriever import Retriever
 
     _quiet_transformers()
     if engine not in ("local", "ray"):
@@ -187,7 +187,7 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
 
         with retriever:
             if engine == "ray":
-                from ner_retriever.distributed import add_with_ray
+                from ner_retriever.scale.ray import add_with_ray
 
                 stats = add_with_ray(retriever, corpus, fmt, if_exists=if_exists,
                                      batch_size=batch_size, workers=workers,
@@ -204,7 +204,7 @@ def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | Non
 def _note_unshared_pass(retriever) -> None:
     """Say so when a learned detector cannot share the encoder's forward pass: it then runs
     its own language model, which costs time and memory the user may not expect."""
-    from ner_retriever.learned_detect import LearnedDetector
+    from ner_retriever.detect.learned import LearnedDetector
 
     detector = retriever.detector
     for member in getattr(detector, "detectors", [detector]):
@@ -273,9 +273,9 @@ def detect(
     import time
     from itertools import islice
 
-    from ner_retriever.corpus import iter_batches, read_corpus
-    from ner_retriever.detect import build_detector
-    from ner_retriever.distributed import is_parquet
+    from ner_retriever.io.corpus import iter_batches, read_corpus
+    from ner_retriever.detect.base import build_detector
+    from ner_retriever.scale.ray import is_parquet
     from ner_retriever.errors import ConfigError
     from ner_retriever.types import Document
 
@@ -354,8 +354,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Rank the indexed documents by how well their mentions match an entity type."""
-    from ner_retriever.retriever import Retriever
-    from ner_retriever.search import FEEDBACK_DOCS
+    from ner_retriever.retrieve.retriever import Retriever
+    from ner_retriever.retrieve.fusion import FEEDBACK_DOCS
 
     _quiet_transformers()
     with Retriever.open(index_dir) as retriever:
@@ -375,8 +375,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Show how an index was built and what it holds."""
-    from ner_retriever.index import Index
-    from ner_retriever.retriever import index_info
+    from ner_retriever.indexes.index import Index
+    from ner_retriever.retrieve.retriever import index_info
 
     with Index.open(index_dir) as idx:
         data = index_info(idx)
@@ -404,7 +404,7 @@ def demo(
     import shutil
 
     from ner_retriever.errors import ConfigError
-    from ner_retriever.retriever import Retriever
+    from ner_retriever.retrieve.retriever import Retriever
 
     sample = resources.files("ner_retriever") / "data" / "sample.jsonl"
     default_dir = Path(tempfile.gettempdir()) / "ner-retriever-demo"
@@ -449,7 +449,7 @@ def train(
     seed: Annotated[int, typer.Option(help="seed for sampling, type split and training")] = 0,
 ) -> None:
     """Train a projection head contrastively on gold mentions (types disjoint from evaluation)."""
-    from ner_retriever.train import TrainConfig, run_training
+    from ner_retriever.training.train import TrainConfig, run_training
 
     _quiet_transformers()
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature,
@@ -519,10 +519,10 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Zero-shot retrieval quality (R-Precision per type) of ner-retriever, bm25, dense, hybrid."""
-    from ner_retriever.descriptions import load_descriptions
-    from ner_retriever.evaluate import EvalOptions, load_eval_set
-    from ner_retriever.evaluate import evaluate as run_evaluation
-    from ner_retriever.search import CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT
+    from ner_retriever.evaluation.descriptions import load_descriptions
+    from ner_retriever.evaluation.evaluate import EvalOptions, load_eval_set
+    from ner_retriever.evaluation.evaluate import evaluate as run_evaluation
+    from ner_retriever.retrieve.fusion import CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT
 
     _quiet_transformers()
     eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
@@ -594,11 +594,11 @@ def probe(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Macro R-Precision of raw vectors for every block x component (one pass over the data)."""
-    from ner_retriever.descriptions import load_descriptions
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+    from ner_retriever.evaluation.descriptions import load_descriptions
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
     from ner_retriever.errors import ConfigError
-    from ner_retriever.evaluate import load_eval_set
-    from ner_retriever.probe import draw_heatmap, parse_blocks, run_probe
+    from ner_retriever.evaluation.evaluate import load_eval_set
+    from ner_retriever.evaluation.probe import draw_heatmap, parse_blocks, run_probe
 
     _quiet_transformers()
     eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
@@ -703,8 +703,8 @@ def train_detector(
 ) -> None:
     """Train the learned mention detector (BIO head on the LM's early-block hidden states)."""
     from ner_retriever.errors import ConfigError
-    from ner_retriever.learned_detect import TrainDetectorConfig
-    from ner_retriever.learned_detect import train_detector as run_detector_training
+    from ner_retriever.detect.learned import TrainDetectorConfig
+    from ner_retriever.detect.learned import train_detector as run_detector_training
 
     _quiet_transformers()
     blocks: list[tuple[int, str]] | None = None  # None: the model's default block

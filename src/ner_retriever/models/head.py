@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ner_retriever.errors import ConfigError
-from ner_retriever.weights import load_state, read_folder, save_folder, state_checksum
+from ner_retriever.io.weights import load_state, read_folder, save_folder, state_checksum
 
 CONFIG_NAME = "head.json"
 WEIGHTS_NAME = "head.safetensors"

@@ -50,11 +50,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ner_retriever.detect import UnionDetector, _trim, match_spans, resolve_overlaps
+from ner_retriever.detect.base import UnionDetector, _trim, match_spans, resolve_overlaps
 from ner_retriever.errors import ConfigError
-from ner_retriever.models import DEFAULT_MODEL
+from ner_retriever.models.loading import DEFAULT_MODEL
 from ner_retriever.types import Document, Span
-from ner_retriever.weights import load_state, read_folder, save_folder, state_checksum
+from ner_retriever.io.weights import load_state, read_folder, save_folder, state_checksum
 
 __all__ = [
     "CONFIG_NAME",
@@ -320,7 +320,7 @@ def register_encoder(encoder: Any) -> None:
 
 def _encoder_for(model: str, prepend_bos: bool):
     """One ``TransformerEncoder`` per model for detection on its own (loaded once)."""
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 
     key = (model, prepend_bos)
     if key not in _ENCODERS:
@@ -552,7 +552,7 @@ def _digest(obj: Any) -> str:
 def _load_training_docs(files: Sequence[Path], cfg: TrainDetectorConfig, allow_eval: bool
                         ) -> tuple[list[Document], list[int], list[bool], list[dict]]:
     """Seeded sample of each file: docs, their file index, held-out flags, file identities."""
-    from ner_retriever.corpus import file_digest, read_conll
+    from ner_retriever.io.corpus import file_digest, read_conll
     from ner_retriever.errors import CorpusError
 
     docs: list[Document] = []
@@ -761,9 +761,9 @@ def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
     "mention"), choose the decoding threshold on held-out sentences, save to ``out_dir``.
 
     Returns the training summary (also stored in ``detector.json`` under ``training``)."""
-    from ner_retriever.detect import build_detector
-    from ner_retriever.encode import EncoderConfig, TransformerEncoder
-    from ner_retriever.models import cache_dir
+    from ner_retriever.detect.base import build_detector
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
+    from ner_retriever.models.loading import cache_dir
 
     cfg = config or TrainDetectorConfig()
     files = [Path(f) for f in files]
@@ -783,7 +783,7 @@ def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
            "max_sentences": cfg.max_sentences, "model": model_name, "features": features,
            "bos": encoder.config.prepend_bos, "max_length": encoder.config.max_length,
            "overlap": encoder.config.overlap, "n": len(docs)}
-    from ner_retriever.models import resolve_model
+    from ner_retriever.models.loading import resolve_model
 
     try:
         location, gguf = resolve_model(model_name)

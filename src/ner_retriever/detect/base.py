@@ -701,7 +701,7 @@ def _valid_names() -> str:
 def _union(members: list[Detector]) -> Detector:
     """A union; with a learned member, one that can share the encoder's forward pass."""
     if any(hasattr(m, "detect_and_encode") for m in members):
-        from ner_retriever.learned_detect import JointUnionDetector
+        from ner_retriever.detect.learned import JointUnionDetector
 
         return JointUnionDetector(members)
     return UnionDetector(members)
@@ -758,11 +758,11 @@ def build_detector(name_or_config: str | dict[str, Any] | None = None) -> Detect
             raise ConfigError(f"the gold detector takes no options, got {sorted(cfg)}")
         return GoldDetector()
     if name == "learned":
-        from ner_retriever.learned_detect import build_learned
+        from ner_retriever.detect.learned import build_learned
 
         return build_learned(cfg)
     if name == "llm":
-        from ner_retriever.llm_extract import build_llm
+        from ner_retriever.detect.llm import build_llm
 
         return build_llm(cfg)
     if name == "union":

@@ -3,7 +3,7 @@
 * ``bm25``: bm25s (Lucene BM25, k1=1.5, b=0.75) over the documents, English stopwords, no
   stemming; the query is the type description.
 * ``dense``: cosine between the description and each whole document, both embedded by
-  :class:`ner_retriever.dense.DenseEncoder` (all-MiniLM-L6-v2).
+  :class:`ner_retriever.models.dense.DenseEncoder` (all-MiniLM-L6-v2).
 """
 
 from __future__ import annotations

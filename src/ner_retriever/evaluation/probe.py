@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.encode import COMPONENTS
+from ner_retriever.models.encoder import COMPONENTS
 from ner_retriever.errors import ConfigError
-from ner_retriever.head import normalize
-from ner_retriever.evaluate import (
+from ner_retriever.models.head import normalize
+from ner_retriever.evaluation.evaluate import (
     EvalSet,
     Progress,
     average_queries,

@@ -64,8 +64,8 @@ class MentionWorker:
                  confidence_weight: float = 0.0):
         import torch
 
-        from ner_retriever.detect import build_detector
-        from ner_retriever.encode import EncoderConfig, TransformerEncoder
+        from ner_retriever.detect.base import build_detector
+        from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 
         if threads:
             torch.set_num_threads(threads)
@@ -77,13 +77,13 @@ class MentionWorker:
         self.names = names
         self.confidence_weight = confidence_weight
         if dense is not None:  # a hybrid index: every document also gets its dense vector
-            from ner_retriever.dense import DenseEncoder
+            from ner_retriever.models.dense import DenseEncoder
 
             self.dense = DenseEncoder(dense["model"], dense["max_length"])
 
     def process(self, docs: Sequence[Document]):
         """Exactly what ``Retriever.add`` does to one batch (:func:`retriever.embed_batch`)."""
-        from ner_retriever.retriever import embed_batch
+        from ner_retriever.retrieve.retriever import embed_batch
 
         return (docs, *embed_batch(docs, self.detector, self.encoder, self.head, self.dim,
                                    self.dense, self.names, self.confidence_weight))
@@ -167,8 +167,8 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
 
     ``batch_size`` documents form a shard: one actor call and one committed batch, as in the
     single-process path. Returns ``AddStats``."""
-    from ner_retriever.corpus import read_corpus
-    from ner_retriever.retriever import AddStats, _validate
+    from ner_retriever.io.corpus import read_corpus
+    from ner_retriever.retrieve.retriever import AddStats, _validate
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")

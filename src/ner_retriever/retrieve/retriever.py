@@ -18,22 +18,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ner_retriever.corpus import iter_batches
-from ner_retriever.detect import DEFAULT_DETECTOR, Detector, build_detector
-from ner_retriever.encode import Encoder, EncoderConfig, TransformerEncoder
+from ner_retriever.io.corpus import iter_batches
+from ner_retriever.detect.base import DEFAULT_DETECTOR, Detector, build_detector
+from ner_retriever.models.encoder import Encoder, EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError, CorpusError, DuplicateDocumentError, IndexStateError
-from ner_retriever.head import (ProjectionHead, confidence_scale, describe, per_document,
+from ner_retriever.models.head import (ProjectionHead, confidence_scale, describe, per_document,
                                to_index_space)
-from ner_retriever.models import PACKAGED_MODELS
-from ner_retriever.index import IfExists, Index, IndexConfig
-from ner_retriever.dense import DENSE_MODEL, DenseEncoder
-from ner_retriever.search import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT,
+from ner_retriever.models.loading import PACKAGED_MODELS
+from ner_retriever.indexes.index import IfExists, Index, IndexConfig
+from ner_retriever.models.dense import DENSE_MODEL, DenseEncoder
+from ner_retriever.retrieve.fusion import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT,
                                   MENTION_TEMPERATURE,
                                   DocumentHits, calibration_sample, candidate_count,
                                   document_max, document_softmax, feedback_from_best,
                                   feedback_query, fuse, score_stats, snippet, top_documents,
                                   top_positions)
-from ner_retriever.store import store_settings
+from ner_retriever.indexes.store import store_settings
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult
 
 HEAD_DIR = "head"
@@ -94,7 +94,7 @@ class Retriever:
         the same model also embeds each mention's text alone, a third side of the fusion.
 
         ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
-        how they are searched (see :func:`ner_retriever.store.store_settings`).
+        how they are searched (see :func:`ner_retriever.indexes.store.store_settings`).
 
         ``confidence_weight``: mention vectors are stored scaled by the detector's confidence
         in each span to this power (0: unscaled; docs/DETECTION.md, "Confidence")."""

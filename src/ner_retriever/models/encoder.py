@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ner_retriever.errors import ConfigError
-from ner_retriever.models import DEFAULT_MODEL, load_model
+from ner_retriever.models.loading import DEFAULT_MODEL, load_model
 
 Component = Literal["query", "key", "value", "hidden"]
 COMPONENTS: tuple[str, ...] = ("query", "key", "value", "hidden")

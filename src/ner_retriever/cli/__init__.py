@@ -1,0 +1,1 @@
+"""The ``ner-retriever`` command line."""

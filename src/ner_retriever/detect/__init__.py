@@ -1,0 +1,1 @@
+"""Type-agnostic mention detection."""

@@ -1,0 +1,1 @@
+"""Zero-shot evaluation: the paper's protocol, baselines, the layer probe."""

@@ -1,0 +1,1 @@
+"""Where vectors live: the SQLite catalog and the vector stores."""

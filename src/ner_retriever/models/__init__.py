@@ -1,0 +1,1 @@
+"""Language models, the mention encoder, the projection head, dense encoders."""

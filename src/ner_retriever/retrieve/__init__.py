@@ -1,0 +1,1 @@
+"""Query -> ranked documents: pooling, fusion, the Retriever facade."""

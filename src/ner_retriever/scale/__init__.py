@@ -1,0 +1,1 @@
+"""Distributed indexing on Ray."""

@@ -1,0 +1,1 @@
+"""Training the projection head."""
