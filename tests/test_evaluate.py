@@ -21,27 +21,15 @@ from ner_retriever.evaluation.descriptions import (
     load_descriptions,
 )
 from ner_retriever.errors import ConfigError, CorpusError
-from ner_retriever.evaluation.evaluate import (
-    EvalOptions,
-    EvalSet,
-    HybridSides,
-    evaluate,
-    hybrid_rank,
-    hybrid_scores,
-    load_eval_set,
-    mention_document_scores,
-    r_precision,
-    sample_indices,
-)
-from ner_retriever.retrieve.fusion import (
-    MENTION_TEMPERATURE,
-    best_rows,
-    document_max,
-    document_softmax,
-    feedback_query,
-    fuse,
-    score_stats,
-)
+from ner_retriever.evaluation.data import EvalSet, load_eval_set, sample_indices
+from ner_retriever.config import FusionConfig
+from ner_retriever.evaluation.evaluate import EvalOptions, evaluate
+from ner_retriever.evaluation.metrics import r_precision
+from ner_retriever.evaluation.scoring import hybrid_rank, mention_document_scores
+from ner_retriever.retrieve.sources import ArraySource
+from ner_retriever.config import MENTION_TEMPERATURE
+from ner_retriever.retrieve.fusion import feedback_query, fuse, score_stats
+from ner_retriever.retrieve.pooling import best_rows, document_max, document_softmax
 
 # Nine sentences. politician: docs 0, 1, 3 (doc 1 mentions two politicians); GPE: 0, 2, 4;
 # music: only doc 5 (a type with one document); location-other is a catch-all; doc 6-8 have
@@ -218,25 +206,23 @@ def test_fuse_standardises_each_side_and_floors_missing_mentions():
         fuse(mention, dense, m_stats, d_stats, 1.5)
 
 
-def test_hybrid_scores_only_rank_candidates_and_match_full_fusion_on_small_sets():
-    # 300 documents < the 1,024-document calibration sample and candidate_count(k) >= 100:
+def test_hybrid_rank_only_ranks_candidates_and_matches_full_fusion_on_small_sets():
+    # 300 documents < the 1,024-document calibration sample and cfg.candidates(k) >= 100:
     # a type with R = 20 relevant documents fuses the top 100 of each side.
     rng = np.random.default_rng(0)
-    mention, dense = rng.normal(size=(1, 300)), rng.normal(size=(1, 300))
-    es = EvalSet("toy", docs=[], types=["t"], skipped=[],
+    mentions, docs, documents, query = _planted(rng, n_docs=300, relevant=20)
+    es = EvalSet("toy", docs=[None] * 300, types=["t"], skipped=[],
                  relevant={"t": np.arange(20)}, descriptions={"t": ["t"]})
-    got = hybrid_scores(es, mention, dense, 0.5)[0]
+    got = hybrid_rank(es, ArraySource(mentions, docs, documents), query, query,
+                      FusionConfig(weight=0.5, feedback_docs=0))[0]
+    best = mention_document_scores(query, mentions, docs, 300)[0]
+    soft = mention_document_scores(query, mentions, docs, 300, temperature=MENTION_TEMPERATURE)[0]
+    dense = (query @ documents.T)[0]
     ranked = np.isfinite(got)
-    top = set(np.argsort(-mention[0])[:100]) | set(np.argsort(-dense[0])[:100])
+    top = set(np.argsort(-best)[:100]) | set(np.argsort(-dense)[:100])
     assert set(np.flatnonzero(ranked)) == top
-    full = fuse(mention[0], dense[0], score_stats(mention[0]), score_stats(dense[0]), 0.5)
-    np.testing.assert_allclose(got[ranked], full[ranked])
-    # pooled mention scores fuse in place of the best-mention ones; candidates stay the same
-    pooled = mention + 0.01
-    got = hybrid_scores(es, mention, dense, 0.5, pooled)[0]
-    assert set(np.flatnonzero(np.isfinite(got))) == top
-    full = fuse(pooled[0], dense[0], score_stats(pooled[0]), score_stats(dense[0]), 0.5)
-    np.testing.assert_allclose(got[ranked], full[ranked])
+    full = fuse(soft.astype(np.float64), dense, score_stats(soft), score_stats(dense), 0.5)
+    np.testing.assert_allclose(got[ranked], full[ranked], rtol=1e-6)
 
 
 def test_best_rows_and_feedback_query():
@@ -270,23 +256,17 @@ def test_hybrid_rank_feedback_pulls_an_off_centre_query_to_its_mentions():
     mentions, docs, documents, query = _planted(np.random.default_rng(2))
     es = EvalSet("toy", docs=[None] * 400, types=["t"], skipped=[],
                  relevant={"t": np.arange(40)}, descriptions={"t": ["t"]})
-    sides = HybridSides(mentions, docs, documents)
-    best, soft = (mention_document_scores(query, mentions, docs, 400, temperature=t)
-                  for t in (None, MENTION_TEMPERATURE))
-    once = hybrid_rank(es, sides, query, query, 0.6, feedback=0)
-    np.testing.assert_array_equal(once, hybrid_scores(es, best, query @ documents.T, 0.6, soft))
-    with_names = HybridSides(mentions, docs, documents, mentions, docs)  # names: same vectors
-    np.testing.assert_allclose(
-        hybrid_rank(es, with_names, query, query, 0.6, feedback=0),
-        hybrid_scores(es, best, query @ documents.T, 0.6, soft, best))
+    sides = ArraySource(mentions, docs, documents)
+    once = hybrid_rank(es, sides, query, query, FusionConfig(feedback_docs=0))
+    with_names = ArraySource(mentions, docs, documents, mentions, docs)  # names: same vectors
+    assert not np.array_equal(hybrid_rank(es, with_names, query, query,
+                                          FusionConfig(feedback_docs=0)), once)
     before = r_precision(once[0], es.relevant["t"])
-    after = r_precision(hybrid_rank(es, sides, query, query, 0.6, feedback=10)[0],
+    after = r_precision(hybrid_rank(es, sides, query, query, FusionConfig(feedback_docs=10))[0],
                         es.relevant["t"])
     assert after >= before + 0.15, (before, after)  # 0.575 -> 0.8
-    only_dense = hybrid_rank(es, sides, query, query, 0.6, feedback=10, feedback_sides="d")
-    assert not np.array_equal(only_dense, once)
     with pytest.raises(ConfigError, match="feedback"):
-        hybrid_rank(es, sides, query, query, 0.6, feedback=-1)
+        FusionConfig(feedback_docs=-1)
 
 
 def test_sample_indices_is_seeded_and_in_file_order():
@@ -501,7 +481,7 @@ def test_cli_detected_mentions_report_recall(conll, cache, tiny_model_dir):
 
 
 def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
-    from ner_retriever.evaluation.evaluate import VectorCache
+    from ner_retriever.evaluation.cache import VectorCache
 
     a = VectorCache(tmp_path, {"data": 1}, check="spans-a")
     a.save("22-value", np.ones((3, 2), np.float32))
@@ -515,7 +495,7 @@ def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
 
 
 def test_detected_spans_carry_confidences_through_the_cache(conll, tmp_path, smol_encoder):
-    from ner_retriever.evaluation.evaluate import detect_spans
+    from ner_retriever.evaluation.vectors import detect_spans
     from ner_retriever.detect.learned import register_encoder
 
     register_encoder(smol_encoder)

@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 
 from ner_retriever import Retriever
-from ner_retriever.evaluation.evaluate import (HybridSides, hybrid_rank, load_eval_set,
-                                    mention_document_scores)
+from ner_retriever.config import FusionConfig
+from ner_retriever.evaluation.data import load_eval_set
+from ner_retriever.evaluation.scoring import hybrid_rank, mention_document_scores
+from ner_retriever.retrieve.sources import ArraySource
 
 pytestmark = pytest.mark.slow  # loads SmolLM2 and MiniLM
 
 CONLL = Path(__file__).resolve().parent / "data" / "golden" / "fewnerd_dev_120.txt"
 
 
-def index_sides(r: Retriever, positions: dict[str, int]) -> tuple[HybridSides, list[int]]:
+def index_sides(r: Retriever, positions: dict[str, int]) -> tuple[ArraySource, list[int]]:
     """The index's stored vectors, in eval-set document order."""
     keys, live, documents = r.index.doc_vectors
     assert live.all()
@@ -31,7 +33,7 @@ def index_sides(r: Retriever, positions: dict[str, int]) -> tuple[HybridSides, l
     names = name_docs = None
     if r.index.config.names:
         name_docs, names = r.index.document_names(key_list)
-    return HybridSides(mentions, mention_docs, documents, names, name_docs), key_list
+    return ArraySource(mentions, mention_docs, documents, names, name_docs), key_list
 
 
 def top(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -60,12 +62,12 @@ def test_evaluate_equals_search(tmp_path, smol_encoder, names):
                 got = [(positions[h.doc_id], h.score)
                        for h in r.search_vector(vector, k, feedback=feedback)]
                 want = top(hybrid_rank(sub, sides, mention_q[None], dense_q[None],
-                                       feedback=feedback)[0], k)
+                                       FusionConfig(feedback_docs=feedback))[0], k)
                 assert [g[0] for g in got] == [w[0] for w in want], (t, feedback)
                 assert [g[1] for g in got] == pytest.approx([w[1] for w in want], abs=1e-5)
                 checked += 1
             got = [(positions[h.doc_id], h.score) for h in r.search(query, k, mode="mentions")]
-            scores = mention_document_scores(mention_q[None], sides.mentions,
+            scores = mention_document_scores(mention_q[None], sides.mention_vectors,
                                              sides.mention_docs, len(eval_set.docs))[0]
             want = top(scores, k)
             assert [g[0] for g in got] == [w[0] for w in want], t

@@ -7,7 +7,10 @@ from ner_retriever import Document, DuplicateDocumentError, IndexStateError
 from ner_retriever.errors import ConfigError
 from ner_retriever.indexes.index import Index
 from ner_retriever.retrieve.retriever import Retriever
-from ner_retriever.retrieve.fusion import FEEDBACK_DOCS, group_by_document, snippet, top_documents
+from ner_retriever.config import FEEDBACK_DOCS
+from ner_retriever.retrieve.fusion import Queries, feedback_queries
+from ner_retriever.retrieve.pooling import group_by_document, top_documents
+from ner_retriever.retrieve.snippets import snippet
 
 DOCS = [
     Document("pol", "Angela Merkel and Emmanuel Macron met in Berlin on Monday."),
@@ -56,8 +59,8 @@ def _full_fusion(retriever, query, feedback=0):
     texts, not read from the index), stats over all; with ``feedback``, each side's query is
     then moved toward the best vector of each of the top ``feedback`` documents (Rocchio with
     ``search.FEEDBACK_WEIGHT``) and every document scored again."""
-    from ner_retriever.retrieve.fusion import (FEEDBACK_WEIGHT, HYBRID_WEIGHT, MENTION_TEMPERATURE, fuse,
-                                      score_stats)
+    from ner_retriever.config import FEEDBACK_WEIGHT, HYBRID_WEIGHT, MENTION_TEMPERATURE
+    from ner_retriever.retrieve.fusion import fuse, score_stats
 
     index = retriever.index
     keys, live, doc_vectors = index.doc_vectors
@@ -134,7 +137,8 @@ def test_feedback_moves_every_query_toward_the_top_documents(retriever):
     mention_q, dense_q = q[: index.config.dim], q[index.config.dim:]
     keys, live, doc_vectors = index.doc_vectors
     river = [k for k, d in index.documents_by_key(keys[live].tolist()).items() if d.id == "river"]
-    moved = retriever._feedback_queries(mention_q, dense_q, river)
+    m = feedback_queries(retriever.source, Queries(mention_q, dense_q, dense_q), np.array(river))
+    moved = (m.mention, m.dense, m.names)
     _, _, vectors = index.document_mentions(river)
     _, names = index.document_names(river)
     river_vector = doc_vectors[np.searchsorted(keys, river)][0]

@@ -1,131 +1,65 @@
-"""Mention hits -> ranked documents: over-fetch neighbours, keep each document once."""
+"""The hybrid ranking, ONE implementation for search and evaluation: candidates from each side,
+exact scores on every side, calibration on a fixed sample, fusion, pseudo-relevance feedback.
+
+What it reads comes through a :class:`RankingSource`: an index (``sources.IndexSource``, what
+``Retriever.search`` uses) or arrays in memory (``sources.ArraySource``, what
+``evaluation`` uses), so every published R-Precision is the ranking a user gets.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from ner_retriever.errors import ConfigError
+from ner_retriever.config import (CALIBRATION_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT, NAME_WEIGHT,
+                                 FusionConfig, check_weight)
+from ner_retriever.retrieve.pooling import (DocumentHits, best_rows, document_max,
+                                            document_softmax, top_positions)
 
 
-@dataclass
-class DocumentHits:
-    """A document's score is its best mention's score; the other hits explain the match."""
+@dataclass(frozen=True)
+class Queries:
+    """One query per side: mention space, document (dense) space, mention names (dense)."""
 
-    doc_key: int
-    score: float
-    hits: list[tuple[int, float]] = field(default_factory=list)  # (mention row, score)
-
-
-def group_by_document(scores: np.ndarray, rows: np.ndarray, doc_keys: np.ndarray,
-                      per_doc: int) -> list[DocumentHits]:
-    """Group one query's neighbour list (sorted by score) into documents, best first."""
-    docs: dict[int, DocumentHits] = {}
-    for score, row, key in zip(scores.tolist(), rows.tolist(), doc_keys.tolist()):
-        if key < 0:
-            continue
-        entry = docs.get(key)
-        if entry is None:
-            entry = docs[key] = DocumentHits(key, score)
-        if len(entry.hits) < per_doc:
-            entry.hits.append((row, score))
-    return sorted(docs.values(), key=lambda d: (-d.score, d.doc_key))
+    mention: np.ndarray
+    dense: np.ndarray
+    names: np.ndarray
 
 
-def top_documents(search: Callable[[int], tuple[np.ndarray, np.ndarray]],
-                  doc_keys: Callable[[np.ndarray], np.ndarray], k: int, ntotal: int,
-                  per_doc: int = 3, overfetch: int = 4) -> list[DocumentHits]:
-    """Widen the neighbour search until k distinct documents are found or the index is
-    exhausted (a fixed 4k can return fewer than k when documents have many mentions)."""
-    if k <= 0 or ntotal == 0:
-        return []
-    fetch = min(ntotal, max(overfetch * k, 32))
-    while True:
-        scores, rows = search(fetch)
-        grouped = group_by_document(scores, rows, doc_keys(rows), per_doc)
-        if len(grouped) >= k or fetch >= ntotal:
-            return grouped[:k]
-        fetch = min(ntotal, fetch * 4)
+@dataclass(frozen=True)
+class Calibration:
+    """The fixed sample of documents that standardises each side: keys, their mentions
+    (``doc_index`` = position in ``keys``) and, with a names side, their name vectors."""
+
+    keys: np.ndarray
+    mention_docs: np.ndarray
+    mention_vectors: np.ndarray
+    names: tuple[np.ndarray, np.ndarray] | None
 
 
-def context_window(text: str, start: int, end: int, width: int = 160) -> tuple[int, int]:
-    """Offsets of about ``width`` characters around ``text[start:end]``, cut at spaces (offsets,
-    so callers such as the web page can highlight inside the window)."""
-    if len(text) <= width:
-        return 0, len(text)
-    pad = max(0, (width - (end - start)) // 2)
-    lo, hi = max(0, start - pad), min(len(text), end + pad)
-    if lo > 0:
-        space = text.find(" ", lo, start)
-        lo = space + 1 if space != -1 else lo
-    if hi < len(text):
-        space = text.rfind(" ", end, hi)
-        hi = space if space != -1 else hi
-    return lo, hi
+class RankingSource(Protocol):
+    """What the ranking reads. Keys identify documents and ascend."""
 
+    def dense_scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(keys, live, scores)`` of every document's dense vector against ``query``."""
 
-def snippet(text: str, start: int, end: int, width: int = 160) -> str:
-    """The context window as text, with ellipses where it was cut."""
-    lo, hi = context_window(text, start, end, width)
-    return ("…" if lo > 0 else "") + text[lo:hi] + ("…" if hi < len(text) else "")
+    def mention_top(self, query: np.ndarray, n: int) -> np.ndarray:
+        """Keys of the ``n`` documents whose best mention scores highest."""
 
+    def mentions(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, doc_index, vectors)`` of the documents' mentions, grouped in ``keys``
+        order (``doc_index`` = position in ``keys``)."""
 
-def document_max(scores: np.ndarray, doc_index: np.ndarray, n_docs: int) -> np.ndarray:
-    """Per-document max over mentions: ``(q, n_mentions)`` -> ``(q, n_docs)``; ``-inf`` for a
-    document without mentions. ``doc_index`` must be sorted (mentions grouped by document)."""
-    out = np.full((scores.shape[0], n_docs), -np.inf, dtype=np.float32)
-    if scores.shape[1] == 0:
-        return out
-    starts = np.flatnonzero(np.r_[True, doc_index[1:] != doc_index[:-1]])
-    out[:, doc_index[starts]] = np.maximum.reduceat(scores, starts, axis=1)
-    return out
+    def names(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(doc_index, vectors)`` of the documents' mention names; None without names."""
 
+    def document_vectors(self, keys: np.ndarray) -> np.ndarray:
+        """Dense vectors of the documents, in ``keys`` order."""
 
-def document_softmax(scores: np.ndarray, doc_index: np.ndarray, n_docs: int,
-                     temperature: float) -> np.ndarray:
-    """Per-document soft maximum ``t * log(sum(exp(score / t)))`` over mentions: the best
-    mention's score plus a bonus for further mentions that score nearly as well (a sentence
-    naming three rivers is likelier to be about rivers). Same shapes as :func:`document_max`."""
-    best = document_max(scores, doc_index, n_docs)
-    if scores.shape[1] == 0:
-        return best
-    own_best = best[:, doc_index]
-    starts = np.flatnonzero(np.r_[True, doc_index[1:] != doc_index[:-1]])
-    total = np.add.reduceat(np.exp((scores - own_best) / temperature), starts, axis=1)
-    best[:, doc_index[starts]] += temperature * np.log(total)
-    return best
-
-
-# -- hybrid ranking --------------------------------------------------------------------------
-# Weight on the standardised mention score; chosen with the shipped head by 5-fold
-# cross-validation over the 33 Few-NERD INTER *training* types (benchmarks/hybrid_cv.py,
-# docs/RESULTS.md "Hybrid weight with the head"), never on test types. 0.55 and 0.6 tie there
-# (0.5751 / 0.5752 vs 0.5717 for 0.5, within fold noise); 0.6 is the argmax.
-HYBRID_WEIGHT = 0.6
-# Temperature of the soft maximum over a document's mentions on the mention side of the hybrid
-# ranking; chosen by the same cross-validation over training types (docs/RESULTS.md).
-MENTION_TEMPERATURE = 0.05
-# Weight of the third side of the hybrid ranking, the mention *names* (each mention's text
-# embedded alone with the dense model, best name per document) added to the fused score as
-# NAME_WEIGHT * z(name score); chosen by the same cross-validation (+0.0139, 5 of 5 folds).
-NAME_WEIGHT = 0.2
-# Pseudo-relevance feedback (Rocchio) on the hybrid ranking: a first fused ranking's top
-# FEEDBACK_DOCS documents lend each side their best-matching vector (best mention, document
-# vector, best name); each side's query becomes ``q + FEEDBACK_WEIGHT * mean(those)``,
-# renormalised, and the ranking runs again. A description and the mentions it should find sit
-# in different regions; the top documents show the query where its mentions are. Chosen by the
-# same cross-validation over training types (+0.038, 4 of 5 folds; docs/RESULTS.md).
-FEEDBACK_DOCS = 20
-FEEDBACK_WEIGHT = 1.0
-# A detected mention's index vector is scaled by confidence ** CONFIDENCE_WEIGHT (the learned
-# tagger's mean P(mention) over the span's tokens; 1 for detectors that cannot tell), so a
-# doubtful span can still be found but rarely outranks a sure one. It lets the default keep
-# spaCy's spans for recall without their noise: chosen on validation data together with the
-# detector (docs/DETECTION.md, "Choosing the default").
-CONFIDENCE_WEIGHT = 0.5
-CALIBRATION_DOCS = 1024  # documents whose scores standardise each side of a query
+    def calibration(self, size: int) -> Calibration:
+        """The calibration sample (at most ``size`` live documents, seeded)."""
 
 
 @dataclass(frozen=True)
@@ -156,12 +90,6 @@ def score_stats(scores: np.ndarray) -> ScoreStats:
     return ScoreStats(float(filled.mean()), std if std > 1e-12 else 1.0, floor)
 
 
-def candidate_count(k: int) -> int:
-    """Documents fetched from each side before fusing: enough that the fused top k is almost
-    always among them (checked against fusing every document, docs/RESULTS.md)."""
-    return max(4 * k, 100)
-
-
 def fuse(mention: np.ndarray, dense: np.ndarray, mention_stats: ScoreStats,
          dense_stats: ScoreStats, weight: float = HYBRID_WEIGHT,
          names: np.ndarray | None = None, name_stats: ScoreStats | None = None,
@@ -169,8 +97,7 @@ def fuse(mention: np.ndarray, dense: np.ndarray, mention_stats: ScoreStats,
     """``w * z(mention) + (1 - w) * z(dense) [+ name_weight * z(names)]``: each side
     standardised with its own statistics (``names`` with ``name_stats``), so no scale
     dominates."""
-    if not 0.0 <= weight <= 1.0:
-        raise ConfigError(f"hybrid weight must be in [0, 1], got {weight}")
+    check_weight(weight)
     fused = (weight * standardise(mention, mention_stats)
              + (1.0 - weight) * standardise(dense, dense_stats))
     if names is not None:
@@ -182,13 +109,6 @@ def standardise(scores: np.ndarray, stats: ScoreStats) -> np.ndarray:
     """``(scores - mean) / std``; ``-inf`` scores (a document without mentions) take the floor."""
     scores = np.where(np.isfinite(scores), scores, stats.floor)
     return (scores - stats.mean) / stats.std
-
-
-def best_rows(scores: np.ndarray, doc_index: np.ndarray) -> np.ndarray:
-    """Position of the highest score of each document present in ``doc_index`` (sorted)."""
-    order = np.lexsort((-scores, doc_index))
-    grouped = doc_index[order]
-    return order[np.r_[True, grouped[1:] != grouped[:-1]]] if len(order) else order
 
 
 def feedback_query(query: np.ndarray, vectors: np.ndarray,
@@ -209,8 +129,88 @@ def feedback_from_best(query: np.ndarray, vectors: np.ndarray, doc_index: np.nda
     return feedback_query(query, vectors[best_rows(vectors @ query, doc_index)], weight)
 
 
-def top_positions(scores: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the ``n`` highest scores (unordered)."""
-    if n >= len(scores):
-        return np.arange(len(scores))
-    return np.argpartition(-scores, n - 1)[:n]
+@dataclass
+class Candidates:
+    """Fused scores of the candidate documents, with what explains each match."""
+
+    keys: np.ndarray
+    fused: np.ndarray
+    rows: np.ndarray  # mention rows of the candidates, grouped by candidate
+    doc_index: np.ndarray  # position in ``keys`` of each row
+    sims: np.ndarray  # each row's score with the (final) mention query
+
+    @classmethod
+    def empty(cls) -> Candidates:
+        none = np.zeros(0, np.int64)
+        return cls(none, np.zeros(0), none, none, np.zeros(0, np.float32))
+
+    def order(self, k: int) -> np.ndarray:
+        """Positions of the ``k`` best candidates: by fused score, ties by key."""
+        return np.lexsort((self.keys, -self.fused))[:k]
+
+    def top(self, k: int, per_doc: int) -> list[DocumentHits]:
+        """The ``k`` best documents with each one's ``per_doc`` best mentions."""
+        bounds = np.searchsorted(self.doc_index, np.arange(len(self.keys) + 1))
+        out = []
+        for i in self.order(k):
+            own, own_rows = self.sims[bounds[i]:bounds[i + 1]], self.rows[bounds[i]:bounds[i + 1]]
+            best = np.argsort(-own)[:per_doc]
+            out.append(DocumentHits(int(self.keys[i]), float(self.fused[i]),
+                                    [(int(own_rows[j]), float(own[j])) for j in best]))
+        return out
+
+
+def fused_candidates(source: RankingSource, q: Queries, k: int,
+                     cfg: FusionConfig) -> Candidates:
+    """One pass: the top ``cfg.candidates(k)`` documents of the mention and the dense side,
+    each candidate scored exactly on every side (the mention side as a soft maximum over all
+    its mentions), each side standardised on the calibration sample, then fused."""
+    keys, live, dense = source.dense_scores(q.dense)
+    if not live.any():
+        return Candidates.empty()
+    n = cfg.candidates(k)
+    top_dense = keys[top_positions(np.where(live, dense, -np.inf), min(n, int(live.sum())))]
+    candidates = np.union1d(np.asarray(source.mention_top(q.mention, n), np.int64), top_dense)
+    rows, doc_index, vectors = source.mentions(candidates)
+    sims = vectors @ np.asarray(q.mention, np.float32)
+    pooled = document_softmax(sims[None], doc_index, len(candidates), cfg.mention_temperature)[0]
+    cal = source.calibration(cfg.calibration_docs)
+    sample = document_softmax((cal.mention_vectors @ np.asarray(q.mention, np.float32))[None],
+                              cal.mention_docs, len(cal.keys), cfg.mention_temperature)[0]
+    names = name_stats = None
+    if cal.names is not None:
+        names = best_name_scores(q.names, *source.names(candidates), len(candidates))
+        name_stats = score_stats(best_name_scores(q.names, *cal.names, len(cal.keys)))
+    fused = fuse(pooled.astype(np.float64), dense[np.searchsorted(keys, candidates)],
+                 score_stats(sample), score_stats(dense[np.searchsorted(keys, cal.keys)]),
+                 cfg.weight, names, name_stats, cfg.name_weight)
+    return Candidates(candidates, fused, rows, doc_index, sims)
+
+
+def hybrid_rank(source: RankingSource, q: Queries, k: int, cfg: FusionConfig) -> Candidates:
+    """The full hybrid ranking: with ``cfg.feedback_docs``, a first pass for that many
+    documents moves each side's query toward their best vectors, then the final pass."""
+    if cfg.feedback_docs:
+        first = fused_candidates(source, q, cfg.feedback_docs, cfg)
+        top = first.keys[first.order(cfg.feedback_docs)]
+        if len(top):
+            q = feedback_queries(source, q, top, cfg.feedback_weight)
+    return fused_candidates(source, q, k, cfg)
+
+
+def feedback_queries(source: RankingSource, q: Queries, keys: np.ndarray,
+                     weight: float = FEEDBACK_WEIGHT) -> Queries:
+    """Each side's query moved toward the best-matching vector of each of the ``keys``
+    documents: best mention, document vector, best mention name."""
+    _, doc_index, vectors = source.mentions(keys)
+    names = source.names(keys)
+    return Queries(
+        feedback_from_best(q.mention, vectors, doc_index, weight),
+        feedback_query(q.dense, source.document_vectors(keys), weight),
+        q.names if names is None else feedback_from_best(q.names, names[1], names[0], weight))
+
+
+def best_name_scores(query: np.ndarray, doc_index: np.ndarray, vectors: np.ndarray,
+                     n_docs: int) -> np.ndarray:
+    """Best mention-name score of each of ``n_docs`` documents (``-inf`` without mentions)."""
+    return document_max((vectors @ np.asarray(query, np.float32))[None], doc_index, n_docs)[0]

@@ -23,7 +23,8 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ner_retriever.types import Document
 
 Progress = Callable[[int, int], None]  # (documents, mentions) committed
 LIGHT_CPUS = 0.1  # CPU request of Ray's reading and filtering tasks
+MIN_ACTOR_CPUS = 0.25  # an actor's smallest CPU reservation
 
 
 def _import_ray():
@@ -57,7 +59,8 @@ def is_parquet(corpus: Path, fmt: str) -> bool:
 
 
 class MentionWorker:
-    """A Ray actor: loads detector, encoder and head once, then turns shards into vectors."""
+    """A Ray actor: loads detector, encoder and head once, then turns shards into encoded
+    batches with the pipeline's own :class:`~ner_retriever.pipeline.BatchEmbedder`."""
 
     def __init__(self, encoder: dict, detector: dict, head: Any = None, dim: int = 0,
                  threads: int = 0, dense: dict | None = None, names: bool = False,
@@ -66,34 +69,25 @@ class MentionWorker:
 
         from ner_retriever.detect.base import build_detector
         from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
+        from ner_retriever.pipeline import BatchEmbedder
 
         if threads:
             torch.set_num_threads(threads)
-        self.encoder = TransformerEncoder(EncoderConfig(**encoder))
-        self.detector = build_detector(detector)
-        self.head = head
-        self.dim = dim
-        self.dense = None
-        self.names = names
-        self.confidence_weight = confidence_weight
+        dense_encoder = None
         if dense is not None:  # a hybrid index: every document also gets its dense vector
             from ner_retriever.models.dense import DenseEncoder
 
-            self.dense = DenseEncoder(dense["model"], dense["max_length"])
-
-    def process(self, docs: Sequence[Document]):
-        """Exactly what ``Retriever.add`` does to one batch (:func:`retriever.embed_batch`)."""
-        from ner_retriever.retrieve.retriever import embed_batch
-
-        return (docs, *embed_batch(docs, self.detector, self.encoder, self.head, self.dim,
-                                   self.dense, self.names, self.confidence_weight))
+            dense_encoder = DenseEncoder(dense["model"], dense["max_length"])
+        self.embed = BatchEmbedder(build_detector(detector),
+                                   TransformerEncoder(EncoderConfig(**encoder)), head, dim,
+                                   dense_encoder, names, confidence_weight)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "docs" in batch:  # shards shipped by the driver: one pickled list per row
             shards = [pickle.loads(p) for p in batch["docs"]]
         else:  # rows read by Ray (Parquet): this batch is one shard
             shards = [documents_from_columns(batch)]
-        payload = [pickle.dumps(self.process(docs)) for docs in shards if docs]
+        payload = [pickle.dumps(self.embed(docs)) for docs in shards if docs]
         return {"payload": np.array(payload, dtype=object)}
 
 
@@ -117,17 +111,6 @@ def _plain(value: Any) -> Any:
         return value.tolist()
     return value if isinstance(value, (str, int, float, bool, type(None))) else json.loads(
         json.dumps(value, default=str))
-
-
-def _shards(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    shard: list[Document] = []
-    for doc in docs:
-        shard.append(doc)
-        if len(shard) >= size:
-            yield shard
-            shard = []
-    if shard:
-        yield shard
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -160,6 +143,24 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+@dataclass
+class RayPlan:
+    """How the actor pool is sized: CPUs each actor reserves, torch threads it runs."""
+
+    per_actor: float
+    threads: int
+
+    @classmethod
+    def for_cluster(cls, ray, workers: int, address: str | None) -> RayPlan:
+        # The actors run CPUs/N torch threads each but reserve one logical CPU less in all:
+        # Ray Data's own tasks (file listing takes a whole CPU; reading and filtering a sliver)
+        # must never wait behind the actors, or the pipeline stalls.
+        if address:
+            return cls(1.0, 1)
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        return cls(max(MIN_ACTOR_CPUS, (cpus - 1) / workers), max(1, round(cpus / workers)))
+
+
 def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: str = "error",
                  batch_size: int = 256, workers: int = 1, gpus_per_worker: float = 0.0,
                  address: str | None = None, progress: Progress | None = None):
@@ -167,107 +168,106 @@ def add_with_ray(retriever, corpus: str | Path, fmt: str = "auto", if_exists: st
 
     ``batch_size`` documents form a shard: one actor call and one committed batch, as in the
     single-process path. Returns ``AddStats``."""
-    from ner_retriever.io.corpus import read_corpus
-    from ner_retriever.retrieve.retriever import AddStats, _validate
+    from ner_retriever.pipeline import Admission
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
-    if if_exists not in ("error", "skip", "update"):
-        raise ConfigError(f"if_exists must be error, skip or update, not {if_exists!r}")
+    admission = Admission(retriever.index, if_exists)  # checks if_exists
     detector = retriever.detector.config()  # built here: a missing detector fails before Ray
     ray = _import_ray()
     corpus = Path(corpus)
-    index = retriever.index
     started = start_ray(address)
-    stats, start = AddStats(), time.perf_counter()
+    start = time.perf_counter()
     try:
-        cpus = float(ray.cluster_resources().get("CPU", 1))
-        # The actors run CPUs/N torch threads each but reserve one logical CPU less in all:
-        # Ray Data's own tasks (file listing takes a whole CPU; reading and filtering a sliver)
-        # must never wait behind the actors, or the pipeline stalls.
-        light = {"num_cpus": LIGHT_CPUS}
-        if address:
-            per_actor, threads = 1.0, 1
-        else:
-            per_actor = max(0.25, (cpus - 1) / workers)
-            threads = max(1, round(cpus / workers))
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # commit in corpus order: same row ids
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
+        _configure_ray_data(ray)
         if is_parquet(corpus, fmt):
-            dataset = ray.data.read_parquet(str(corpus), num_cpus=LIGHT_CPUS)
-            parquet_rows = dataset.count()  # from the file footers
-            if if_exists == "skip":  # resume: finished documents never reach the actors
-                dataset = dataset.map_batches(_drop_present, fn_kwargs={
-                    "present": frozenset(_all_ids(index))}, batch_format="numpy", **light)
+            dataset, parquet_rows = _parquet_dataset(ray, corpus, admission)
             batch_rows = batch_size
         else:
-            parquet_rows = None
-            items = []
-            seen: set[str] = set()
-            for shard in _shards(read_corpus(corpus, fmt), batch_size):
-                for doc in shard:
-                    _validate(doc)
-                    if doc.id in seen:
-                        raise DuplicateDocumentError(doc.id, doc.source)
-                    seen.add(doc.id)
-                present = index.existing_ids(d.id for d in shard)
-                if present and if_exists == "error":
-                    doc = next(d for d in shard if d.id in present)
-                    raise DuplicateDocumentError(doc.id, doc.source)
-                if if_exists == "skip":
-                    stats.skipped += len(present)
-                    shard = [d for d in shard if d.id not in present]
-                if shard:
-                    items.append({"docs": pickle.dumps(shard)})
-            if not items:
-                stats.seconds = time.perf_counter() - start
-                return stats
-            dataset = ray.data.from_items(items, override_num_blocks=len(items))
-            batch_rows = 1
-        head = retriever.head
-        encoded = dataset.map_batches(
-            MentionWorker,
-            fn_constructor_kwargs={"encoder": retriever.encoder.config.model_dump(),
-                                   "detector": detector, "head": head,
-                                   "dim": index.config.dim, "dense": index.config.dense,
-                                   "names": index.config.names is not None,
-                                   "confidence_weight": index.config.confidence_weight,
-                                   "threads": threads if not gpus_per_worker else 0},
-            compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch_rows,
-            batch_format="numpy", num_cpus=per_actor, num_gpus=gpus_per_worker or None)
-        seen_out: set[str] = set()
-        processed = 0
-        # An explicit iterator, closed on every exit: closing it shuts the streaming executor
-        # down at once, so an interrupted run frees its actors (and their CPUs) right away.
-        batches = iter(encoded.iter_batches(batch_size=None, batch_format="numpy"))
-        try:
-            for out in batches:
-                for payload in out["payload"]:
-                    docs, mentions, vectors, doc_vectors, name_vectors = pickle.loads(payload)
-                    for d in docs:
-                        if d.id in seen_out:
-                            raise DuplicateDocumentError(d.id, d.source)
-                        seen_out.add(d.id)
-                    added = index.add(docs, mentions, vectors, if_exists=if_exists,
-                                      doc_vectors=doc_vectors, name_vectors=name_vectors)
-                    stats.documents += added
-                    stats.skipped += len(docs) - added
-                    processed += len(docs)
-                    n_mentions = sum(len(m) for m in mentions)
-                    stats.mentions += n_mentions
-                    if progress is not None:
-                        progress(len(docs), n_mentions)
-        finally:
-            batches.close()
-        if parquet_rows is not None:  # rows dropped before the actors (already indexed)
-            stats.skipped += parquet_rows - processed
+            dataset, parquet_rows, batch_rows = _shard_dataset(ray, corpus, fmt, batch_size,
+                                                               admission), None, 1
+        if dataset is not None:
+            encoded = _encode(ray, dataset, retriever, detector, workers, gpus_per_worker,
+                              RayPlan.for_cluster(ray, workers, address), batch_rows)
+            processed = _write(encoded, retriever.index, admission, progress)
+            if parquet_rows is not None:  # rows dropped before the actors (already indexed)
+                admission.stats.skipped += parquet_rows - processed
     finally:
         if started:
             ray.shutdown()
-    stats.seconds = time.perf_counter() - start
-    return stats
+    admission.stats.seconds = time.perf_counter() - start
+    return admission.stats
+
+
+def _configure_ray_data(ray) -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # commit in corpus order: same row ids
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def _parquet_dataset(ray, corpus: Path, admission):
+    """Ray reads the Parquet files itself; a resumed run drops finished rows before the
+    actors. Returns the dataset and its row count (from the file footers)."""
+    dataset = ray.data.read_parquet(str(corpus), num_cpus=LIGHT_CPUS)
+    rows = dataset.count()
+    if admission.if_exists == "skip":
+        dataset = dataset.map_batches(
+            _drop_present, fn_kwargs={"present": frozenset(_all_ids(admission.index))},
+            batch_format="numpy", num_cpus=LIGHT_CPUS)
+    return dataset, rows
+
+
+def _shard_dataset(ray, corpus: Path, fmt: str, batch_size: int, admission):
+    """The project's readers on the driver: every shard validated and admitted exactly as
+    ``Retriever.add`` admits a batch, then shipped pickled (None: nothing left to index)."""
+    from ner_retriever.io.corpus import iter_batches, read_corpus
+
+    items = [{"docs": pickle.dumps(shard)}
+             for shard in map(admission.admit, iter_batches(read_corpus(corpus, fmt), batch_size))
+             if shard]
+    return ray.data.from_items(items, override_num_blocks=len(items)) if items else None
+
+
+def _encode(ray, dataset, retriever, detector: dict, workers: int, gpus_per_worker: float,
+            plan: RayPlan, batch_rows: int):
+    cfg = retriever.index.config
+    return dataset.map_batches(
+        MentionWorker,
+        fn_constructor_kwargs={"encoder": retriever.encoder.config.model_dump(),
+                               "detector": detector, "head": retriever.head, "dim": cfg.dim,
+                               "dense": cfg.dense, "names": cfg.names is not None,
+                               "confidence_weight": cfg.confidence_weight,
+                               "threads": plan.threads if not gpus_per_worker else 0},
+        compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch_rows,
+        batch_format="numpy", num_cpus=plan.per_actor, num_gpus=gpus_per_worker or None)
+
+
+def _write(encoded, index, admission, progress: Progress | None) -> int:
+    """The single writer: commits each encoded batch in corpus order; returns the documents
+    that reached it. An explicit iterator, closed on every exit: closing it shuts the
+    streaming executor down at once, so an interrupted run frees its actors right away."""
+    from ner_retriever.pipeline import commit
+
+    seen: set[str] = set()
+    processed = 0
+    batches = iter(encoded.iter_batches(batch_size=None, batch_format="numpy"))
+    try:
+        for out in batches:
+            for payload in out["payload"]:
+                batch = pickle.loads(payload)
+                for d in batch.docs:
+                    if d.id in seen:
+                        raise DuplicateDocumentError(d.id, d.source)
+                    seen.add(d.id)
+                added = commit(index, batch, admission.if_exists, admission.stats)
+                admission.stats.skipped += len(batch.docs) - added
+                processed += len(batch.docs)
+                if progress is not None:
+                    progress(len(batch.docs), batch.n_mentions)
+    finally:
+        batches.close()
+    return processed
 
 
 def _all_ids(index) -> Iterator[str]:
