@@ -27,20 +27,17 @@ import numpy as np
 
 from ner_retriever.evaluation.descriptions import load_descriptions
 from ner_retriever.models.head import normalize
-from ner_retriever.retrieve.fusion import HYBRID_WEIGHT
-from ner_retriever.evaluation.evaluate import (
-    EvalOptions,
-    build_encoder,
-    dense_document_scores,
-    embed_queries,
-    evaluate,
-    default_cache_root,
-    evaluate_scores,
-    hybrid_scores,
-    load_eval_set,
-    mention_document_scores,
-    mention_vectors_for,
-)
+from ner_retriever.config import HYBRID_WEIGHT
+from ner_retriever.evaluation.cache import default_cache_root
+from ner_retriever.evaluation.data import load_eval_set
+from ner_retriever.config import FusionConfig
+from ner_retriever.evaluation.evaluate import EvalOptions, build_encoder, evaluate
+from ner_retriever.evaluation.metrics import evaluate_scores
+from ner_retriever.evaluation.scoring import (dense_queries, embed_queries, hybrid_rank,
+                                              mention_document_scores)
+from ner_retriever.evaluation.vectors import dense_document_vectors, mention_vectors_for
+from ner_retriever.models.dense import DenseEncoder
+from ner_retriever.retrieve.sources import ArraySource
 
 # The vector is read at the description's last token, so with a causal model only the text
 # BEFORE "{}" can matter ("Examples of {} include" == "Examples of {}").
@@ -91,14 +88,17 @@ def train_type_choices(root: Path, opts: EvalOptions, encoder, sample: int) -> d
     out["best_template"] = best
     # Hybrid weight on train types, with the best query side found above.
     enc = encoder_with_template(encoder, best["template"])
-    mention_scores = mention_document_scores(embed_queries(enc, variants[best["lowercase"]]),
-                                             mentions, doc_index, n)
-    dense = dense_document_scores(es, cache)
-    out["dense"] = evaluate_scores(es, dense)["r_precision"]
+    queries = embed_queries(enc, variants[best["lowercase"]])
+    dense_model = DenseEncoder()
+    documents = dense_document_vectors(es, cache, dense_model)
+    queries_d = dense_queries(es, dense_model)
+    out["dense"] = evaluate_scores(es, queries_d @ documents.T)["r_precision"]
+    source = ArraySource(mentions, doc_index, documents)  # no names, no feedback: the weight alone
     out["bm25"] = evaluate(es, EvalOptions(methods=["bm25"]))["results"]["bm25"]["r_precision"]
     grid = []
     for w in WEIGHTS:
-        rp = evaluate_scores(es, hybrid_scores(es, mention_scores, dense, w))["r_precision"]
+        scores = hybrid_rank(es, source, queries, queries_d, FusionConfig(weight=w, feedback_docs=0))
+        rp = evaluate_scores(es, scores)["r_precision"]
         grid.append({"weight": w, "r_precision": rp})
         log(f"train types: hybrid w={w}: {rp:.3f}")
     out["hybrid"] = grid

@@ -9,6 +9,21 @@ from ner_retriever.errors import (
 )
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult, Span
 
+# Heavy parts are imported on first use: they pull in torch, which the CLI's light commands
+# (``info``, ``--help``) never need. Name -> module that defines it.
+_LAZY = {
+    "Retriever": "ner_retriever.retrieve.retriever",
+    "read_corpus": "ner_retriever.io.corpus",
+    "build_detector": "ner_retriever.detect.registry",
+    "TransformerEncoder": "ner_retriever.models.encoder",
+    "EncoderConfig": "ner_retriever.models.encoder",
+    "ProjectionHead": "ner_retriever.models.head",
+    "DenseEncoder": "ner_retriever.models.dense",
+    "Index": "ner_retriever.indexes.index",
+    "FaissStore": "ner_retriever.indexes.faiss",
+    "FusionConfig": "ner_retriever.config",
+}
+
 __all__ = [
     "ConfigError",
     "CorpusError",
@@ -18,18 +33,17 @@ __all__ = [
     "Mention",
     "MentionHit",
     "NerRetrieverError",
-    "Retriever",
     "SearchResult",
     "Span",
+    *_LAZY,
 ]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """``Retriever`` is imported on first use: it pulls in torch, which the CLI's light
-    commands (``info``, ``--help``) never need."""
-    if name == "Retriever":
-        from ner_retriever.retrieve.retriever import Retriever
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ner_retriever' has no attribute {name!r}")
+    import importlib
 
-        return Retriever
-    raise AttributeError(f"module 'ner_retriever' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

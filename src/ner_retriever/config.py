@@ -110,5 +110,9 @@ class FusionConfig:
                               f"{self.calibration_docs}")
 
     def candidates(self, k: int) -> int:
-        """Documents fetched from each side before fusing a top ``k``."""
+        """Documents fetched from each side before fusing a top ``k``.
+
+        >>> FusionConfig().candidates(10), FusionConfig().candidates(50)
+        (100, 200)
+        """
         return max(CANDIDATE_FACTOR * k, MIN_CANDIDATES)

@@ -57,7 +57,11 @@ def top_documents(search: Callable[[int], tuple[np.ndarray, np.ndarray]],
 
 def document_max(scores: np.ndarray, doc_index: np.ndarray, n_docs: int) -> np.ndarray:
     """Per-document max over mentions: ``(q, n_mentions)`` -> ``(q, n_docs)``; ``-inf`` for a
-    document without mentions. ``doc_index`` must be sorted (mentions grouped by document)."""
+    document without mentions. ``doc_index`` must be sorted (mentions grouped by document).
+
+    >>> document_max(np.array([[0.1, 0.7, 0.3]]), np.array([0, 0, 2]), 3).tolist()
+    [[0.699999988079071, -inf, 0.30000001192092896]]
+    """
     out = np.full((scores.shape[0], n_docs), -np.inf, dtype=np.float32)
     if scores.shape[1] == 0:
         return out

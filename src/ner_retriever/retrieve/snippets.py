@@ -22,6 +22,10 @@ def context_window(text: str, start: int, end: int, width: int = SNIPPET_CHARS) 
 
 
 def snippet(text: str, start: int, end: int, width: int = SNIPPET_CHARS) -> str:
-    """The context window as text, with ellipses where it was cut."""
+    """The context window as text, with ellipses where it was cut.
+
+    >>> snippet("The Danube flows through Vienna and Budapest.", 4, 10, width=20)
+    'The Danube flows…'
+    """
     lo, hi = context_window(text, start, end, width)
     return ("…" if lo > 0 else "") + text[lo:hi] + ("…" if hi < len(text) else "")
