@@ -35,12 +35,16 @@ import numpy as np
 
 from ner_retriever.evaluation.descriptions import load_descriptions
 from ner_retriever.detect.base import DEFAULT_DETECTOR
-from ner_retriever.evaluation.evaluate import (EvalOptions, HybridSides, _dense_queries, build_encoder,
-                                    default_cache_root, dense_document_vectors, detect_spans,
-                                    embed_queries, evaluate_scores, hybrid_rank, index_vectors,
-                                    load_eval_set, mention_vectors_for, name_vectors)
-from ner_retriever.retrieve.retriever import resolve_head
-from ner_retriever.retrieve.fusion import CONFIDENCE_WEIGHT
+from ner_retriever.evaluation.cache import default_cache_root
+from ner_retriever.evaluation.data import load_eval_set
+from ner_retriever.evaluation.evaluate import EvalOptions, build_encoder
+from ner_retriever.evaluation.metrics import evaluate_scores
+from ner_retriever.evaluation.scoring import dense_queries, embed_queries, hybrid_rank
+from ner_retriever.evaluation.vectors import (dense_document_vectors, detect_spans, index_vectors,
+                                              mention_vectors_for, name_vectors)
+from ner_retriever.retrieve.sources import ArraySource
+from ner_retriever.models.shipped import resolve_head
+from ner_retriever.config import CONFIDENCE_WEIGHT
 
 
 def _overlaps(span: tuple[int, int], others: list[tuple[int, int]]) -> bool:
@@ -86,7 +90,7 @@ def main() -> None:
 
     dense = DenseEncoder()
     documents = dense_document_vectors(eval_set, cache, dense)
-    dense_queries = _dense_queries(eval_set, dense)
+    queries_d = dense_queries(eval_set, dense)
     rows, detected = {}, None
     for name, (spans, confidences) in variants(eval_set.gold_spans, found, conf).items():
         source = {"variant": name, "detector": recall["detector"]}
@@ -94,9 +98,8 @@ def main() -> None:
         raw = vectors[(encoder.config.block, encoder.config.component)]
         mentions = index_vectors(head, raw, confidences, CONFIDENCE_WEIGHT)
         names, name_docs = name_vectors(eval_set, spans, cache, dense)
-        sides = HybridSides(mentions, doc_index, documents, names, name_docs)
-        scores = hybrid_rank(eval_set, sides, queries, dense_queries, opts.hybrid_weight,
-                             opts.feedback)
+        sides = ArraySource(mentions, doc_index, documents, names, name_docs)
+        scores = hybrid_rank(eval_set, sides, queries, queries_d, opts.fusion())
         result = evaluate_scores(eval_set, scores)
         rows[name] = {"spans": len(mentions),
                       "macro_r_precision": round(result["r_precision"], 4)}

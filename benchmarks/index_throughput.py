@@ -22,7 +22,7 @@ import torch
 from ner_retriever.io.corpus import read_conll
 from ner_retriever.models.encoder import TransformerEncoder
 from ner_retriever.retrieve.retriever import Retriever
-from ner_retriever.retrieve.fusion import FEEDBACK_DOCS
+from ner_retriever.config import FEEDBACK_DOCS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 QUERIES = ["politician", "river", "car model", "sports team", "award", "disease", "software",

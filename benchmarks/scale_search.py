@@ -123,7 +123,7 @@ class Generator:
     """Seeded synthetic mention vectors around the real ones (see the module docstring)."""
 
     def __init__(self, kind: str):
-        from ner_retriever.retrieve.retriever import packaged_head
+        from ner_retriever.models.shipped import packaged_head
 
         self.kind = kind
         self.encoder, self.ms = real_mentions(None if kind == "model" else 10)
@@ -382,7 +382,7 @@ def rprecision() -> dict:
     the search widening loop."""
     import faiss
 
-    from ner_retriever.retrieve.fusion import top_documents
+    from ner_retriever.retrieve.pooling import top_documents
     from ner_retriever.indexes.store import build_faiss_index, exact_rerank, index_bytes
     from ner_retriever.training.train import evaluate_vectors, relevant_docs
 
