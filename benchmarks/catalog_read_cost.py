@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--queries", type=int, default=500)
     args = ap.parse_args()
-    from ner_retriever.detect.base import build_detector
+    from ner_retriever.detect.registry import build_detector
     from ner_retriever.indexes.index import Index
     from ner_retriever.retrieve.retriever import Retriever
 

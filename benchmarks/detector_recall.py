@@ -32,7 +32,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ner_retriever.detect.base import build_detector, match_spans
+from ner_retriever.detect.base import match_spans
+from ner_retriever.detect.registry import build_detector
 from ner_retriever.types import Document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,12 +103,11 @@ def throughput(detector_names: list[str], docs: list[Document], rounds: int,
     import statistics
     import tempfile
 
-    from ner_retriever.detect.learned import register_encoder
     from ner_retriever.retrieve.retriever import Retriever
 
-    register_encoder(encoder)  # learned detectors share the encoder's model
     # "NAME@whole": NAME with whole windows, as before causal encoders cut them (a reference)
-    dets = {n: build_detector(n.removesuffix(WHOLE).removesuffix(SPANS)) for n in detector_names}
+    dets = {n: build_detector(n.removesuffix(WHOLE).removesuffix(SPANS), encoder)  # shared model
+            for n in detector_names}
     causal = encoder.causal
     for det in dets.values():  # load spaCy pipelines / weights outside the timing
         det.detect(docs[:8])

@@ -27,7 +27,7 @@ from pathlib import Path
 from ner_retriever.evaluation.descriptions import load_descriptions
 from ner_retriever.evaluation.data import load_eval_set
 from ner_retriever.evaluation.evaluate import EvalOptions, evaluate
-from ner_retriever.detect.learned import TrainDetectorConfig, _load_training_docs
+from ner_retriever.training.detector import TrainDetectorConfig, _load_training_docs
 from ner_retriever.config import CONFIDENCE_WEIGHT
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

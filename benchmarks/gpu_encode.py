@@ -141,7 +141,7 @@ def joint(encoder: TransformerEncoder, feature_block: int, texts, spans,
         return [list(spans[d]) for d in doc_ids]
 
     # the tagger head's per-token part runs next to the model, as LearnedDetector runs it
-    from ner_retriever.detect.learned import TaggerConfig, TaggerHead
+    from ner_retriever.detect.tagger import TaggerConfig, TaggerHead
 
     device = next(encoder.model.parameters()).device
     head = TaggerHead(TaggerConfig(model="random", features=feats,

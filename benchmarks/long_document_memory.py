@@ -76,7 +76,7 @@ def windows_of(encoder, tokens: int) -> int:
 
 def detect_only(megabytes: float, model: str | None, detector: str) -> dict:
     """Runs in a fresh process: the detector's joint pass over one long document."""
-    from ner_retriever.detect.base import build_detector
+    from ner_retriever.detect.registry import build_detector
     from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
     from ner_retriever.types import Document
 

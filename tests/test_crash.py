@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ner_retriever.detect.base import build_detector
+from ner_retriever.detect.registry import build_detector
 from ner_retriever.errors import ConfigError, IndexStateError
 from ner_retriever.indexes.index import CATALOG_NAME, CONFIG_NAME, LOCK_NAME, Index, IndexConfig
 from ner_retriever.retrieve.retriever import Retriever

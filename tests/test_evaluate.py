@@ -496,9 +496,7 @@ def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
 
 def test_detected_spans_carry_confidences_through_the_cache(conll, tmp_path, smol_encoder):
     from ner_retriever.evaluation.vectors import detect_spans
-    from ner_retriever.detect.learned import register_encoder
 
-    register_encoder(smol_encoder)
     es = load_eval_set([conll])
     spans, conf, report = detect_spans(es, "learned+spacy", tmp_path)
     assert [len(s) for s in spans] == [len(c) for c in conf] and report["detected"] > 0

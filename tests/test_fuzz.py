@@ -318,7 +318,7 @@ def test_gold_spans_outside_the_text_are_refused(text, spans):
 
 @pytest.fixture(scope="module")
 def spacy_detector():
-    from ner_retriever.detect.base import build_detector
+    from ner_retriever.detect.registry import build_detector
 
     detector = build_detector("spacy")
     detector.detect([Document("warm", "Angela Merkel visited Paris.")])

@@ -11,32 +11,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ner_retriever.detect import learned as learned_detect
-from ner_retriever.detect.base import UnionDetector, build_detector, resolve_overlaps
+from ner_retriever.detect import tagger as learned_detect
+from ner_retriever.detect.base import UnionDetector, resolve_overlaps
+from ner_retriever.detect.registry import build_detector
 from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError
-from ner_retriever.detect.learned import (
+from ner_retriever.detect.learned import JointUnionDetector, LearnedDetector
+from ner_retriever.detect.tagger import (
     B,
     IGNORE,
     I,
     O,
-    JointUnionDetector,
-    LearnedDetector,
     TaggerHead,
-    TrainDetectorConfig,
     repair_bio,
     spans_from_tags,
     tags_from_probs,
     token_labels,
-    train_detector,
 )
+from ner_retriever.training import detector as train_detect
+from ner_retriever.training.detector import TrainDetectorConfig, train_detector
 from ner_retriever.types import Document, Span
 
 
 @pytest.fixture(scope="module")
 def encoder(smol_encoder):
-    learned_detect.register_encoder(smol_encoder)  # detectors reuse the loaded model
-    return smol_encoder
+    return smol_encoder  # detectors get it: build_detector(..., encoder)
 
 
 def tiny_llama(folder: Path) -> Path:
@@ -208,7 +207,7 @@ def test_a_long_document_goes_in_pieces_with_the_spans_and_vectors_of_one_pass(t
         assert spans == whole
         for got, want in zip(vectors, whole_vectors):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    learned_detect.register_encoder(small)  # the detector's own path (default max_tokens)
+    det = LearnedDetector(tmp_path / "det", encoder=small)  # its own path (default max_tokens)
     docs = [Document(str(i), t) for i, t in enumerate(texts)]
     assert [[(s.start, s.end) for s in sp] for sp in det.detect(docs)] == whole
 
@@ -231,7 +230,7 @@ def test_training_on_a_tiny_slice(tiny_detector) -> None:
     assert (out / "detector.json").is_file() and (out / "detector.safetensors").is_file()
     assert summary["sentences"] == 24 and summary["heldout_sentences"] == 6
     assert len(summary["history"]) == 2 and 1 <= summary["best_epoch"] <= 2
-    assert summary["threshold"] in learned_detect.THRESHOLDS
+    assert summary["threshold"] in train_detect.THRESHOLDS
     assert "wnut17train.conll" in summary["heldout"]
     saved = json.loads((out / "detector.json").read_text())
     assert saved["features"] == [[3, "hidden"]] and saved["training"]["sentences"] == 24
@@ -244,7 +243,7 @@ def test_a_fixed_threshold_replaces_the_recall_rule(tmp_path, encoder, shared_da
     summary = train_detector([shared_data / "wnut17" / "wnut17train.conll"], tmp_path / "d",
                              config=cfg, cache=False, encoder=encoder)
     assert summary["threshold"] == 0.37 and "wnut17train.conll" in summary["heldout"]
-    assert LearnedDetector(tmp_path / "d").threshold == 0.37
+    assert LearnedDetector(tmp_path / "d", encoder=encoder).threshold == 0.37
     with pytest.raises(Exception):
         TrainDetectorConfig(threshold=1.0)
 
@@ -264,16 +263,16 @@ def test_save_load_round_trip(tiny_detector, tmp_path, encoder) -> None:
     x = [np.random.default_rng(0).normal(size=(7, head.config.input_dim)).astype(np.float32)]
     np.testing.assert_array_equal(head.probabilities(x)[0], again.probabilities(x)[0])
 
-    det = LearnedDetector(out)
+    det = LearnedDetector(out, encoder=encoder)
     cfg = json.loads(json.dumps(det.config()))
-    rebuilt = build_detector(cfg)
+    rebuilt = build_detector(cfg, encoder=encoder)
     assert isinstance(rebuilt, LearnedDetector) and rebuilt.config() == cfg
     docs = [Document("a", "Lionel Messi joined Inter Miami in 2023 .")]
     assert rebuilt.detect(docs) == det.detect(docs)
     with pytest.raises(ConfigError, match="must contain"):
-        LearnedDetector(tmp_path)
+        LearnedDetector(tmp_path, encoder=encoder)
     with pytest.raises(ConfigError, match="threshold"):
-        LearnedDetector(out, threshold=1.5)
+        LearnedDetector(out, threshold=1.5, encoder=encoder)
 
 
 # --------------------------------------------------------------------------- shipped detector
@@ -288,7 +287,7 @@ DOCS = [
 
 
 def test_packaged_detector_finds_names(encoder) -> None:
-    det = build_detector("learned")
+    det = build_detector("learned", encoder=encoder)
     assert isinstance(det, LearnedDetector) and det.config()["path"] is None
     spans = det.detect(DOCS)
     assert spans[3] == []
@@ -305,7 +304,7 @@ def test_packaged_detector_finds_names(encoder) -> None:
 
 
 def test_joint_pass_equals_detect_then_encode(encoder) -> None:
-    det = build_detector("learned")
+    det = build_detector("learned", encoder=encoder)
     spans, vectors = det.detect_and_encode(DOCS, encoder)
     assert spans == det.detect(DOCS)
     expected = encoder.encode_spans([d.text for d in DOCS],
@@ -316,7 +315,7 @@ def test_joint_pass_equals_detect_then_encode(encoder) -> None:
 
 
 def test_union_detector_with_learned_member(encoder) -> None:
-    union = build_detector("learned+spacy")
+    union = build_detector("learned+spacy", encoder=encoder)
     assert isinstance(union, JointUnionDetector) and isinstance(union, UnionDetector)
     assert union.name == "learned+spacy"
     learned, spacy = union.detectors
@@ -328,16 +327,16 @@ def test_union_detector_with_learned_member(encoder) -> None:
     for sp in spans:  # de-duplicated: no overlaps
         assert all(a.end <= b.start for a, b in zip(sp, sp[1:]))
     cfg = json.loads(json.dumps(union.config()))
-    assert type(build_detector(cfg)) is JointUnionDetector
-    assert type(build_detector("spacy+gold")) is UnionDetector  # no learned member
+    assert type(build_detector(cfg, encoder=encoder)) is JointUnionDetector
+    assert type(build_detector("spacy+gold", encoder=encoder)) is UnionDetector  # no learned member
     # gold first: its labels survive the shared pass
     gold_docs = [Document("g", "Ada Lovelace met Charles Babbage in London .",
                           spans=(Span(0, 12, "person"), Span(17, 32, "person")))]
-    spans, _ = build_detector("gold+learned").detect_and_encode(gold_docs, encoder)
+    spans, _ = build_detector("gold+learned", encoder=encoder).detect_and_encode(gold_docs, encoder)
     labels = {gold_docs[0].text[s.start: s.end]: s.label for s in spans[0]}
     assert labels["Ada Lovelace"] == "person" and labels["Charles Babbage"] == "person"
     # a union nested in a union still works (without the shared pass)
-    nested = build_detector({"name": "union", "detectors": [cfg, {"name": "gold"}]})
+    nested = build_detector({"name": "union", "detectors": [cfg, {"name": "gold"}]}, encoder=encoder)
     spans, vectors = nested.detect_and_encode(gold_docs, encoder)
     assert [len(v) for v in vectors] == [len(s) for s in spans] and spans[0]
 
@@ -369,7 +368,7 @@ def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, m
     info = json.loads(runner.invoke(app, ["info", str(tmp_path / "idx"), "--json"]).stdout)
     learned = info["detector"]["detectors"][0]
     assert learned["path"] == str(out)
-    assert learned["checksum"] == LearnedDetector(out).config()["checksum"]
+    assert learned["checksum"] == LearnedDetector(out, encoder=encoder).config()["checksum"]
     moved = out.parent / "moved"
     out.rename(moved)  # searching needs no detector; appending names the missing weights
     try:
@@ -435,7 +434,7 @@ def test_train_detector_for_another_model_then_index_with_it(tmp_path, shared_da
                                  "--model", str(model), "--head", "none", "--no-hybrid",
                                  "--detector", "learned"])  # SmolLM2's: its own pass, said so
     assert result.exit_code == 0 and "runs that model separately" in result.stderr, result.output
-    assert learned_detect.default_feature_block(30) == 9  # the shipped SmolLM2 block
+    assert train_detect.default_feature_block(30) == 9  # the shipped SmolLM2 block
 
 
 def test_build_detector_options() -> None:
@@ -485,12 +484,12 @@ def test_union_spans_all_get_the_taggers_confidence(encoder) -> None:
     same way on the joint path and on the detection-only path."""
     docs = [*DOCS, Document("5", "Bill is from the labyrinth review"),  # spaCy finds "Bill",
             Document("6", "Hasan is a goat lol")]  # "Hasan": the tagger misses them
-    union = build_detector("learned+spacy")
+    union = build_detector("learned+spacy", encoder=encoder)
     alone = union.detect(docs)
     joint, _ = union.detect_and_encode(docs, encoder)
     assert alone == joint
     learned_only = {(i, s.start, s.end)
-                    for i, sp in enumerate(build_detector("learned").detect(docs)) for s in sp}
+                    for i, sp in enumerate(build_detector("learned", encoder=encoder).detect(docs)) for s in sp}
     added = []
     for i, (a, b) in enumerate(zip(alone, joint)):
         for x, y in zip(a, b):
@@ -498,7 +497,7 @@ def test_union_spans_all_get_the_taggers_confidence(encoder) -> None:
             if (i, x.start, x.end) not in learned_only:
                 added.append(x.confidence)
     assert len(added) >= 2 and max(added) < 0.5  # spaCy's extra spans: scored, and doubtful
-    assert all(s.confidence is None for sp in build_detector("spacy").detect(docs) for s in sp)
+    assert all(s.confidence is None for sp in build_detector("spacy", encoder=encoder).detect(docs) for s in sp)
 
 
 def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:
@@ -512,7 +511,7 @@ def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:
             assert r.index.config.confidence_weight == weight
             rows = np.arange(r.index.num_mentions())  # in document, then span order
             norms[weight] = np.linalg.norm(r.index.vectors(rows), axis=1)
-    spans = build_detector(None).detect(DOCS[:3])
+    spans = build_detector(None, encoder=encoder).detect(DOCS[:3])
     conf = np.array([s.confidence for sp in spans for s in sp])
     np.testing.assert_allclose(norms[0.0], 1.0, atol=1e-4)
     np.testing.assert_allclose(norms[0.5], np.sqrt(conf), rtol=1e-3)
@@ -529,7 +528,7 @@ def test_the_tagger_head_splits_where_the_language_model_runs(encoder) -> None:
     documents: the same probabilities as the head on the states, windows and all."""
     small = TransformerEncoder(EncoderConfig(max_length=64, overlap=16), model=encoder.model,
                                tokenizer=encoder.tokenizer)
-    det = LearnedDetector()
+    det = LearnedDetector(encoder=encoder)
     texts = [" ".join(["Angela Merkel met Emmanuel Macron in Paris.", "Bill is here."] * 20),
              "Toyota unveiled a car in Tokyo.", ""]
     got: dict = {}
@@ -566,7 +565,7 @@ def test_confidences_do_not_depend_on_how_a_long_document_is_cut(encoder) -> Non
                      "The Danube flows through Vienna and Budapest.",
                      "Bill is from the labyrinth review."] * 14)
     docs = [Document("long", text)]
-    union = build_detector("learned+spacy")
+    union = build_detector("learned+spacy", encoder=encoder)
     learned, spacy = union.detectors
     others = [None, spacy.detect(docs)]
     runs = []
@@ -584,5 +583,5 @@ def test_confidences_do_not_depend_on_how_a_long_document_is_cut(encoder) -> Non
         assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
     gold = [Document("g", "Ada Lovelace met Charles Babbage in London .",
                      spans=(Span(0, 12, "person"), Span(36, 42, "city")))]
-    got = build_detector("gold+spacy+learned").detect(gold)[0]
+    got = build_detector("gold+spacy+learned", encoder=encoder).detect(gold)[0]
     assert {(s.label, s.confidence) for s in got if s.label} == {("person", None), ("city", None)}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ner_retriever.detect.base import build_detector
+from ner_retriever.detect.registry import build_detector
 from ner_retriever.errors import ConfigError
 from ner_retriever.detect.llm import LLMExtractor, _chunks, build_prompt, parse_marked
 from ner_retriever.types import Document, Span

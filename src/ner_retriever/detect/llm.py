@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ner_retriever.detect.base import _trim, resolve_overlaps
+from ner_retriever.detect.base import resolve_overlaps, trim
 from ner_retriever.errors import ConfigError
 from ner_retriever.types import Document, Span
 
@@ -152,7 +152,7 @@ def parse_marked(text: str, output: str, mark: str = DEFAULT_MARK,
                 found = min(hits, key=lambda h: (abs(h[0] - anchor), h[0]))
         if found is None:
             continue  # hallucinated: not in the text
-        s, e = _trim(text, *found)
+        s, e = trim(text, *found)
         if e > s:
             spans.append(Span(s, e))
             cursor = e

@@ -65,7 +65,8 @@ def detect_spans(eval_set: EvalSet, detector_name: str | dict, cache_root: Path 
     cached as JSON, and its recall against the gold spans."""
     from ner_retriever.detect import base as detect, learned as learned_detect
     from ner_retriever.io.corpus import file_digest
-    from ner_retriever.detect.base import build_detector, match_spans
+    from ner_retriever.detect.base import match_spans
+    from ner_retriever.detect.registry import build_detector
 
     detector = build_detector(detector_name)
     # detector rules change without a config change

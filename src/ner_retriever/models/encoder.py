@@ -1,5 +1,8 @@
 """Mention vectors: run a language model over each document and read one component of one block
-at the last token of every span. Only the blocks up to the chosen one are computed."""
+at the last token of every span. Only the blocks up to the chosen one are computed.
+
+Windows and tokenisation of long texts are in ``models.windows``; the pass that detects and
+encodes at once (``TransformerEncoder.detect_encode``) is in ``models.joint``."""
 
 from __future__ import annotations
 
@@ -10,11 +13,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ner_retriever.choices import COMPONENTS
 from ner_retriever.errors import ConfigError
+from ner_retriever.models.joint import PROBE_TEXT, JointPass, resume_block
 from ner_retriever.models.loading import DEFAULT_MODEL, load_model
+from ner_retriever.models.windows import detect_pieces, first_window, last_tokens, tokenize
 
 Component = Literal["query", "key", "value", "hidden"]
-COMPONENTS: tuple[str, ...] = ("query", "key", "value", "hidden")
 
 # Block chosen for the packaged models (see docs/PROBE.md); other models default to the middle.
 DEFAULT_BLOCKS = {"smollm2-135m": 22, "minilm-l6": 5}
@@ -59,72 +64,6 @@ class Encoder(Protocol):
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 16) -> np.ndarray: ...
 
-
-# What the one-off model probes (causality, resuming a pass) run on.
-PROBE_TEXT = "Paris is a city in France"
-
-# Longest piece of text given to the tokenizer at once (see TransformerEncoder._tokenize).
-TOKENIZE_CHARS = 100_000
-
-
-def _cut_point(text: str, pos: int, size: int) -> int:
-    """End of the piece of ``text`` starting at ``pos``: at most ``size`` characters, cut just
-    before a single space between two non-space characters in the second half of the piece,
-    else before any whitespace there, else at ``size``."""
-    end = pos + size
-    if end >= len(text):
-        return len(text)
-    lo = pos + size // 2
-    cut = end
-    while cut > lo:
-        cut = text.rfind(" ", lo, cut)
-        if cut <= lo:
-            break
-        if not text[cut - 1].isspace() and cut + 1 < len(text) and not text[cut + 1].isspace():
-            return cut
-    for cut in range(end, lo, -1):
-        if text[cut].isspace():
-            return cut
-    return end
-
-
-def _last_tokens(starts: np.ndarray, ends: np.ndarray, span_ends: np.ndarray) -> np.ndarray:
-    """Per span end: the last real token (one that covers characters) starting before it, 0 if
-    none. This is the token whose state is a span's vector, in encoding and in the joint pass."""
-    real = ends > starts
-    last_real = np.maximum.accumulate(np.where(real, np.arange(len(starts)), -1))
-    if np.all(starts[1:] >= starts[:-1]):  # offsets in text order: binary search
-        before = np.searchsorted(starts, span_ends, side="left") - 1
-        toks = np.where(before >= 0, last_real[np.maximum(before, 0)], -1)
-    else:  # pragma: no cover - no tokenizer we know reorders offsets; scan to be safe
-        toks = np.array([(lambda c: c[-1] if len(c) else -1)(
-            np.nonzero((starts < e) & real)[0]) for e in span_ends], dtype=np.int64)
-    return np.maximum(toks, 0)
-
-
-def _window_count(n_tokens: int, width: int, step: int) -> int:
-    return 0 if n_tokens == 0 else (1 if n_tokens <= width else (n_tokens - 1 - width) // step + 2)
-
-
-def _first_window(token: int, width: int, step: int) -> int:
-    """The first window holding ``token``: the one that gives it the most left context."""
-    return 0 if token < width else (token - width) // step + 1
-
-
-class _Replay(torch.nn.Module):
-    """Stands in for a block during a resumed pass: returns the stored output (or, with
-    none, its input unchanged), shaped like the real block's output."""
-
-    def __init__(self, block: torch.nn.Module, stored: torch.Tensor | None):
-        super().__init__()
-        self.stored = stored
-        if hasattr(block, "attention_type"):  # models that pick each block's mask by it
-            self.attention_type = block.attention_type
-
-    def forward(self, hidden_states, *args, **kwargs):
-        if self.stored is None:
-            return hidden_states
-        return self.stored.to(device=hidden_states.device, dtype=hidden_states.dtype)
 
 
 class _Stop(Exception):
@@ -221,31 +160,11 @@ class TransformerEncoder:
         """Tokens between the starts of consecutive windows."""
         return max(1, self.window - min(self.config.overlap, self.window - 1))
 
-    def _tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Token ids and character start/end offsets as compact arrays.
 
-        A text longer than ``TOKENIZE_CHARS`` is tokenized in pieces, each cut just before a
-        single space between two words (a boundary that whitespace, BPE and SentencePiece
-        pre-tokenizers all keep), so the tokenizer's per-token Python objects (~600 bytes a
-        token) never exist for a whole long document at once: 12 bytes a token here (a 10 MB
-        text: 2.5M tokens, 30 MB) instead of ~1.5 GB."""
-        ids, starts, ends = [], [], []
-        pos = 0
-        while pos < len(text):
-            cut = _cut_point(text, pos, TOKENIZE_CHARS)
-            enc = self.tokenizer(text[pos:cut], add_special_tokens=False,
-                                 return_offsets_mapping=True, return_attention_mask=False,
-                                 return_token_type_ids=False, verbose=False)
-            if enc["input_ids"]:
-                ids.append(np.asarray(enc["input_ids"], dtype=np.int32))
-                offsets = np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(-1, 2) + pos
-                starts.append(offsets[:, 0])
-                ends.append(offsets[:, 1])
-            pos = cut
-        if not ids:
-            empty = np.zeros(0, np.int32)
-            return empty, empty, empty
-        return np.concatenate(ids), np.concatenate(starts), np.concatenate(ends)
+    def _tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token ids and character start/end offsets as compact arrays (``windows.tokenize``:
+        long texts in pieces, 12 bytes a token)."""
+        return tokenize(self.tokenizer, text)
 
     def _pieces(self, doc_idx: int, text: str, spans: Sequence[tuple[int, int]]):
         """Split one document into windows; yield (input_ids, [(doc, span, position)]).
@@ -262,10 +181,10 @@ class TransformerEncoder:
         if not len(ids):
             raise ConfigError(f"document {doc_idx}: text produced no tokens")
         width, step = self.window, self._step
-        toks = _last_tokens(starts, ends, np.array([e for _, e in spans], dtype=np.int64))
+        toks = last_tokens(starts, ends, np.array([e for _, e in spans], dtype=np.int64))
         targets: dict[int, list[tuple[int, int, int]]] = {}
         for span_idx, tok in enumerate(toks.tolist()):
-            w = _first_window(tok, width, step)
+            w = first_window(tok, width, step)
             targets.setdefault(w, []).append((doc_idx, span_idx, tok - w * step))
         prefix = np.asarray(self._prefix, dtype=np.int64)
         suffix = np.asarray(self._suffix, dtype=np.int64)
@@ -353,11 +272,7 @@ class TransformerEncoder:
                        targets: Sequence[tuple[int, str]], batch_size: int = 16
                        ) -> list[list[np.ndarray]]:
         """Vectors for several (block, component) pairs in one pass: ``[target][doc] -> (n, d)``."""
-        for block, component in targets:
-            if not 0 <= block < len(self._blocks):
-                raise ConfigError(f"block {block} is out of range (0..{len(self._blocks) - 1})")
-            if component not in COMPONENTS:
-                raise ConfigError(f"unknown component {component!r}; choose from {COMPONENTS}")
+        self._check_targets(targets)
         pieces = [p for i, (t, sp) in enumerate(zip(texts, spans)) for p in self._pieces(i, t, sp)]
         pieces.sort(key=lambda p: len(p[0]))
         out: list[list[np.ndarray]] = []
@@ -397,6 +312,14 @@ class TransformerEncoder:
             spans.append([(start, start + len(q))])
         return np.stack([v[0] for v in self.encode_spans(texts, spans, batch_size)])
 
+    def _check_targets(self, targets: Sequence[tuple[int, str]]) -> None:
+        """Refuse a (block, component) pair this model does not have."""
+        for block, component in targets:
+            if not 0 <= block < len(self._blocks):
+                raise ConfigError(f"block {block} is out of range (0..{len(self._blocks) - 1})")
+            if component not in COMPONENTS:
+                raise ConfigError(f"unknown component {component!r}; choose from {COMPONENTS}")
+
     # -- one pass for detection and encoding ---------------------------------------------------
     def detect_encode(self, texts: Sequence[str], features: Sequence[tuple[int, str]],
                       decide: Callable[[list[int], list[np.ndarray], list[list[tuple[int, int]]]],
@@ -422,216 +345,22 @@ class TransformerEncoder:
         Memory stays bounded whatever the length: documents are processed in groups of about
         ``max_tokens`` tokens (the states a group resumes from stay on the model's device: about
         ``max_tokens`` x hidden size x 2 bytes in bf16), and a longer document in pieces of
-        consecutive windows (:meth:`_detect_pieces`). ``decide`` then sees one piece at a time: a
+        consecutive windows (``windows.detect_pieces``). ``decide`` then sees one piece at a time: a
         document index may repeat, offsets are always into the whole text, and only the spans
         whose last token lies in the piece's own part are kept, so that every kept span has the
         states and the vector a pass over the whole document gives it."""
-        target = (self.config.block, self.config.component)
-        feats = list(dict.fromkeys(features))
-        for block, component in feats:
-            if not 0 <= block < len(self._blocks):
-                raise ConfigError(f"block {block} is out of range (0..{len(self._blocks) - 1})")
-            if component not in COMPONENTS:
-                raise ConfigError(f"unknown component {component!r}; choose from {COMPONENTS}")
-        resume = self._resume_block(feats) if vectors else None
-        keep = target if resume is None else (resume, "hidden")  # what each window keeps
-        targets = feats + ([keep] if vectors and keep not in feats else [])
-        slot = targets.index(keep) if vectors else -1
-        width, step, p = self.window, self._step, len(self._prefix)
-        tokens = [self._tokenize(text) for text in texts]  # compact arrays, 12 bytes a token
-        pieces = [piece for d, (ids, _, _) in enumerate(tokens)
-                  for piece in self._detect_pieces(d, len(ids), max_tokens)]
-        groups, group, size = [], [], 0
-        for q, (_, first, end, _, _) in enumerate(pieces):
-            if group and size + end - first > max_tokens:
-                groups.append(group)
-                group, size = [], 0
-            group.append(q)
-            size += end - first
-        if group:
-            groups.append(group)
-
-        # width of what decide gets per token, also for a document without tokens
-        feat_dim = sum(self._dims(feats))
-        if token_head is not None:
-            dtype = next(self.model.parameters()).dtype
-            probe = torch.zeros((1, 1, feat_dim), dtype=dtype, device=self.device)
-            feat_dim = token_head(probe, torch.ones(1, dtype=torch.long, device=self.device)
-                                  ).shape[-1]
-        kept: list[list[tuple[int, int]]] = [[] for _ in texts]
-        kept_vecs: list[list[np.ndarray]] = [[] for _ in texts]
-        frontier = [0] * len(texts)  # end of the spans that earlier pieces of a document kept
-        for group in groups:
-            wanted: dict[tuple[int, int], list[tuple[np.ndarray, int, int]]] = {}
-            windows = []  # (piece, window start, ids); windows are those of the whole document
-            for q in group:
-                d, first, end = pieces[q][:3]
-                for w in range(first // step, _window_count(end, width, step)):
-                    ids = tokens[d][0][w * step: min(w * step + width, end)]
-                    windows.append((q, w * step, ids))
-            windows.sort(key=lambda x: len(x[2]))
-            feat_rows: dict[int, np.ndarray | None] = {q: None for q in group}
-            best = {q: np.full(pieces[q][2] - pieces[q][1], -1, np.int64) for q in group}
-            states: dict[tuple[int, int], Any] = {}  # arrays, or tensors to resume from
-            for b in range(0, len(windows), batch_size):
-                chunk = windows[b: b + batch_size]
-                # the states to resume from stay on the model's device (a GPU would otherwise
-                # copy every token's state out and back), and so do the features a token head
-                # reads
-                tensors = self._capture([self._prefix + c[2].tolist() + self._suffix
-                                         for c in chunk], targets,
-                                        on_device=resume is not None or token_head is not None)
-                counts = [len(c[2]) for c in chunk]
-                x = torch.cat(tensors[: len(feats)], dim=-1)[:, p: p + max(counts)]
-                if token_head is not None:
-                    x = token_head(x, torch.tensor(counts, device=x.device))
-                feat = x.float().cpu().numpy()
-                # the encoder's vectors, one copy per batch (resuming keeps states where they are)
-                vecs = (tensors[slot][:, p:].float().cpu().numpy()
-                        if vectors and resume is None else None)
-                for row, (q, start, chunk_ids) in enumerate(chunk):
-                    d, first, end = pieces[q][:3]
-                    n_tok = len(chunk_ids)
-                    if feat_rows[q] is None:
-                        feat_rows[q] = np.zeros((end - first, feat.shape[-1]), np.float32)
-                    local = np.arange(n_tok)
-                    # context a token keeps on each side; a window edge at a document edge
-                    # cuts nothing off
-                    big = 1 << 30
-                    left = local if start > 0 else np.full(n_tok, big)
-                    right = n_tok - 1 - local if start + n_tok < len(tokens[d][0]) \
-                        else np.full(n_tok, big)
-                    context = np.minimum(left, right)
-                    glob = start - first + local
-                    take = context > best[q][glob]
-                    best[q][glob[take]] = context[take]
-                    feat_rows[q][glob[take]] = feat[row, local[take]]
-                    if vectors:  # the encoder's vectors, or the states to resume from
-                        states[(q, start)] = (vecs[row, :n_tok] if vecs is not None
-                                              else tensors[slot][row, : p + n_tok])
-            doc_feats = [feat_rows[q] if feat_rows[q] is not None
-                         else np.zeros((0, feat_dim), np.float32) for q in group]
-            offsets = []
-            for q in group:
-                d, first, end = pieces[q][:3]
-                _, starts, ends = tokens[d]
-                offsets.append(list(zip(starts[first:end].tolist(), ends[first:end].tolist())))
-            spans = decide([pieces[q][0] for q in group], doc_feats, offsets)
-            for q, sp in zip(group, spans):
-                d, _, _, own_from, own_to = pieces[q]
-                sp = [(int(s), int(e)) for s, e in sp]
-                _, starts, ends = tokens[d]
-                last = (_last_tokens(starts, ends, np.array([e for _, e in sp], np.int64))
-                        if sp and len(starts) else np.zeros(len(sp), np.int64))
-                # pieces agree on what they share; should a span still overlap one that an
-                # earlier piece kept, the earlier one wins
-                mine = [(span, int(tok)) for span, tok in zip(sp, last.tolist())
-                        if own_from <= tok < own_to and span[0] >= frontier[d]]
-                frontier[d] = max([frontier[d]] + [e for (_, e), _ in mine])
-                kept[d].extend(span for span, _ in mine)
-                if vectors:
-                    out = np.zeros((len(mine), self.dim), np.float32)
-                    for k, (_, tok) in enumerate(mine):
-                        if len(starts):
-                            start = _first_window(tok, width, step) * step
-                            if resume is None:
-                                out[k] = states[(q, start)][tok - start]
-                            else:
-                                wanted.setdefault((q, start), []).append((out, k, tok - start))
-                    kept_vecs[d].append(out)
-            if wanted:
-                self._resume(resume, states, wanted, batch_size)
-        if not vectors:
-            return kept, None
-        return kept, [np.concatenate(v) if v else np.zeros((0, self.dim), np.float32)
-                      for v in kept_vecs]
+        self._check_targets(list(dict.fromkeys(features)))
+        return JointPass(self, texts, features, decide, vectors, batch_size, max_tokens,
+                         token_head).run()
 
     def _resume_block(self, features: Sequence[tuple[int, str]]) -> int | None:
-        """The block whose output the joint pass resumes from, or None for one pass.
-
-        For a causal model the pass can stop after the detector's last feature block, keep that
-        block's output, and run the later blocks only on windows that hold a detected span, cut
-        after its last token (``_resume``). Documents where nothing is detected then cost the
-        early blocks only. Checked once on a probe text against a plain pass; a model the
-        trick does not reproduce exactly keeps the single pass."""
-        last = max(block for block, _ in features)
-        if not self.causal or last >= self.config.block:
-            return None
-        cache = self.__dict__.setdefault("_resume_ok", {})
-        if last not in cache:
-            ids = self._prefix + self.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
-            target = (self.config.block, self.config.component)
-            plain, hidden = self._capture([ids], [target, (last, "hidden")])
-            got: dict = {}
-            try:
-                self._resume(last, {(0, 0): hidden[0]},
-                             {(0, 0): [(got, 0, len(ids) - 1 - len(self._prefix))]}, 1)
-                cache[last] = bool(np.allclose(got[0], plain[0, -1].numpy(), rtol=1e-4,
-                                               atol=1e-5 * float(plain.abs().max()) + 1e-7))
-            except Exception:  # noqa: BLE001 - an architecture we cannot resume: one pass
-                cache[last] = False
-        return last if cache[last] else None
-
-    def _resume(self, block: int, states: dict, wanted: dict, batch_size: int) -> None:
-        """Run the blocks after ``block`` from stored outputs and fill in span vectors.
-
-        ``states[key]``: ``block``'s output for one window (prefix included); ``wanted[key]``:
-        ``(array, row, position)`` to receive the encoder's vector at that position of the
-        window's text (after the prefix). Each window is cut after its last wanted position.
-        The first blocks are swapped for stand-ins that hand back the stored output, so they
-        cost nothing; the model's own code runs the rest."""
-        shift = len(self._prefix)
-        target = (self.config.block, self.config.component)
-        keys = sorted(wanted, key=lambda k: max(pos for _, _, pos in wanted[k]))
-        originals = [self._blocks[i] for i in range(block + 1)]
-        try:
-            for b in range(0, len(keys), batch_size):
-                chunk = keys[b: b + batch_size]
-                cut = [states[k][: shift + max(pos for _, _, pos in wanted[k]) + 1]
-                       for k in chunk]
-                longest = max(len(x) for x in cut)
-                stored = cut[0].new_zeros((len(cut), longest, cut[0].shape[-1]))
-                for row, x in enumerate(cut):
-                    stored[row, : len(x)] = x
-                for i, module in enumerate(originals):
-                    self._blocks[i] = _Replay(module, stored if i == block else None)
-                out = self._capture([[self._pad_id] * len(x) for x in cut], [target])[0]
-                for row, k in enumerate(chunk):
-                    for array, idx, pos in wanted[k]:
-                        array[idx] = out[row, shift + pos].numpy()
-        finally:
-            for i, module in enumerate(originals):
-                self._blocks[i] = module
+        """The block the joint pass resumes from, or None (``joint.resume_block``)."""
+        return resume_block(self, features)
 
     def _detect_pieces(self, doc: int, n_tokens: int, max_tokens: int
                        ) -> list[tuple[int, int, int, int, int]]:
-        """``(doc, first token, end token, own from, own to)`` pieces of one document.
-
-        A piece is a run of the document's own windows (at most ``max_tokens`` tokens); the
-        next piece starts ``shared`` windows before this one ends, and each piece owns the
-        tokens up to the middle of what it shares with the next. ``shared`` is chosen so that
-        every window holding an owned token, or a token a few places away (the detector head
-        looks 3 tokens each side), lies inside the piece: an owned token then gets exactly the
-        states (and a span ending there exactly the vector) of a pass over the whole document.
-        A document that fits is one piece, processed as before (one without tokens keeps the
-        spans ``decide`` gives it, with zero vectors)."""
-        width, step = self.window, self._step
-        count = _window_count(n_tokens, width, step)
-        shared = 2 + -(-width // step)
-        per_piece = max(shared + 1, (max_tokens - width) // step + 1)
-        if count <= per_piece:
-            return [(doc, 0, n_tokens, 0, max(n_tokens, 1))]
-        stride = per_piece - shared
-        margin = ((shared - 1) * step + width) // 2  # middle of the tokens two pieces share
-        out, w = [], 0
-        while True:
-            last = min(w + per_piece, count)
-            own_from = 0 if w == 0 else w * step + margin
-            own_to = n_tokens if last == count else (w + stride) * step + margin
-            out.append((doc, w * step, min((last - 1) * step + width, n_tokens), own_from, own_to))
-            if last == count:
-                return out
-            w += stride
+        """The joint pass's pieces of one document (``windows.detect_pieces``)."""
+        return detect_pieces(doc, n_tokens, self.window, self._step, max_tokens)
 
     def _dims(self, targets: Sequence[tuple[int, str]]) -> list[int]:
         """Width of each (block, component) activation (probed once, then remembered)."""

@@ -67,7 +67,7 @@ class MentionWorker:
                  confidence_weight: float = 0.0):
         import torch
 
-        from ner_retriever.detect.base import build_detector
+        from ner_retriever.detect.registry import build_detector
         from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
         from ner_retriever.pipeline import BatchEmbedder
 
