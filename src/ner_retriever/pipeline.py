@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ner_retriever.config import IfExists, check_if_exists
+from ner_retriever.detect.base import Detector, JointDetector
 from ner_retriever.errors import CorpusError, DuplicateDocumentError
 from ner_retriever.indexes.index import Index
 from ner_retriever.io.corpus import iter_batches
@@ -88,9 +89,9 @@ class Admission:
 @dataclass
 class BatchEmbedder:
     """The detect -> encode -> project steps for one batch. A detector that shares the
-    encoder's forward pass (``detect_and_encode``) returns spans and vectors from one pass."""
+    encoder's forward pass (a :class:`JointDetector`) returns spans and vectors from one pass."""
 
-    detector: object
+    detector: Detector
     encoder: object
     head: ProjectionHead | None
     dim: int
@@ -99,9 +100,8 @@ class BatchEmbedder:
     confidence_weight: float = 0.0
 
     def __call__(self, docs: Sequence[Document]) -> EncodedBatch:
-        joint = getattr(self.detector, "detect_and_encode", None)
-        if joint is not None:
-            spans, raw = joint(docs, self.encoder)
+        if isinstance(self.detector, JointDetector):
+            spans, raw = self.detector.detect_and_encode(docs, self.encoder)
         else:
             spans = self.detector.detect(docs)
             raw = self.encoder.encode_spans([d.text for d in docs],

@@ -46,7 +46,8 @@ import numpy as np
 from ner_retriever.config import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT, FusionConfig,
                                   check_confidence_weight, check_feedback, check_query_template,
                                   check_weight)
-from ner_retriever.detect.base import DEFAULT_DETECTOR
+from ner_retriever.choices import MENTION_SOURCES
+from ner_retriever.detect.registry import DEFAULT_DETECTOR
 from ner_retriever.errors import ConfigError
 from ner_retriever.evaluation.cache import default_cache_root
 from ner_retriever.evaluation.data import EvalSet
@@ -58,7 +59,6 @@ from ner_retriever.evaluation.vectors import (Progress, dense_document_vectors, 
 from ner_retriever.retrieve.sources import ArraySource
 
 METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
-MENTION_SOURCES = ("gold", "detected")
 
 
 @dataclass
@@ -134,7 +134,7 @@ def mention_side(eval_set: EvalSet, opts: EvalOptions, encoder, cache_root: Path
         spans, source = eval_set.gold_spans, "gold"
     else:
         spans, confidences, detection = detect_spans(eval_set, opts.detector, cache_root,
-                                                     progress)
+                                                     progress, encoder)
         source = detection["detector"]
     vectors, doc_index = mention_vectors_for(eval_set, encoder, spans, cache_root, source,
                                              batch_size=opts.batch_size, progress=progress)

@@ -58,20 +58,27 @@ def encode_mentions(encoder, texts: Sequence[str], spans: Sequence[Sequence[tupl
 
 
 
+def detection_code() -> list[str]:
+    """Digests of the detection rules' source: they change without a config change."""
+    from ner_retriever import detect
+    from ner_retriever.io.corpus import file_digest
+
+    return [file_digest(f) for f in sorted(Path(detect.__file__).parent.glob("*.py"))]
+
+
 def detect_spans(eval_set: EvalSet, detector_name: str | dict, cache_root: Path | None,
-                 progress: Progress | None = None
+                 progress: Progress | None = None, encoder=None
                  ) -> tuple[list[list[tuple[int, int]]], list[list[float | None]], dict]:
     """Spans proposed by a detector, their confidences (None where it cannot tell), both
-    cached as JSON, and its recall against the gold spans."""
-    from ner_retriever.detect import base as detect, learned as learned_detect
-    from ner_retriever.io.corpus import file_digest
+    cached as JSON, and its recall against the gold spans. ``encoder``: one already loaded
+    that a learned detector may share (else it loads its own)."""
     from ner_retriever.detect.base import match_spans
     from ner_retriever.detect.registry import build_detector
 
-    detector = build_detector(detector_name)
+    detector = build_detector(detector_name, encoder)
     # detector rules change without a config change
     key = {"v": CACHE_VERSION, "data": eval_set.identity, "detector": detector.config(),
-           "code": [file_digest(detect.__file__), file_digest(learned_detect.__file__)]}
+           "code": detection_code()}
     path = None if cache_root is None else Path(cache_root) / "eval" / f"spans-{digest(key)}.json"
     if path is not None and path.is_file():
         rows = json.loads(path.read_text())

@@ -18,7 +18,9 @@ import numpy as np
 
 from ner_retriever.config import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT, FusionConfig,
                                   IfExists, check_confidence_weight, check_feedback, check_k)
-from ner_retriever.detect.base import DEFAULT_DETECTOR, Detector, build_detector
+from ner_retriever.choices import SEARCH_MODES
+from ner_retriever.detect.base import Detector
+from ner_retriever.detect.registry import DEFAULT_DETECTOR, build_detector
 from ner_retriever.errors import ConfigError, IndexStateError
 from ner_retriever.indexes.index import Index, IndexConfig
 from ner_retriever.indexes.store import store_settings
@@ -37,7 +39,6 @@ from ner_retriever.types import Document, MentionHit, SearchResult
 
 HEAD_DIR = "head"
 SearchMode = Literal["auto", "hybrid", "mentions"]
-SEARCH_MODES = ("auto", "hybrid", "mentions")
 
 
 class Retriever:
@@ -56,7 +57,7 @@ class Retriever:
         adding needs them) still works."""
         if isinstance(self._detector, dict):
             try:
-                self._detector = build_detector(self._detector)
+                self._detector = build_detector(self._detector, self.encoder)
             except ConfigError as exc:
                 raise ConfigError(f"index {self.index.path}: cannot rebuild its detector to add "
                                   f"documents: {exc}") from exc
@@ -96,8 +97,8 @@ class Retriever:
         names = hybrid if names is None else names
         settings = store_settings(store, index_type, storage, uri, store_params, index_path=path)
         encoder = _as_encoder(encoder)
-        detector = (build_detector(detector) if detector is None or isinstance(detector, (str, dict))
-                    else detector)
+        if detector is None or isinstance(detector, (str, dict)):
+            detector = build_detector(detector, encoder)
         head = resolve_head(head, encoder.config)
         if head is not None and head.config.input_dim != encoder.dim:
             raise ConfigError(f"head expects {head.config.input_dim}-d vectors but "
