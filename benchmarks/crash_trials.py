@@ -53,8 +53,8 @@ import numpy as np  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PRELOAD = ["numpy", "torch", "transformers", "transformers.models.llama.modeling_llama",
-           "faiss", "ner_retriever.cli.main", "ner_retriever.retrieve.retriever", "ner_retriever.models.encoder",
-           "ner_retriever.indexes.index", "ner_retriever.io.corpus"]
+           "faiss", "ner_retriever.cli.main", "ner_retriever.retrieve.retriever",
+           "ner_retriever.models.encoder", "ner_retriever.indexes.index", "ner_retriever.io.corpus"]
 NAMES = ["Paris", "Berlin", "Angela", "Merkel", "Danube", "Vienna", "Toyota", "Corolla", "Marie",
          "Curie", "Nobel", "Lakers", "Ohio", "Amazon", "Seattle", "Everest", "Lennon", "Tokyo"]
 WORDS = ["the", "a", "of", "in", "on", "river", "city", "met", "visited", "near", "across",

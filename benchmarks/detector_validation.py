@@ -1,9 +1,9 @@
 """End-to-end R-Precision with each detector on *validation* data, to choose the default.
 
 The test splits (docs/DETECTION.md, "End to end") report; this script decides.  It runs
-``ner_retriever.evaluation.evaluate.evaluate`` (the default ``ner-retriever`` and ``hybrid`` rankings,
-detected mentions, relevance from the gold labels) on splits that are neither test splits nor
-sentences the shipped learned detector was trained on:
+``ner_retriever.evaluation.evaluate.evaluate`` (the default ``ner-retriever`` and ``hybrid``
+rankings, detected mentions, relevance from the gold labels) on splits that are neither test
+splits nor sentences the shipped learned detector was trained on:
 
 * WNUT-17 dev (``emerging.dev.conll``, YouTube comments; the detector never saw it);
 * MultiCoNER 2 ``en-train90.conll`` and Few-NERD INTER ``dev.txt`` (training types), minus

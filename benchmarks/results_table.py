@@ -97,7 +97,8 @@ def train_type_choices(root: Path, opts: EvalOptions, encoder, sample: int) -> d
     out["bm25"] = evaluate(es, EvalOptions(methods=["bm25"]))["results"]["bm25"]["r_precision"]
     grid = []
     for w in WEIGHTS:
-        scores = hybrid_rank(es, source, queries, queries_d, FusionConfig(weight=w, feedback_docs=0))
+        scores = hybrid_rank(es, source, queries, queries_d,
+                             FusionConfig(weight=w, feedback_docs=0))
         rp = evaluate_scores(es, scores)["r_precision"]
         grid.append({"weight": w, "r_precision": rp})
         log(f"train types: hybrid w={w}: {rp:.3f}")
