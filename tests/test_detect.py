@@ -7,7 +7,13 @@ import json
 import pytest
 
 from ner_retriever.detect import spacy as detect
-from ner_retriever.detect.base import Detector, GoldDetector, UnionDetector, match_spans, resolve_overlaps
+from ner_retriever.detect.base import (
+    Detector,
+    GoldDetector,
+    UnionDetector,
+    match_spans,
+    resolve_overlaps,
+)
 from ner_retriever.detect.registry import DETECTOR_NAMES, build_detector
 from ner_retriever.detect.spacy import SpacyDetector
 from ner_retriever.errors import ConfigError

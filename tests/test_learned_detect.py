@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ner_retriever.detect import tagger as learned_detect
+from ner_retriever.detect import tagger as bio
 from ner_retriever.detect.base import UnionDetector, resolve_overlaps
 from ner_retriever.detect.registry import build_detector
 from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
@@ -170,10 +170,10 @@ def test_a_long_document_goes_in_pieces_with_the_spans_and_vectors_of_one_pass(t
     model = tiny_llama(tmp_path)
     small = TransformerEncoder(EncoderConfig(model=str(model)))
     torch.manual_seed(0)
-    head = TaggerHead(learned_detect.TaggerConfig(model=str(model), features=[(0, "hidden")],
-                                                  input_dim=small.model.config.hidden_size,
-                                                  proj_dim=16,
-                                                  context_dim=8, threshold=0.905))
+    head = TaggerHead(bio.TaggerConfig(model=str(model), features=[(0, "hidden")],
+                                       input_dim=small.model.config.hidden_size,
+                                       proj_dim=16,
+                                       context_dim=8, threshold=0.905))
     with torch.no_grad():
         head.out.weight.mul_(60)
         head.out.bias.zero_()
@@ -328,7 +328,7 @@ def test_union_detector_with_learned_member(encoder) -> None:
         assert all(a.end <= b.start for a, b in zip(sp, sp[1:]))
     cfg = json.loads(json.dumps(union.config()))
     assert type(build_detector(cfg, encoder=encoder)) is JointUnionDetector
-    assert type(build_detector("spacy+gold", encoder=encoder)) is UnionDetector  # no learned member
+    assert type(build_detector("spacy+gold")) is UnionDetector  # no learned member
     # gold first: its labels survive the shared pass
     gold_docs = [Document("g", "Ada Lovelace met Charles Babbage in London .",
                           spans=(Span(0, 12, "person"), Span(17, 32, "person")))]
@@ -336,7 +336,8 @@ def test_union_detector_with_learned_member(encoder) -> None:
     labels = {gold_docs[0].text[s.start: s.end]: s.label for s in spans[0]}
     assert labels["Ada Lovelace"] == "person" and labels["Charles Babbage"] == "person"
     # a union nested in a union still works (without the shared pass)
-    nested = build_detector({"name": "union", "detectors": [cfg, {"name": "gold"}]}, encoder=encoder)
+    nested = build_detector({"name": "union", "detectors": [cfg, {"name": "gold"}]},
+                            encoder=encoder)
     spans, vectors = nested.detect_and_encode(gold_docs, encoder)
     assert [len(v) for v in vectors] == [len(s) for s in spans] and spans[0]
 
@@ -391,7 +392,8 @@ def test_a_served_index_whose_detector_moved(tiny_detector, tmp_path, encoder) -
     from fastapi.testclient import TestClient
 
     from ner_retriever.retrieve.retriever import Retriever
-    from ner_retriever.serve import ServeSettings, open_app
+    from ner_retriever.serve.app import open_app
+    from ner_retriever.serve.settings import ServeSettings
 
     out, _ = tiny_detector
     with Retriever.create(tmp_path / "idx", encoder=encoder, detector={"name": "learned",
@@ -473,7 +475,7 @@ def test_span_confidences_match_a_direct_computation() -> None:
         probs = rng.random((n, 3))
         spans = [Span(a, a + int(rng.integers(1, 25))) for a in rng.integers(0, 300, 5)]
         o = np.array(offsets)
-        for sp, got in zip(spans, learned_detect.span_confidences(offsets, probs, spans)):
+        for sp, got in zip(spans, bio.span_confidences(offsets, probs, spans)):
             cover = (o[:, 0] < sp.end) & (o[:, 1] > sp.start) & (o[:, 1] > o[:, 0])
             want = (probs[cover, B] + probs[cover, I]).mean() if cover.any() else 1.0
             assert got == pytest.approx(min(max(want, 1e-6), 1.0))
@@ -489,7 +491,8 @@ def test_union_spans_all_get_the_taggers_confidence(encoder) -> None:
     joint, _ = union.detect_and_encode(docs, encoder)
     assert alone == joint
     learned_only = {(i, s.start, s.end)
-                    for i, sp in enumerate(build_detector("learned", encoder=encoder).detect(docs)) for s in sp}
+                    for i, sp in enumerate(build_detector("learned", encoder=encoder).detect(docs))
+                    for s in sp}
     added = []
     for i, (a, b) in enumerate(zip(alone, joint)):
         for x, y in zip(a, b):
@@ -497,7 +500,7 @@ def test_union_spans_all_get_the_taggers_confidence(encoder) -> None:
             if (i, x.start, x.end) not in learned_only:
                 added.append(x.confidence)
     assert len(added) >= 2 and max(added) < 0.5  # spaCy's extra spans: scored, and doubtful
-    assert all(s.confidence is None for sp in build_detector("spacy", encoder=encoder).detect(docs) for s in sp)
+    assert all(s.confidence is None for sp in build_detector("spacy").detect(docs) for s in sp)
 
 
 def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:

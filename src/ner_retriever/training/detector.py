@@ -228,12 +228,7 @@ def train_detector(files: Sequence[str | Path], out_dir: str | Path | None,
                                    log)
     t_lm = time.perf_counter() - t_start
 
-    unknown = _unknown_spans(docs, cfg.mask_detector, key, cache_root)
-    labels = [token_labels(d.text, o, d.spans or (), u)
-              for d, o, u in zip(docs, offs, unknown, strict=True)]
-    n_ignored = int(sum((lab == IGNORE).sum() for lab in labels))
-    n_tokens = int(sum(len(lab) for lab in labels))
-    log(f"{n_tokens} tokens, {n_ignored} O tokens inside {cfg.mask_detector or '-'} spans ignored")
+    labels, n_tokens, n_ignored = _labels(docs, offs, cfg.mask_detector, key, cache_root, log)
 
     train_idx = [i for i in range(len(docs)) if not held[i] and len(feats[i])]
     held_idx = [i for i in range(len(docs)) if held[i] and len(feats[i])]
@@ -276,6 +271,20 @@ def _feature_key(cfg: TrainDetectorConfig, identity: list[dict], model_name: str
     except ConfigError:
         pass
     return key
+
+
+def _labels(docs: Sequence[Document], offs: Sequence[Sequence[tuple[int, int]]],
+            mask_detector: str | None, key: dict[str, Any], cache_root: Path | None,
+            log: Callable[[str], None]) -> tuple[list[np.ndarray], int, int]:
+    """BIO labels of every document's tokens (``O`` inside a helper's span: ignored), the
+    token count and the ignored count."""
+    unknown = _unknown_spans(docs, mask_detector, key, cache_root)
+    labels = [token_labels(d.text, o, d.spans or (), u)
+              for d, o, u in zip(docs, offs, unknown, strict=True)]
+    n_ignored = int(sum((lab == IGNORE).sum() for lab in labels))
+    n_tokens = int(sum(len(lab) for lab in labels))
+    log(f"{n_tokens} tokens, {n_ignored} O tokens inside {mask_detector or '-'} spans ignored")
+    return labels, n_tokens, n_ignored
 
 
 def _unknown_spans(docs: Sequence[Document], mask_detector: str | None, key: dict[str, Any],
