@@ -22,7 +22,7 @@ def test_soak_short(tmp_path):
         import soak
     finally:
         sys.path.remove(str(BENCH))
-    from ner_retriever.cli.main import run_index
+    from ner_retriever.cli.index import run_index
 
     model, _, _ = crash_trials.make_fixture(tmp_path / "model", n_docs=1)  # tiny Llama
     corpus = tmp_path / "base.jsonl"
