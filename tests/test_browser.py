@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from ner_retriever.retrieve.retriever import Retriever
-from ner_retriever.serve import create_app
+from ner_retriever.serve.app import create_app
 from ner_retriever.types import Document
 
 pytestmark = pytest.mark.slow

@@ -222,7 +222,7 @@ def test_damage_inside_a_catalog_page_is_a_clear_error_not_a_traceback(tmp_path)
             index.get_document("0-3")
     from fastapi.testclient import TestClient
 
-    from ner_retriever.serve import create_app
+    from ner_retriever.serve.app import create_app
 
     retriever = Retriever(Index.open(path), encoder=None, detector=build_detector("gold"))
     with TestClient(create_app(retriever, owns_retriever=True)) as client:
@@ -255,7 +255,7 @@ def _assert_row_damage(path: Path, doc_id: str, read) -> None:
         assert index.get_document("0-2").text == _batch(0)[0][2].text  # the rest still serves
     from fastapi.testclient import TestClient
 
-    from ner_retriever.serve import create_app
+    from ner_retriever.serve.app import create_app
 
     retriever = Retriever(Index.open(path), encoder=None, detector=build_detector("gold"))
     with TestClient(create_app(retriever, owns_retriever=True)) as client:

@@ -376,7 +376,8 @@ def api(tmp_path_factory, tiny_encoder, spacy_detector):
     from fastapi.testclient import TestClient
 
     from ner_retriever.retrieve.retriever import Retriever
-    from ner_retriever.serve import ServeSettings, create_app
+    from ner_retriever.serve.app import create_app
+    from ner_retriever.serve.settings import ServeSettings
 
     path = tmp_path_factory.mktemp("api") / "index"
     retriever = Retriever.create(path, encoder=tiny_encoder, detector=spacy_detector)

@@ -62,7 +62,8 @@ def retriever(tmp_path_factory, minilm_tokenizer):
 
 @pytest.fixture(scope="module")
 def app(retriever):
-    from ner_retriever.serve import ServeSettings, create_app
+    from ner_retriever.serve.app import create_app
+    from ner_retriever.serve.settings import ServeSettings
 
     return create_app(retriever, ServeSettings(write_token=TOKEN, max_body_bytes=64 * 1024))
 
@@ -112,7 +113,9 @@ def live(app):
 def strict(retriever):
     """The uvicorn configuration of ``ner-retriever serve`` (``server_config``), with deadlines
     of 1 s for a request body, a request head and an idle keep-alive connection."""
-    from ner_retriever.serve import ServeSettings, create_app, server_config
+    from ner_retriever.serve.app import create_app
+    from ner_retriever.serve.http import server_config
+    from ner_retriever.serve.settings import ServeSettings
 
     settings = ServeSettings(write_token=TOKEN, body_timeout_s=1.0, header_timeout_s=1.0,
                              keep_alive_s=1)
@@ -142,9 +145,9 @@ def raw_request(port: int, target: str | bytes, extra: bytes = b"", method: byte
 
 # -- the write token ------------------------------------------------------------------------------
 def test_write_token_is_compared_in_constant_time():
-    from ner_retriever.serve.app import create_app
+    from ner_retriever.serve import routes
 
-    source = inspect.getsource(create_app)  # the routes, the write endpoint's check included
+    source = inspect.getsource(routes)  # the routes, the write endpoint's check included
     assert "hmac.compare_digest(" in source
     # no ordinary comparison of anything token-like in any route
     assert not re.search(r"(token|credentials)\w*\s*[!=]=|[!=]=\s*\w*(token|credentials)",
@@ -423,8 +426,8 @@ def test_markup_in_documents_and_ids_always_comes_back_as_json(client):
 
 
 def test_cors_is_off_for_writes_and_the_server_listens_on_loopback_by_default(client):
-    from ner_retriever.cli.main import serve
-    from ner_retriever.serve import ServeSettings
+    from ner_retriever.cli.serve import serve
+    from ner_retriever.serve.settings import ServeSettings
 
     assert tuple(ServeSettings().cors_origins) == ()
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"

@@ -23,15 +23,10 @@ from typer.testing import CliRunner
 
 from ner_retriever.errors import ConfigError, IndexStateError
 from ner_retriever.retrieve.retriever import Retriever
-from ner_retriever.retrieve.fusion import context_window
-from ner_retriever.serve import (
-    LockedEncoder,
-    LRUCache,
-    QueryEmbedder,
-    ServeSettings,
-    create_app,
-    open_app,
-)
+from ner_retriever.retrieve.snippets import context_window
+from ner_retriever.serve.app import create_app, open_app
+from ner_retriever.serve.embedder import LockedEncoder, LRUCache, QueryEmbedder
+from ner_retriever.serve.settings import ServeSettings
 from ner_retriever.types import Document
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,222 @@
+"""The routes of the app: the page, the read API, ``POST /documents`` and the error handlers.
+
+Each ``register_*`` function adds one group to an app, closing over its service and settings.
+"""
+
+# No "from __future__ import annotations": FastAPI must evaluate the route signatures, which
+# refer to these functions' closures (the limits in ServeSettings).
+import asyncio
+import hmac
+import sqlite3
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+
+from ner_retriever.errors import (
+    ConfigError,
+    CorpusError,
+    DuplicateDocumentError,
+    IndexStateError,
+    NerRetrieverError,
+)
+from ner_retriever.serve.schemas import (
+    AddDocumentsRequest,
+    AddDocumentsResponse,
+    DocumentOut,
+    ErrorOut,
+    HealthOut,
+    SearchOut,
+    StatsOut,
+)
+from ner_retriever.serve.service import MS_PER_S, SearchService
+from ner_retriever.serve.settings import ServeSettings
+from ner_retriever.serve.validation import (parse_json, public_errors, read_body, reject,
+                                            to_documents, validation_message)
+
+ERRORS = {400: {"model": ErrorOut, "description": "malformed request"},
+          422: {"model": ErrorOut, "description": "invalid parameter or document"}}
+WRITE_ERRORS = {**ERRORS,
+                401: {"model": ErrorOut, "description": "missing or wrong token"},
+                403: {"model": ErrorOut, "description": "writes are disabled"},
+                409: {"model": ErrorOut, "description": "document id already indexed"},
+                413: {"model": ErrorOut, "description": "body too large"}}
+STATUS_OF_ERROR = {CorpusError: 422, ConfigError: 422, IndexStateError: 503}
+
+
+class _AnyText(Convertor):
+    """Like starlette's ``path`` convertor, but across line breaks too (``.`` stops at a
+    newline): every id a document can have stays addressable by ``/documents/{id}``."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return str(value)
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("anytext", _AnyText())
+
+def _invalid(errors) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"detail": validation_message(errors),
+                                                  "errors": public_errors(errors)})
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Known errors as ``{"detail": ...}`` with a status that says whose fault it is."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _invalid(exc.errors())
+
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def damaged_catalog(_request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
+        # damage inside a catalog page that the structural check on open could not see
+        return JSONResponse(status_code=503, content={
+            "detail": f"index file is corrupt: catalog.sqlite: {exc}"})
+
+    @app.exception_handler(NerRetrieverError)
+    async def known_error(_request: Request, exc: NerRetrieverError) -> JSONResponse:
+        if isinstance(exc, DuplicateDocumentError):
+            return JSONResponse(status_code=409, content={"detail": (
+                f"document id {exc.doc_id!r} is already in the index; send "
+                '"if_exists": "skip" to keep it or "update" to replace it')})
+        status = STATUS_OF_ERROR.get(type(exc), 400)
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+
+def register_page(app: FastAPI, static_dir: Path) -> None:
+    """The search page at ``/`` and its assets under ``/static``."""
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(static_dir / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+
+
+def register_service_routes(app: FastAPI, service: SearchService) -> None:
+    """``/health`` and ``/stats``."""
+
+    @app.get("/health", response_model=HealthOut, tags=["service"])
+    async def health() -> dict:
+        """Liveness: the model is loaded and the index answers."""
+        return {"status": "ok", "documents": await run_in_threadpool(service.count)}
+
+    @app.get("/stats", response_model=StatsOut, tags=["service"])
+    async def stats() -> dict:
+        """What the index holds and how it was built, plus the server's limits and cache."""
+        return await run_in_threadpool(service.stats)
+
+
+def register_search(app: FastAPI, service: SearchService, settings: ServeSettings) -> None:
+    """``GET /search``, its parameters bounded by the settings."""
+
+    @app.get("/search", response_model=SearchOut, responses=ERRORS, tags=["search"])
+    async def search(
+        q: Annotated[str, Query(min_length=1, max_length=settings.max_query_chars,
+                                description='an entity type in your words, e.g. "politician"')],
+        k: Annotated[int, Query(ge=1, le=settings.max_k, description="results per page")] = 10,
+        offset: Annotated[int, Query(ge=0, le=settings.max_offset,
+                                     description="skip this many results (for 'more')")] = 0,
+        per_doc: Annotated[int, Query(ge=1, le=settings.max_per_doc,
+                                      description="matching mentions shown per document")] = 3,
+        mode: Annotated[Literal["auto", "mentions"], Query(
+            description="auto: hybrid on a hybrid index (mention and document scores fused), "
+                        "else best mention; mentions: best-mention cosine only")] = "auto",
+    ) -> dict:
+        """Rank documents by their mentions (fused with a document score on a hybrid index);
+        mentions carry document offsets."""
+        query = q.strip()
+        if not query:
+            raise reject(422, "invalid request: query parameter 'q': query is empty")
+        started = time.perf_counter()
+        future, cached = service.embedder.submit(query)
+        # shielded: a client hanging up must not cancel a vector other requests may share
+        vector = await asyncio.shield(asyncio.wrap_future(future))
+        results, has_more = await run_in_threadpool(service.search, vector, k, offset, per_doc,
+                                                    mode)
+        return {"query": query, "k": k, "offset": offset, "has_more": has_more,
+                "cached": cached, "took_ms": round((time.perf_counter() - started) * MS_PER_S, 2),
+                "results": results}
+
+
+def register_documents(app: FastAPI, service: SearchService) -> None:
+    """``GET /documents/{id}``: any id, line breaks and slashes included."""
+
+    @app.get("/documents/{doc_id:anytext}", response_model=DocumentOut,
+             responses={404: {"model": ErrorOut, "description": "no such document"}},
+             tags=["documents"])
+    async def get_document(doc_id: Annotated[str, PathParam(description="document id")]) -> dict:
+        """A document's text, metadata and detected mentions (character offsets)."""
+        doc = await run_in_threadpool(service.document, doc_id)
+        if doc is None:
+            raise reject(404, f"no document with id {doc_id!r}")
+        return doc
+
+
+def _check_writer(request: Request, service: SearchService, settings: ServeSettings) -> None:
+    """403 unless writes are enabled, 401 unless the bearer token matches (constant time)."""
+    if not service.writes_enabled:
+        raise reject(403, "writes are disabled: start the server with --write-token (or "
+                          "NER_RETRIEVER_WRITE_TOKEN) to enable POST /documents")
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    token = settings.write_token or ""
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")):
+        raise reject(401, "missing or invalid bearer token",
+                     headers={"WWW-Authenticate": 'Bearer realm="ner-retriever"'})
+
+
+def register_writes(app: FastAPI, service: SearchService, settings: ServeSettings) -> None:
+    """``POST /documents``: the body is read and checked here (size, deadline, strict JSON)
+    rather than by FastAPI, so a client learns exactly what was wrong."""
+
+    @app.post("/documents", status_code=201, response_model=AddDocumentsResponse,
+              responses=WRITE_ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/AddDocumentsRequest"}}}}},
+              tags=["documents"])
+    async def add_documents(request: Request) -> dict:
+        """Add documents to the live index (needs ``Authorization: Bearer <write token>``).
+
+        The request is committed at once: searches see all of its documents or none."""
+        _check_writer(request, service, settings)
+        payload = parse_json(await read_body(request, settings.max_body_bytes,
+                                             settings.body_timeout_s))
+        try:
+            body = AddDocumentsRequest.model_validate(payload)
+        except ValidationError as exc:
+            return _invalid(exc.errors())
+        docs = to_documents(body, settings)
+        return await run_in_threadpool(service.add, docs, body.if_exists)
+
+
+def install_openapi(app: FastAPI) -> None:
+    """The schema of ``POST /documents``'s body, which the route reads itself, documented
+    as if FastAPI had parsed it."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            request_schema = AddDocumentsRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(request_schema.pop("$defs", {}))
+            components["AddDocumentsRequest"] = request_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
