@@ -131,7 +131,7 @@ def paired(summary: dict, per_fold: dict[str, list[float]], methods: list[str]) 
 def load_sample(encoder, seed: int, sentences: int | None):
     """The training files' mentions (cached after the first run), their sentences and the
     sample size taken from each file."""
-    from ner_retriever.training.train import MentionSet, extract_mentions, sample_documents
+    from ner_retriever.training.mentions import MentionSet, extract_mentions, sample_documents
 
     sets, docs, samples = [], [], []
     for p, n in TRAIN_FILES:
@@ -191,8 +191,8 @@ def main() -> None:
     from ner_retriever.io.corpus import file_digest
     from ner_retriever.models.dense import DenseEncoder
     from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
-    from ner_retriever.training.train import (TrainConfig, encode_descriptions, load_descriptions,
-                                              train_head)
+    from ner_retriever.training.train import TrainConfig, train_head
+    from ner_retriever.training.validation import encode_descriptions, load_descriptions
 
     torch.set_num_threads(2)
     t0 = time.time()

@@ -89,10 +89,10 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 
 def real_mentions(block: int | None = None):
-    """Few-NERD INTER test gold mentions (cached by ner_retriever.training.train) and the encoder
+    """Few-NERD INTER test gold mentions (cached by ner_retriever.training.mentions) and the encoder
     (the shipped default settings unless ``block`` is given)."""
     from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
-    from ner_retriever.training.train import extract_mentions
+    from ner_retriever.training.mentions import extract_mentions
 
     encoder = TransformerEncoder(EncoderConfig() if block is None else EncoderConfig(block=block))
     return encoder, extract_mentions(BIG_TEST, encoder, max_sentences=5000, seed=0,
@@ -102,7 +102,7 @@ def real_mentions(block: int | None = None):
 def type_queries(encoder, ms) -> tuple[list[str], np.ndarray]:
     """Raw query vectors (mean over a type's descriptions), the 'other' types left out."""
     from ner_retriever.evaluation.descriptions import is_other_tag
-    from ner_retriever.training.train import encode_descriptions, load_descriptions
+    from ner_retriever.training.validation import encode_descriptions, load_descriptions
 
     types = sorted(t for t in set(ms.labels.tolist()) if not is_other_tag(t))
     raw = encode_descriptions(encoder, load_descriptions("fewnerd", types))
@@ -384,7 +384,7 @@ def rprecision() -> dict:
 
     from ner_retriever.retrieve.pooling import top_documents
     from ner_retriever.indexes.store import build_faiss_index, exact_rerank, index_bytes
-    from ner_retriever.training.train import evaluate_vectors, relevant_docs
+    from ner_retriever.training.validation import evaluate_vectors, relevant_docs
 
     gen = Generator("model")
     ms, types, queries = gen.ms, gen.types, gen.type_queries

@@ -12,7 +12,7 @@ raw vectors on Few-NERD, MultiCoNER 2 dev and WNUT-17 test:
 
     PYTHONPATH=src python benchmarks/train_head.py --eval-head src/ner_retriever/data/heads/smollm2-135m
 
-Mention vectors are cached (see ner_retriever.training.train.extract_mentions), so reruns are fast.
+Mention vectors are cached (see ner_retriever.training.mentions.extract_mentions), so reruns are fast.
 """
 
 from __future__ import annotations
@@ -26,15 +26,9 @@ from pathlib import Path
 from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 from ner_retriever.models.head import normalize
 from ner_retriever.evaluation.descriptions import is_other_tag
-from ner_retriever.training.train import (
-    MentionSet,
-    TrainConfig,
-    encode_descriptions,
-    evaluate_vectors,
-    extract_mentions,
-    load_descriptions,
-    train_head,
-)
+from ner_retriever.training.mentions import MentionSet, extract_mentions
+from ner_retriever.training.train import TrainConfig, train_head
+from ner_retriever.training.validation import encode_descriptions, evaluate_vectors, load_descriptions
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

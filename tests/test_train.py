@@ -15,17 +15,10 @@ from ner_retriever.errors import ConfigError
 from ner_retriever.models.head import HeadConfig, ProjectionHead
 from ner_retriever.models.head import normalize
 from ner_retriever.evaluation.descriptions import is_other_tag
-from ner_retriever.training.train import (
-    MentionSet,
-    TrainConfig,
-    encode_descriptions,
-    extract_mentions,
-    identity_init,
-    load_descriptions,
-    r_precision,
-    split_types,
-    train_head,
-)
+from ner_retriever.training.fit import identity_init
+from ner_retriever.training.mentions import MentionSet, extract_mentions
+from ner_retriever.training.train import TrainConfig, split_types, train_head
+from ner_retriever.training.validation import encode_descriptions, load_descriptions, r_precision
 
 # (tokens with inline tags) -> BIO lines; four types, a few mentions each
 SENTENCES = [
@@ -81,6 +74,7 @@ def tiny(smol_encoder, bio_file, tmp_path_factory):
     return ms, again, encode_descriptions(smol_encoder, desc)
 
 
+@pytest.mark.slow
 def test_extract_matches_encoder_and_cache(tiny, smol_encoder, bio_file):
     ms, again, _ = tiny
     assert len(ms) == 30 and ms.n_docs == len(SENTENCES)
@@ -95,6 +89,7 @@ def test_extract_matches_encoder_and_cache(tiny, smol_encoder, bio_file):
     np.testing.assert_allclose(ms.vectors[:3], direct, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_identity_init_starts_at_centred_raw(tiny):
     ms, _, _ = tiny
     head = ProjectionHead(HeadConfig(input_dim=ms.vectors.shape[1], residual=True, skip_bias=True))
@@ -115,6 +110,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_reloads_bit_exact(tiny, tmp_path, one_thread):
     ms, _, desc = tiny
     cfg = TrainConfig(epochs=5, batch_size=24, types_per_batch=4, steps_per_epoch=6, lr=1e-3,
@@ -138,6 +134,7 @@ def test_training_lowers_loss_and_reloads_bit_exact(tiny, tmp_path, one_thread):
     assert loaded.checksum() == result.head.checksum()
 
 
+@pytest.mark.slow
 def test_held_out_types_and_triplet(tiny, one_thread):
     ms, _, desc = tiny
     cfg = TrainConfig(epochs=2, batch_size=16, types_per_batch=2, steps_per_epoch=3,
@@ -174,6 +171,7 @@ def test_official_pth_layout_loads(tmp_path):
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shipped_head_matches_config(smol_encoder):
     folder = resources.files("ner_retriever") / "data" / "heads" / "smollm2-135m"
     with resources.as_file(folder) as path:
