@@ -27,6 +27,8 @@ _CONLL_SUFFIXES = {".conll", ".bio", ".iob"}
 # (a WNUT hashtag) from a comment, and to sniff CoNLL files with other extensions.
 _STRICT_TAG = re.compile(r"O|[BIES]-.+")
 _SNIFF_LINES = 1000
+_READ_CHUNK = 1 << 20  # bytes hashed per read
+FILE_DIGEST_CHARS = 16  # hex digits of a data file's sha256 in cache keys
 
 T = TypeVar("T")
 
@@ -198,6 +200,20 @@ def _is_token_line(columns: list[str]) -> bool:
     return len(columns) >= 2 and _STRICT_TAG.fullmatch(columns[-1]) is not None
 
 
+def _sentence(tokens: list[str], tags: list[str], doc_id: str, source: str) -> Document:
+    """One sentence: tokens joined by single spaces, gold spans at their character offsets."""
+    starts: list[int] = []
+    ends: list[int] = []
+    offset = 0
+    for token in tokens:
+        starts.append(offset)
+        offset += len(token)
+        ends.append(offset)
+        offset += 1
+    return Document(id=doc_id, text=" ".join(tokens), spans=_spans_from_tags(tags, starts, ends),
+                    source=source)
+
+
 def read_conll(path: str | Path) -> Iterator[Document]:
     """CoNLL/BIO sentences as documents with gold ``spans``.
 
@@ -218,22 +234,9 @@ def read_conll(path: str | Path) -> Iterator[Document]:
         if not tokens:
             return
         seen_sentences += 1
-        starts: list[int] = []
-        ends: list[int] = []
-        offset = 0
-        for token in tokens:
-            starts.append(offset)
-            offset += len(token)
-            ends.append(offset)
-            offset += 1
         doc_id = next_id if next_id is not None else f"{path.name}:{seen_sentences}"
         next_id = None
-        yield Document(
-            id=doc_id,
-            text=" ".join(tokens),
-            spans=_spans_from_tags(tags, starts, ends),
-            source=f"{name}:{first_line}",
-        )
+        yield _sentence(tokens, tags, doc_id, f"{name}:{first_line}")
         tokens.clear()
         tags.clear()
 
@@ -315,9 +318,9 @@ def file_digest(path: str | Path) -> str:
     moved or re-checked-out data file still hits its cache and an edited one never does."""
     sha = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(_READ_CHUNK), b""):
             sha.update(block)
-    return sha.hexdigest()[:16]
+    return sha.hexdigest()[:FILE_DIGEST_CHARS]
 
 
 def iter_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

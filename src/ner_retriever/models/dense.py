@@ -15,6 +15,8 @@ from ner_retriever.errors import ConfigError
 
 DENSE_MODEL = "minilm-l6"
 DENSE_MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
+DENSE_BATCH = 64  # texts per forward pass
+MASK_FLOOR = 1e-9  # an all-padding row averages to zero instead of dividing by zero
 
 
 class DenseEncoder:
@@ -41,7 +43,7 @@ class DenseEncoder:
         self.model.to(self.device, dtype=torch.float32).eval()
         self.dim = int(self.model.config.hidden_size)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = DENSE_BATCH) -> np.ndarray:
         """``(n, dim)`` float32, L2-normalised."""
         import torch
 
@@ -54,7 +56,7 @@ class DenseEncoder:
             with torch.inference_mode():
                 hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=MASK_FLOOR)
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[idx] = pooled.float().cpu().numpy()
         return out

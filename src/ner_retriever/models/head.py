@@ -18,6 +18,8 @@ from ner_retriever.io.weights import load_state, read_folder, save_folder, state
 CONFIG_NAME = "head.json"
 WEIGHTS_NAME = "head.safetensors"
 
+NORM_FLOOR = 1e-12  # a zero vector stays zero instead of dividing by zero
+
 
 class HeadConfig(BaseModel):
     """What the head was trained on top of; an index refuses a head made for other vectors."""
@@ -40,7 +42,7 @@ class HeadConfig(BaseModel):
 class ProjectionHead(nn.Module):
     """Parameter names match the paper's released state dict (``net.0``, ``net.3``).
 
-    With ``residual=True`` a linear ``skip`` path is added to the MLP; ``train.identity_init``
+    With ``residual=True`` a linear ``skip`` path is added to the MLP; ``training.fit.identity_init``
     sets it to the (centred) identity and zeroes ``net.3`` so the head starts as raw vectors."""
 
     def __init__(self, config: HeadConfig):
@@ -124,7 +126,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """L2-normalised float32 rows: what an index stores when there is no head."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), NORM_FLOOR)
 
 
 def to_index_space(head: ProjectionHead | None, raw: np.ndarray,
