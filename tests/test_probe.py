@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 from ner_retriever.errors import ConfigError
-from ner_retriever.evaluation.evaluate import EvalOptions, evaluate, load_eval_set
+from ner_retriever.evaluation.data import load_eval_set
+from ner_retriever.evaluation.evaluate import EvalOptions, evaluate
 from ner_retriever.evaluation.probe import draw_heatmap, parse_blocks, run_probe
 
 from test_evaluate import CONLL  # noqa: E402  (same tiny corpus)

@@ -12,17 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.models.encoder import COMPONENTS
+from ner_retriever.choices import COMPONENTS
 from ner_retriever.errors import ConfigError
 from ner_retriever.models.head import normalize
-from ner_retriever.evaluation.evaluate import (
-    EvalSet,
-    Progress,
-    average_queries,
-    evaluate_scores,
-    mention_document_scores,
-    mention_vectors_for,
-)
+from ner_retriever.evaluation.data import EvalSet
+from ner_retriever.evaluation.metrics import evaluate_scores
+from ner_retriever.evaluation.scoring import average_queries, mention_document_scores
+from ner_retriever.evaluation.vectors import Progress, mention_vectors_for
 
 
 def parse_blocks(spec: str | None, n_blocks: int) -> list[int]:
@@ -113,6 +109,13 @@ def run_probe(eval_set: EvalSet, encoder, blocks: Sequence[int] | None = None,
     }
 
 
+# heatmap layout, in inches: a cell's width and height, margins for labels and title
+MIN_WIDTH, CELL_WIDTH, WIDTH_MARGIN = 6.0, 0.42, 2.0
+CELL_HEIGHT, PANEL_MARGIN = 0.55, 1.3
+DPI = 130
+CELL_FONT = 6.5  # points: the R-Precision printed in each cell
+
+
 def draw_heatmap(result: dict | Sequence[dict], path: str | Path,
                  title: str | Sequence[str] | None = None,
                  mark: tuple[int, str] | None = None) -> Path:
@@ -127,8 +130,8 @@ def draw_heatmap(result: dict | Sequence[dict], path: str | Path,
     results = [result] if isinstance(result, dict) else list(result)
     titles = [title] if isinstance(title, str) or title is None else list(title)
     titles += [None] * (len(results) - len(titles))
-    width = max(6.0, 0.42 * max(len(r["blocks"]) for r in results) + 2.0)
-    heights = [0.55 * len(r["components"]) + 1.3 for r in results]
+    width = max(MIN_WIDTH, CELL_WIDTH * max(len(r["blocks"]) for r in results) + WIDTH_MARGIN)
+    heights = [CELL_HEIGHT * len(r["components"]) + PANEL_MARGIN for r in results]
     fig, axes = plt.subplots(len(results), 1, figsize=(width, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, res, name in zip(axes[:, 0], results, titles):
@@ -136,7 +139,7 @@ def draw_heatmap(result: dict | Sequence[dict], path: str | Path,
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -156,7 +159,7 @@ def _panel(ax, fig, result: dict, title: str | None, mark) -> None:
                 shade = "black" if data[i, j] > np.nanmean(data) else "white"
                 text = f"{data[i, j]:.2f}"
                 ax.text(j, i, text[1:] if text.startswith("0.") else text, ha="center",
-                        va="center", fontsize=6.5, color=shade)
+                        va="center", fontsize=CELL_FONT, color=shade)
     if mark is not None and mark[0] in blocks and mark[1] in components:
         j, i = blocks.index(mark[0]), components.index(mark[1])
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
