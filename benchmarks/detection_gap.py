@@ -35,7 +35,7 @@ import numpy as np
 
 from ner_retriever.evaluation.descriptions import load_descriptions
 from ner_retriever.detect.registry import DEFAULT_DETECTOR
-from ner_retriever.evaluation.cache import default_cache_root
+from ner_retriever.io.cache import default_cache_root
 from ner_retriever.evaluation.data import load_eval_set
 from ner_retriever.evaluation.evaluate import EvalOptions, build_encoder
 from ner_retriever.evaluation.metrics import evaluate_scores

@@ -182,7 +182,7 @@ def main() -> None:
 
     import torch
 
-    from ner_retriever.evaluation.cache import default_cache_root
+    from ner_retriever.io.cache import default_cache_root
     from ner_retriever.evaluation.data import EvalSet
     from ner_retriever.evaluation.descriptions import is_other_tag
     from ner_retriever.evaluation.descriptions import load_descriptions as load_map

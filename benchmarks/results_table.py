@@ -28,7 +28,7 @@ import numpy as np
 from ner_retriever.evaluation.descriptions import load_descriptions
 from ner_retriever.models.head import normalize
 from ner_retriever.config import HYBRID_WEIGHT
-from ner_retriever.evaluation.cache import default_cache_root
+from ner_retriever.io.cache import default_cache_root
 from ner_retriever.evaluation.data import load_eval_set
 from ner_retriever.config import FusionConfig
 from ner_retriever.evaluation.evaluate import EvalOptions, build_encoder, evaluate

@@ -245,8 +245,8 @@ def run_one(name: str, out: Path, limit: int | None = None) -> dict:
     """One index type on all rows, or on the first ``limit`` rows (exact truth recomputed)."""
     import faiss
 
-    from ner_retriever.indexes.store import (build_faiss_index, exact_rerank, for_scattered_reads,
-                                     index_bytes, prefetch_rows, refine_of)
+    from ner_retriever.indexes.faiss_build import (build_faiss_index, exact_rerank, for_scattered_reads,
+                                                   index_bytes, prefetch_rows, refine_of)
 
     index_type, storage, params, sweeps = SETTINGS[name]
     vectors = np.load(out / "vectors.npy", mmap_mode="r")
@@ -332,7 +332,7 @@ def run_store(out: Path, segment_rows: int, maps_open: int | None = None) -> dic
     commits one segment per batch: the CLI's default 256 documents make ~600 rows), so the
     re-rank reads candidates from as many files as a real index has; ``maps_open`` overrides
     how many segment maps the store keeps open (the default follows the open-file limit)."""
-    from ner_retriever.indexes.store import FaissStore
+    from ner_retriever.indexes.faiss import FaissStore
 
     vectors = np.load(out / "vectors.npy", mmap_mode="r")
     queries, truth = np.load(out / "queries.npy"), np.load(out / "truth.npy")
@@ -383,7 +383,7 @@ def rprecision() -> dict:
     import faiss
 
     from ner_retriever.retrieve.pooling import top_documents
-    from ner_retriever.indexes.store import build_faiss_index, exact_rerank, index_bytes
+    from ner_retriever.indexes.faiss_build import build_faiss_index, exact_rerank, index_bytes
     from ner_retriever.training.validation import evaluate_vectors, relevant_docs
 
     gen = Generator("model")

@@ -33,6 +33,7 @@ def built_index(tmp_path_factory):
     return tmp / "idx"
 
 
+@pytest.mark.slow
 def test_search_json_contract(built_index):
     result = runner.invoke(app, ["search", str(built_index), "politician", "-k", "2", "--json"])
     assert result.exit_code == 0, result.output
@@ -47,6 +48,7 @@ def test_search_json_contract(built_index):
             assert text[m["start"]:m["end"]] == m["text"]
 
 
+@pytest.mark.slow
 def test_search_table_and_info(built_index):
     result = runner.invoke(app, ["search", str(built_index), "river"])
     assert result.exit_code == 0 and "river" in result.stdout
@@ -61,6 +63,7 @@ def test_search_table_and_info(built_index):
     assert data["hybrid"] == {"model": "minilm-l6", "max_length": 256, "dim": 384}
 
 
+@pytest.mark.slow
 def test_search_modes_and_a_mentions_only_index(built_index, tmp_path):
     hybrid = json.loads(runner.invoke(app, ["search", str(built_index), "politician", "-k", "3",
                                             "--json"]).stdout)["results"]
@@ -89,6 +92,7 @@ def test_search_modes_and_a_mentions_only_index(built_index, tmp_path):
     assert result.exit_code == 1 and "hybrid" in result.output
 
 
+@pytest.mark.slow
 def test_reindex_same_corpus_needs_if_exists(built_index, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS[:1])
     result = runner.invoke(app, ["index", str(corpus), "--index", str(built_index)])
@@ -118,6 +122,7 @@ def test_bad_corpus_is_one_line_error_and_no_index(tmp_path, content, message):
     assert not (tmp_path / "idx").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--model", "/no/such/model"], "no such folder"),
     (["--layer", "99"], "out of range"),
@@ -136,6 +141,7 @@ def test_unknown_component_is_rejected(tmp_path):
     assert result.exit_code == 2 and "attention" in result.output
 
 
+@pytest.mark.slow
 def test_empty_query_and_missing_index(built_index, tmp_path):
     result = runner.invoke(app, ["search", str(built_index), "   "])
     assert result.exit_code == 1 and "query is empty" in result.stderr
@@ -145,6 +151,7 @@ def test_empty_query_and_missing_index(built_index, tmp_path):
     assert result.exit_code == 1 and "no index at" in result.stderr
 
 
+@pytest.mark.slow
 def test_conll_corpus_with_gold_detector(tmp_path):
     (tmp_path / "g.conll").write_text(
         "Angela\tB-person\nMerkel\tI-person\nvisited\tO\nParis\tB-location\n.\tO\n\n"
@@ -167,6 +174,7 @@ def test_conll_corpus_with_gold_detector(tmp_path):
     assert result.exit_code == 1 and "cannot change when appending" in result.stderr
 
 
+@pytest.mark.slow
 def test_appending_keeps_the_index_detector(tmp_path):
     """Without --detector, appending uses the index's own detector (an index built with an
     earlier default can be resumed); naming another one is refused."""
@@ -184,6 +192,7 @@ def test_appending_keeps_the_index_detector(tmp_path):
     assert refused.exit_code != 0 and "was built with detector" in refused.output
 
 
+@pytest.mark.slow
 def test_demo_rebuilds_a_stale_default_index(tmp_path, monkeypatch):
     """The quick start's job: index the bundled sample and search it. A demo index left by an
     older version that no longer opens is rebuilt at the default place (never elsewhere)."""
@@ -211,6 +220,7 @@ def test_demo_rebuilds_a_stale_default_index(tmp_path, monkeypatch):
     assert info["documents"] == 300 and info["detector"]["name"] == "union"
 
 
+@pytest.mark.slow
 def test_confidence_weight_is_set_at_creation_and_kept(tmp_path):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", CORPUS[:1])
     idx = tmp_path / "idx"
@@ -227,6 +237,7 @@ def test_confidence_weight_is_set_at_creation_and_kept(tmp_path):
     assert bad.exit_code != 0 and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_detect_shows_what_would_be_indexed(tmp_path):
     result = runner.invoke(app, ["detect", "--text", CORPUS[0]["text"]])  # default detector
     assert result.exit_code == 0, result.output
@@ -256,6 +267,7 @@ def test_detect_shows_what_would_be_indexed(tmp_path):
         assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_detect_json_reaches_stdout_when_stderr_is_a_terminal():
     """rich's progress bar on a terminal must not capture the JSON lines printed meanwhile."""
     import os

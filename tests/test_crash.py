@@ -78,6 +78,7 @@ def _tiny_model(folder: Path) -> Path:
 
 
 # -- SIGKILL ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigkill_at_random_times_keeps_whole_batches_and_resumes_identically(tmp_path):
     """5 seeded SIGKILLs of ``ner-retriever index`` (forked from a pre-imported server), each
     checked, plus the resumes; ``python benchmarks/crash_trials.py`` runs 50."""
@@ -172,6 +173,7 @@ def test_crash_leftovers_are_ignored_by_readers_and_removed_by_the_next_writer(t
         assert writer.ntotal == writer.num_mentions() == 60
 
 
+@pytest.mark.slow
 def test_head_files_are_checked(tmp_path):
     from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
     from ner_retriever.models.head import HeadConfig, ProjectionHead

@@ -56,6 +56,7 @@ def _snapshot(index):
     return docs, [r[1:] for r in rows], vectors[[r[0] for r in rows]]
 
 
+@pytest.mark.slow
 def test_ray_interrupted_then_resumed_equals_single_process(tmp_path, corpus, local_ray,
                                                              smol_encoder):
     """Run 1: JSONL shipped by the driver, 2 actors, interrupted after the first shard.
@@ -94,6 +95,7 @@ def test_ray_interrupted_then_resumed_equals_single_process(tmp_path, corpus, lo
                                                        abs=1e-4)
 
 
+@pytest.mark.slow
 def test_ray_with_the_default_detector_equals_single_process(tmp_path, corpus, local_ray,
                                                                      smol_encoder):
     """Ray actors run the default detector's joint pass (their own model copy) and weight the

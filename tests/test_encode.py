@@ -127,6 +127,7 @@ def test_local_model_folder_loads(tmp_path, minilm_tokenizer):
     assert enc.encode_queries(["city"]).shape == (1, 16)
 
 
+@pytest.mark.slow
 def test_smollm2_default(smol_encoder):
     assert smol_encoder.config.block == 22 and smol_encoder.dim == 192
     assert len(transformer_blocks(smol_encoder.model)) == 30
@@ -179,6 +180,7 @@ def test_causal_windows_stop_at_the_last_span_token(minilm_tokenizer):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_smollm2_cut_windows_give_the_same_vectors(smol_encoder):
     assert smol_encoder.causal
     cut, full = _cut_and_full(smol_encoder, [TEXT], [SPANS[:2]])

@@ -381,6 +381,7 @@ def test_bm25_ranks_term_matches_first():
     assert not scores[2].any() and not scores[3].any()  # unknown word, stopword
 
 
+@pytest.mark.slow
 def test_dense_minilm_ranks_by_meaning():
     from ner_retriever.models.dense import DenseEncoder
 
@@ -397,6 +398,7 @@ def test_dense_minilm_ranks_by_meaning():
 
 
 # -- whole evaluation and the CLI ------------------------------------------------------------
+@pytest.mark.slow
 def test_evaluate_all_methods_and_cache(conll, cache, tiny_model_dir):
     es = load_eval_set([conll])
     opts = EvalOptions(model=str(tiny_model_dir), block=1, component="value")
@@ -428,6 +430,7 @@ def test_evaluate_all_methods_and_cache(conll, cache, tiny_model_dir):
         evaluate(es, EvalOptions(methods=["bm25", "tfidf"]))
 
 
+@pytest.mark.slow
 def test_cli_json_contract(conll, cache, tiny_model_dir):
     from ner_retriever.cli.main import app
 
@@ -466,6 +469,7 @@ def test_cli_json_contract(conll, cache, tiny_model_dir):
     assert missing.exit_code == 1 and "no such file" in missing.output
 
 
+@pytest.mark.slow
 def test_cli_detected_mentions_report_recall(conll, cache, tiny_model_dir):
     from ner_retriever.cli.main import app
 
@@ -481,7 +485,7 @@ def test_cli_detected_mentions_report_recall(conll, cache, tiny_model_dir):
 
 
 def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
-    from ner_retriever.evaluation.cache import VectorCache
+    from ner_retriever.io.cache import VectorCache
 
     a = VectorCache(tmp_path, {"data": 1}, check="spans-a")
     a.save("22-value", np.ones((3, 2), np.float32))
@@ -494,6 +498,7 @@ def test_vector_cache_refuses_vectors_of_other_spans(tmp_path):
     assert VectorCache(None, {"data": 1}).load("x", 1) is None
 
 
+@pytest.mark.slow
 def test_detected_spans_carry_confidences_through_the_cache(conll, tmp_path, smol_encoder):
     from ner_retriever.evaluation.vectors import detect_spans
 

@@ -273,6 +273,7 @@ def tiny_encoder(minilm_tokenizer):
                                             overlap=8), model=model, tokenizer=minilm_tokenizer)
 
 
+@pytest.mark.slow
 @fuzz(200)
 @given(text=unicode_text, start=st.integers(-5, 60), end=st.integers(-5, 60),
        repeat=st.integers(1, 8))
@@ -290,6 +291,7 @@ def test_encoder_spans_are_checked(tiny_encoder, text, start, end, repeat):
     assert vectors.shape == (1, tiny_encoder.dim) and np.isfinite(vectors).all()
 
 
+@pytest.mark.slow
 @fuzz(60)
 @given(queries=st.lists(unicode_text, min_size=1, max_size=4))
 def test_encoder_queries(tiny_encoder, queries):
@@ -340,6 +342,7 @@ def test_spacy_offsets_on_unicode_text(spacy_detector, texts):
             last = span.end
 
 
+@pytest.mark.slow
 @fuzz(30)
 @given(texts=st.lists(unicode_text, min_size=1, max_size=4))
 def test_retriever_add_on_unicode_documents(tmp_path_factory, tiny_encoder, spacy_detector,
@@ -401,6 +404,7 @@ param_values = st.one_of(st.integers(-10**20, 10**20).map(str), unicode_text,
                          st.sampled_from(["", "1e3", "0x10", " 5", "NaN", "inf", "-0", "١٢"]))
 
 
+@pytest.mark.slow
 @fuzz(200)
 @given(q=st.one_of(unicode_text, st.text(min_size=200, max_size=400)),
        params=st.dictionaries(st.sampled_from(["k", "offset", "per_doc", "x"]), param_values,
@@ -416,6 +420,7 @@ def test_search_parameters(api, q, params):
             list(range(data["offset"] + 1, data["offset"] + 1 + len(data["results"])))
 
 
+@pytest.mark.slow
 @fuzz(150)
 @given(raw=st.binary(max_size=60), name=st.sampled_from(["q", "k", "offset"]))
 def test_search_with_raw_percent_encoded_bytes(api, raw, name):
@@ -423,6 +428,7 @@ def test_search_with_raw_percent_encoded_bytes(api, raw, name):
     _check(api.get(f"/search?{query}{name}={quote_from_bytes(raw)}"))
 
 
+@pytest.mark.slow
 @fuzz(150)
 @given(doc_id=st.one_of(unicode_text, st.binary(max_size=40).map(
     lambda b: b.decode("utf-8", "replace")), st.sampled_from(
@@ -446,6 +452,7 @@ documents = st.lists(st.fixed_dictionaries(
     optional={"metadata": json_values, "extra": json_values}), max_size=4)
 
 
+@pytest.mark.slow
 @fuzz(80)
 @given(body=st.one_of(
     st.fixed_dictionaries({"documents": documents},
@@ -470,6 +477,7 @@ def test_post_documents_with_random_json(api, body):
         assert after == before  # a refused request writes nothing
 
 
+@pytest.mark.slow
 @fuzz(150)
 @given(raw=st.one_of(st.binary(max_size=300), st.sampled_from([
     b'{"documents": [{"id": "a", "text": "Paris \\ud800"}]}',
@@ -488,6 +496,7 @@ def test_post_documents_with_random_bytes(api, raw):
         assert api.get("/health").json()["documents"] == before
 
 
+@pytest.mark.slow
 @fuzz(100)
 @given(header=st.one_of(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255),
                                 max_size=60),

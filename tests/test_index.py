@@ -29,6 +29,7 @@ def retriever(tmp_path, smol_encoder):
     r.close()
 
 
+@pytest.mark.slow
 def test_add_and_search_returns_each_document_once(retriever):
     assert len(retriever.index) == 5
     results = retriever.search("politician", k=4, mode="mentions")
@@ -44,6 +45,7 @@ def test_add_and_search_returns_each_document_once(retriever):
         assert r.mentions[0].text in r.snippet
 
 
+@pytest.mark.slow
 def test_k_larger_than_documents_returns_all_with_mentions(retriever):
     results = retriever.search("city", k=50, mode="mentions")
     assert {r.doc_id for r in results} == {"pol", "river", "team", "car"}  # "none" has no mention
@@ -101,6 +103,7 @@ def _full_fusion(retriever, query, feedback=0):
     return {docs[int(k)].id: float(f) for k, f in zip(keys[live], fused)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("feedback", [0, FEEDBACK_DOCS])
 def test_hybrid_search_equals_fusing_every_document(retriever, feedback):
     assert retriever.index.config.dense["model"] == "minilm-l6"
@@ -118,6 +121,7 @@ def test_hybrid_search_equals_fusing_every_document(retriever, feedback):
             retriever.search(query, k=2, feedback=-1)
 
 
+@pytest.mark.slow
 def test_feedback_ranking_does_not_depend_on_k(retriever):
     """The feedback documents come from a first pass of fixed size, so a page of k results is
     the head of any longer page (what offset paging in the server relies on)."""
@@ -129,6 +133,7 @@ def test_feedback_ranking_does_not_depend_on_k(retriever):
         retriever.search_batch(["city"], k=2, feedback=10**6)
 
 
+@pytest.mark.slow
 def test_feedback_moves_every_query_toward_the_top_documents(retriever):
     """Feedback from the one document about rivers pulls all three sides toward it: that
     document rises on every side against the query alone."""
@@ -149,6 +154,7 @@ def test_feedback_moves_every_query_toward_the_top_documents(retriever):
         assert (own @ after).max() > (own @ before).max() + 0.05
 
 
+@pytest.mark.slow
 def test_hybrid_document_vectors_follow_updates_and_reopen(tmp_path, retriever, smol_encoder):
     retriever.add([Document("river", "Barack Obama spoke in the Senate.")], if_exists="update")
     keys, live, _ = retriever.index.doc_vectors
@@ -167,6 +173,7 @@ def test_hybrid_document_vectors_follow_updates_and_reopen(tmp_path, retriever, 
             [(m["start"], m["end"]) for m in b["mentions"]]
 
 
+@pytest.mark.slow
 def test_mentions_only_index_and_mode_errors(tmp_path, smol_encoder):
     with Retriever.create(tmp_path / "plain", encoder=smol_encoder, hybrid=False) as r:
         r.add(DOCS[:2])
@@ -184,6 +191,7 @@ def test_mentions_only_index_and_mode_errors(tmp_path, smol_encoder):
         Retriever.open_or_create(tmp_path / "plain", encoder=smol_encoder, hybrid=True)
 
 
+@pytest.mark.slow
 def test_mention_names_are_stored_per_document_and_follow_updates(tmp_path, retriever,
                                                                   smol_encoder):
     """A hybrid index stores each mention's text embedded alone (float16, per document, in
@@ -225,6 +233,7 @@ def test_mention_names_are_stored_per_document_and_follow_updates(tmp_path, retr
                         doc_vectors=np.zeros((1, 384)), name_vectors=[np.zeros((0, 384))])
 
 
+@pytest.mark.slow
 def test_altered_document_vector_is_a_clear_error(tmp_path, retriever, smol_encoder):
     import sqlite3
 
@@ -239,6 +248,7 @@ def test_altered_document_vector_is_a_clear_error(tmp_path, retriever, smol_enco
         Retriever.open(tmp_path / "idx", encoder=smol_encoder)
 
 
+@pytest.mark.slow
 def test_reopen_gives_same_results_and_append(tmp_path, retriever, smol_encoder):
     before = [r.to_dict() for r in retriever.search("river", k=3)]
     retriever.close()
@@ -252,6 +262,7 @@ def test_reopen_gives_same_results_and_append(tmp_path, retriever, smol_encoder)
         assert len(reader.index) == 6
 
 
+@pytest.mark.slow
 def test_duplicate_ids_error_skip_update(retriever):
     with pytest.raises(DuplicateDocumentError, match="'pol'"):
         retriever.add([Document("pol", "Someone else.")])
@@ -268,6 +279,7 @@ def test_duplicate_ids_error_skip_update(retriever):
         retriever.add([Document("a", "Rome."), Document("a", "Milan.")])
 
 
+@pytest.mark.slow
 def test_interrupted_add_keeps_committed_batches_and_resumes(tmp_path, smol_encoder):
     docs = [Document(str(i), f"Document {i} mentions Paris and Angela Merkel.") for i in range(7)]
 
@@ -288,6 +300,7 @@ def test_interrupted_add_keeps_committed_batches_and_resumes(tmp_path, smol_enco
         assert r.index.num_mentions() == r.index.ntotal >= 14
 
 
+@pytest.mark.slow
 def test_single_writer_lock(retriever, smol_encoder):
     with pytest.raises(IndexStateError, match="another process"):
         Retriever.open(retriever.index.path, writable=True, encoder=smol_encoder)
@@ -295,6 +308,7 @@ def test_single_writer_lock(retriever, smol_encoder):
         assert len(reader.index) == 5
 
 
+@pytest.mark.slow
 def test_opening_with_another_encoder_is_an_error(retriever, minilm_tokenizer):
     from transformers import BertConfig, BertModel
 
@@ -308,6 +322,7 @@ def test_opening_with_another_encoder_is_an_error(retriever, minilm_tokenizer):
         Retriever.open(retriever.index.path, encoder=other)
 
 
+@pytest.mark.slow
 def test_corrupt_and_missing_index(tmp_path, retriever):
     path = retriever.index.path
     retriever.close()
@@ -321,6 +336,7 @@ def test_corrupt_and_missing_index(tmp_path, retriever):
         Index.open(tmp_path / "nope")
 
 
+@pytest.mark.slow
 def test_head_is_recorded_and_reloaded(tmp_path, smol_encoder):
     from ner_retriever.models.head import HeadConfig, ProjectionHead
 
@@ -363,6 +379,7 @@ def test_snippet_centres_on_the_mention():
     assert snippet("short text", 0, 5) == "short text"
 
 
+@pytest.mark.slow
 def test_altered_config_and_truncated_catalog_are_detected(tmp_path, retriever):
     path = retriever.index.path
     retriever.close()
@@ -378,6 +395,7 @@ def test_altered_config_and_truncated_catalog_are_detected(tmp_path, retriever):
         Index.open(path)
 
 
+@pytest.mark.slow
 def test_interrupted_creation_can_be_redone(tmp_path, smol_encoder):
     path = tmp_path / "idx"
     path.mkdir()

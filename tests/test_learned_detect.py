@@ -73,6 +73,7 @@ def test_tags_from_probs_threshold() -> None:
     assert tags_from_probs(np.zeros((0, 3)), 0.5) == []
 
 
+@pytest.mark.slow
 def test_subword_tokens_to_characters(encoder) -> None:
     text = 'Obama visited New York and "Paris" with @nytimes.'
     offs = offsets_of(encoder, text)
@@ -107,6 +108,7 @@ def test_subword_tokens_to_characters(encoder) -> None:
         spans_from_tags(text, offs, [O])
 
 
+@pytest.mark.slow
 def test_token_labels_round_trip(encoder) -> None:
     text = "The Bank of America sued Procter & Gamble in New York ."
     gold = [Span(4, 19), Span(25, 41), Span(45, 53)]
@@ -123,6 +125,7 @@ def test_token_labels_round_trip(encoder) -> None:
 # --------------------------------------------------------------------------- one pass, windows
 
 
+@pytest.mark.slow
 def test_overlapping_windows_and_joint_vectors(encoder) -> None:
     small = TransformerEncoder(EncoderConfig(max_length=16, overlap=6), model=encoder.model,
                                tokenizer=encoder.tokenizer)
@@ -160,6 +163,7 @@ def test_overlapping_windows_and_joint_vectors(encoder) -> None:
     assert none is None and spans2 == spans[:1]
 
 
+@pytest.mark.slow
 def test_a_long_document_goes_in_pieces_with_the_spans_and_vectors_of_one_pass(tmp_path):
     """A 300 KB document (73k tokens) is processed in pieces of windows, so the detector's
     working memory is bounded by ``max_tokens`` whatever the length; the spans and vectors are
@@ -225,6 +229,7 @@ def tiny_detector(tmp_path_factory, encoder, shared_data):
     return out, summary
 
 
+@pytest.mark.slow
 def test_training_on_a_tiny_slice(tiny_detector) -> None:
     out, summary = tiny_detector
     assert (out / "detector.json").is_file() and (out / "detector.safetensors").is_file()
@@ -236,6 +241,7 @@ def test_training_on_a_tiny_slice(tiny_detector) -> None:
     assert saved["features"] == [[3, "hidden"]] and saved["training"]["sentences"] == 24
 
 
+@pytest.mark.slow
 def test_a_fixed_threshold_replaces_the_recall_rule(tmp_path, encoder, shared_data) -> None:
     cfg = TrainDetectorConfig(max_sentences=24, heldout=0.25, epochs=1, proj_dim=32,
                               context_dim=16, batch_size=8, features=[(3, "hidden")],
@@ -254,6 +260,7 @@ def test_evaluation_splits_refused(tmp_path, shared_data) -> None:
         train_detector([test_file], tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_save_load_round_trip(tiny_detector, tmp_path, encoder) -> None:
     out, _ = tiny_detector
     head = TaggerHead.load(out)
@@ -286,6 +293,7 @@ DOCS = [
 ]
 
 
+@pytest.mark.slow
 def test_packaged_detector_finds_names(encoder) -> None:
     det = build_detector("learned", encoder=encoder)
     assert isinstance(det, LearnedDetector) and det.config()["path"] is None
@@ -303,6 +311,7 @@ def test_packaged_detector_finds_names(encoder) -> None:
     assert "manchester" in joined[2], joined
 
 
+@pytest.mark.slow
 def test_joint_pass_equals_detect_then_encode(encoder) -> None:
     det = build_detector("learned", encoder=encoder)
     spans, vectors = det.detect_and_encode(DOCS, encoder)
@@ -314,6 +323,7 @@ def test_joint_pass_equals_detect_then_encode(encoder) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_union_detector_with_learned_member(encoder) -> None:
     union = build_detector("learned+spacy", encoder=encoder)
     assert isinstance(union, JointUnionDetector) and isinstance(union, UnionDetector)
@@ -342,6 +352,7 @@ def test_union_detector_with_learned_member(encoder) -> None:
     assert [len(v) for v in vectors] == [len(s) for s in spans] and spans[0]
 
 
+@pytest.mark.slow
 def test_retriever_uses_the_joint_pass(tmp_path, encoder) -> None:
     from ner_retriever.retrieve.retriever import Retriever
 
@@ -352,6 +363,7 @@ def test_retriever_uses_the_joint_pass(tmp_path, encoder) -> None:
         assert hits and r.info()["detector"]["name"] == "learned"
 
 
+@pytest.mark.slow
 def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, monkeypatch,
                                                      encoder) -> None:
     from typer.testing import CliRunner
@@ -388,6 +400,7 @@ def test_cli_indexes_with_weights_from_train_detector(tiny_detector, tmp_path, m
     assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_a_served_index_whose_detector_moved(tiny_detector, tmp_path, encoder) -> None:
     from fastapi.testclient import TestClient
 
@@ -410,6 +423,7 @@ def test_a_served_index_whose_detector_moved(tiny_detector, tmp_path, encoder) -
         moved.rename(out)
 
 
+@pytest.mark.slow
 def test_train_detector_for_another_model_then_index_with_it(tmp_path, shared_data) -> None:
     from typer.testing import CliRunner
 
@@ -481,6 +495,7 @@ def test_span_confidences_match_a_direct_computation() -> None:
             assert got == pytest.approx(min(max(want, 1e-6), 1.0))
 
 
+@pytest.mark.slow
 def test_union_spans_all_get_the_taggers_confidence(encoder) -> None:
     """Learned spans and the spaCy spans the union adds are scored by the tagger alike, the
     same way on the joint path and on the detection-only path."""
@@ -503,6 +518,7 @@ def test_union_spans_all_get_the_taggers_confidence(encoder) -> None:
     assert all(s.confidence is None for sp in build_detector("spacy").detect(docs) for s in sp)
 
 
+@pytest.mark.slow
 def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:
     from ner_retriever.retrieve.retriever import Retriever
 
@@ -525,6 +541,7 @@ def test_index_vectors_are_weighted_by_confidence(tmp_path, encoder) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_the_tagger_head_splits_where_the_language_model_runs(encoder) -> None:
     """The joint pass runs the head's per-token part next to the language model (on a GPU:
     192 numbers per token leave it, not the 576-d state) and the convolutions on whole
@@ -559,6 +576,7 @@ def test_the_tagger_head_splits_where_the_language_model_runs(encoder) -> None:
                                    det.head.probabilities([states])[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_confidences_do_not_depend_on_how_a_long_document_is_cut(encoder) -> None:
     """A long document goes through the joint pass in pieces; each span keeps the confidence
     of a pass over the whole document, spaCy's spans included, and gold labels survive."""

@@ -154,6 +154,7 @@ def test_write_token_is_compared_in_constant_time():
                          source, flags=re.IGNORECASE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header", [
     f"Bearer {TOKEN[:-1]}\u00ff",             # same length, last character differs (latin-1)
     f"Bearer {TOKEN}{TOKEN}",                 # the token twice
@@ -173,12 +174,14 @@ def test_near_miss_tokens_are_401_and_never_echoed(client, header):
     assert client.get("/documents/n").status_code == 404
 
 
+@pytest.mark.slow
 def test_the_token_is_not_disclosed_anywhere(client):
     for path in ("/stats", "/health", "/openapi.json", "/", "/static/app.js"):
         assert TOKEN not in client.get(path).text, path
 
 
 # -- limits of the real HTTP server ----------------------------------------------------------------
+@pytest.mark.slow
 def test_oversized_request_lines_and_headers_are_refused_by_the_server(live):
     status, _ = raw_request(live, "/search?q=" + "a" * 200_000)
     assert 400 <= status < 500 or status == 0  # refused (or connection closed), never served
@@ -192,6 +195,7 @@ def test_oversized_request_lines_and_headers_are_refused_by_the_server(live):
     assert status == 200 and b'"status":"ok"' in body
 
 
+@pytest.mark.slow
 def test_query_and_body_limits_hold_on_the_wire(live):
     status, body = raw_request(live, "/search?q=" + "a" * 257)
     assert status == 422 and b"at most 256 characters" in body
@@ -228,6 +232,7 @@ def _slow_client(port: int, first: bytes, drip: bytes, every: float = 0.2,
     return time.monotonic() - start, data, False
 
 
+@pytest.mark.slow
 def test_slow_clients_get_408_and_hang_up_while_others_are_served(strict):
     """Slowloris against ``ner-retriever serve``'s own uvicorn setup: a body, a request head,
     or nothing at all, trickled in a byte every 0.2 s, each get a 408 and a closed connection
@@ -298,6 +303,7 @@ def _traversal_targets(index_path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_no_request_path_reaches_the_file_system(live, retriever):
     config_text = (retriever.index.path / "config.json").read_text()
     for target in _traversal_targets(retriever.index.path):
@@ -312,6 +318,7 @@ def test_no_request_path_reaches_the_file_system(live, retriever):
                 data.lower(), (target, data[:200])
 
 
+@pytest.mark.slow
 def test_only_the_package_static_folder_is_served(app):
     from fastapi.routing import APIRoute
     from starlette.routing import Mount
@@ -364,7 +371,7 @@ def test_head_weights_with_a_pickle_payload_are_refused(tmp_path):
 def test_a_vector_segment_with_a_pickle_payload_is_refused(tmp_path):
     """Even a segment whose checksum was forged in the catalog is read without pickle."""
     from ner_retriever.indexes.index import CATALOG_NAME, Index, IndexConfig
-    from ner_retriever.indexes.store import file_sha256
+    from ner_retriever.indexes.base import file_sha256
     from ner_retriever.types import Mention
 
     path = tmp_path / "idx"
@@ -410,6 +417,7 @@ def test_no_unsafe_deserialisation_in_the_package():
 
 
 # -- what the browser gets ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_markup_in_documents_and_ids_always_comes_back_as_json(client):
     """The page renders text with textContent only (test_serve, test_browser); the API itself
     never answers markup as HTML, whatever the document or the id holds."""
@@ -425,6 +433,7 @@ def test_markup_in_documents_and_ids_always_comes_back_as_json(client):
         assert response.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.slow
 def test_cors_is_off_for_writes_and_the_server_listens_on_loopback_by_default(client):
     from ner_retriever.cli.serve import serve
     from ner_retriever.serve.settings import ServeSettings

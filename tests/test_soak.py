@@ -8,6 +8,8 @@ and after the restart, its vectors searchable), every deliberately bad request a
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+@pytest.mark.slow
 def test_soak_short(tmp_path):
     sys.path.insert(0, str(BENCH))
     try:

@@ -11,9 +11,10 @@ import pytest
 from ner_retriever import Document
 from ner_retriever.errors import ConfigError
 from ner_retriever.indexes.index import Index, IndexConfig
-from ner_retriever.retrieve.fusion import top_documents
-from ner_retriever.indexes.store import (ANN_FILE, ANN_MANIFEST, build_faiss_index, index_bytes,
-                                 span_transform, store_settings)
+from ner_retriever.retrieve.pooling import top_documents
+from ner_retriever.indexes.base import store_settings
+from ner_retriever.indexes.faiss import ANN_FILE, ANN_MANIFEST
+from ner_retriever.indexes.faiss_build import build_faiss_index, index_bytes, span_transform
 from ner_retriever.types import Mention
 
 DIM = 32
@@ -112,6 +113,7 @@ def test_faiss_index_types_recall_reopen_append(tmp_path, exact, index_type, sto
             == ["1000"]
 
 
+@pytest.mark.slow
 def test_pq_disk_reranks_candidates_on_the_stored_vectors(tmp_path):
     """``pq-disk`` keeps only PQ codes in memory and re-scores refine_factor * k candidates
     with the fp16 segment vectors: its scores are the exact inner products with those."""
@@ -166,6 +168,7 @@ def test_corrupt_or_stale_ann_file_is_rebuilt(tmp_path):
         np.testing.assert_array_equal(reader.search(q, 20)[1], rows)
 
 
+@pytest.mark.slow
 def test_ivfpq_fits_128_bytes_per_mention_at_500d():
     import faiss
 
@@ -198,6 +201,7 @@ def test_span_transform_finds_the_subspace_and_keeps_inner_products():
     assert span_transform(full) is None  # nothing to gain: no transform
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["pq", "sq8", "fp16"])
 def test_ivf_in_the_subspace_ranks_like_exact_search(storage):
     import faiss
@@ -279,6 +283,7 @@ needs_milvus = pytest.mark.skipif(
     reason="pymilvus and milvus-lite are not installed")
 
 
+@pytest.mark.slow
 @needs_milvus
 def test_milvus_lite_index_reopen_append_dedupe_and_leftovers(tmp_path, exact, monkeypatch):
     path = tmp_path / "idx"
@@ -313,7 +318,7 @@ def test_milvus_lite_index_reopen_append_dedupe_and_leftovers(tmp_path, exact, m
         assert reader.ntotal == end + 80
         assert len(_top_docs(reader, q[5], 1000)) == 411  # exhaustive: every document
         scores, rows = reader.search(q[5:6], 700)
-        import ner_retriever.indexes.store as store_module
+        import ner_retriever.indexes.milvus as store_module
 
         monkeypatch.setattr(store_module, "MILVUS_MAX_TOPK", 256)  # past the server's limit
         it_scores, it_rows = reader.search(q[5:6], 700)  # pages with a search iterator
@@ -322,6 +327,7 @@ def test_milvus_lite_index_reopen_append_dedupe_and_leftovers(tmp_path, exact, m
         np.testing.assert_allclose(it_scores, scores, atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_milvus
 def test_milvus_lite_hnsw_and_ivfpq(tmp_path, exact):
     q = _queries()
@@ -337,6 +343,7 @@ def test_milvus_lite_hnsw_and_ivfpq(tmp_path, exact):
         index.close()
 
 
+@pytest.mark.slow
 @needs_milvus
 def test_milvus_end_to_end_with_the_real_model(tmp_path, smol_encoder):
     from ner_retriever.retrieve.retriever import Retriever

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ner_retriever.errors import ConfigError, CorpusError
-from ner_retriever.evaluation.cache import digest
+from ner_retriever.io.cache import digest
 from ner_retriever.evaluation.descriptions import Descriptions, is_other_tag
 from ner_retriever.types import Document
 

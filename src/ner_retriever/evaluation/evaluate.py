@@ -49,7 +49,7 @@ from ner_retriever.config import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGH
 from ner_retriever.choices import MENTION_SOURCES
 from ner_retriever.detect.registry import DEFAULT_DETECTOR
 from ner_retriever.errors import ConfigError
-from ner_retriever.evaluation.cache import default_cache_root
+from ner_retriever.io.cache import default_cache_root
 from ner_retriever.evaluation.data import EvalSet
 from ner_retriever.evaluation.metrics import evaluate_scores
 from ner_retriever.evaluation.scoring import (bm25_document_scores, dense_queries, embed_queries,

@@ -1,6 +1,6 @@
 """The vectors an evaluation scores: mention vectors of gold or detected spans (one pass of
 the language model for any number of block x component targets), dense document and name
-vectors, all cached (:mod:`ner_retriever.evaluation.cache`)."""
+vectors, all cached (:mod:`ner_retriever.io.cache`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.evaluation.cache import CACHE_VERSION, VectorCache, digest, model_fingerprint
+from ner_retriever.io.cache import CACHE_VERSION, VectorCache, digest, model_fingerprint
 from ner_retriever.evaluation.data import EvalSet
 from ner_retriever.models.head import ProjectionHead, confidence_scale, normalize, to_index_space
 from ner_retriever.types import Document, Span

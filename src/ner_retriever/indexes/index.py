@@ -4,114 +4,34 @@ interrupted run leaves the last committed state intact."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from ner_retriever.errors import ConfigError, DuplicateDocumentError, IndexStateError
-from ner_retriever.indexes.store import STORES, Segment, VectorStore, make_store, file_sha256
+from ner_retriever.indexes.base import STORES, Segment, VectorStore, file_sha256, make_store
 from ner_retriever.types import Document, Mention
+from ner_retriever.indexes.catalog import CatalogReads
+from ner_retriever.indexes.schema import (CATALOG_NAME, CONFIG_NAME, FORMAT_VERSION, LOCK_NAME,
+                                          IndexConfig, row_checksum,
+                                          write_atomic)
+from ner_retriever.indexes.schema import _SCHEMA  # noqa: the catalog tables
+from ner_retriever.indexes.schema import has_checksum as _has_checksum
 
-FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
-CATALOG_NAME = "catalog.sqlite"
-LOCK_NAME = "write.lock"
+
 IfExists = Literal["error", "skip", "update"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS documents (
-    key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, metadata TEXT NOT NULL,
-    checksum TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS mentions (
-    row INTEGER PRIMARY KEY, doc_key INTEGER NOT NULL, start INTEGER NOT NULL,
-    end INTEGER NOT NULL, text TEXT NOT NULL, label TEXT, checksum TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS mentions_doc ON mentions(doc_key);
-CREATE TABLE IF NOT EXISTS segments (
-    name TEXT PRIMARY KEY, first_row INTEGER NOT NULL, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS doc_vectors (
-    doc_key INTEGER PRIMARY KEY, vector BLOB NOT NULL, checksum TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS doc_names (
-    doc_key INTEGER PRIMARY KEY, vectors BLOB NOT NULL, checksum TEXT NOT NULL);
-"""
 
-
-class IndexConfig(BaseModel):
-    """Everything needed to embed queries exactly as the indexed mentions were embedded."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format_version: int = FORMAT_VERSION
-    encoder: dict[str, Any]
-    raw_dim: int
-    dim: int
-    head: dict[str, Any] | None  # None = no head: raw vectors, L2-normalised
-    detector: dict[str, Any]
-    store: str = "faiss"
-    created: str = ""
-    # Store options (see ner_retriever.indexes.store.store_settings); defaults = the original format.
-    index_type: str = "flat"
-    storage: str = "fp32"
-    uri: str | None = None  # milvus: a Milvus Lite path (relative = inside the index) or server
-    store_params: dict[str, Any] = {}
-    # Hybrid ranking: the document-level dense encoder ({"model", "max_length", "dim"}) whose
-    # vector every document also gets; None = mention vectors only.
-    dense: dict[str, Any] | None = None
-    # Hybrid ranking's third side: each mention's text embedded alone with the dense model
-    # ({"model", "dim"}), stored per document as float16 and read back for candidates only;
-    # None = not stored (indexes made before it, or created with names off).
-    names: dict[str, Any] | None = None
-    # Mention vectors are stored scaled by the detector's confidence ** this (0 = unscaled, as
-    # in indexes made before it; search.CONFIDENCE_WEIGHT for new ones).
-    confidence_weight: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMention:
-    row: int
-    doc_id: str
-    start: int
-    end: int
-    text: str
-
-
-def row_checksum(*fields: str | int | None) -> str:
-    """Digest of a catalog row's content (documents: id, text, metadata; mentions: row,
-    doc_key, start, end, text, label). SQLite's page checks cannot see a flipped byte that still
-    decodes, so every row read for a result is checked against this."""
-    digest = hashlib.blake2b(digest_size=8)
-    for value in fields:  # length-prefixed: no two different rows share an encoding
-        data = b"\xff" if value is None else str(value).encode("utf-8")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def _has_checksum(db: sqlite3.Connection, table: str) -> bool:
-    return "checksum" in {c[1] for c in db.execute(f"PRAGMA table_info({table})")}
-
-
-def write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-class Index:
+class Index(CatalogReads):
     """Open with :meth:`create` or :meth:`open`; writers hold a file lock, readers don't."""
 
     def __init__(self, path: Path, config: IndexConfig, writable: bool):
@@ -329,163 +249,6 @@ class Index:
         row_doc[new[:, 0]] = new[:, 1]
         row_doc[replaced] = -1
         self._row_doc, self._row_end = row_doc, end
-
-    def _select_in(self, sql: str, values: Iterable) -> list[tuple]:
-        """Rows of ``sql`` whose ``{in}`` is a list of ``values``, run in chunks of 500 (under
-        SQLite's limit on bound parameters)."""
-        values = list(values)
-        found: list[tuple] = []
-        for i in range(0, len(values), 500):
-            part = values[i: i + 500]
-            found.extend(self._db.execute(sql.format(**{"in": ",".join("?" * len(part))}), part))
-        return found
-
-    def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
-        found = self._select_in("SELECT m.row FROM mentions m JOIN documents d "
-                                "ON m.doc_key = d.key WHERE d.id IN ({in})", ids)
-        return np.array([r[0] for r in found], dtype=np.int64)
-
-    def row_doc_keys(self, rows: np.ndarray) -> np.ndarray:
-        """Document key per mention row; -1 for padding or mentions of removed documents."""
-        row_doc = self._row_doc
-        valid = (rows >= 0) & (rows < min(self._row_end, len(row_doc)))
-        out = np.full(rows.shape, -1, dtype=np.int64)
-        out[valid] = row_doc[rows[valid]]
-        return out
-
-    def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-
-    def num_mentions(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM mentions").fetchone()[0]
-
-    def existing_ids(self, ids: Iterable[str]) -> set[str]:
-        return {r[0] for r in self._select_in("SELECT id FROM documents WHERE id IN ({in})", ids)}
-
-    def _corrupt_row(self, doc: str | int, what: str = "document") -> IndexStateError:
-        """The error for a row whose checksum fails; ``doc`` is an id or a document key."""
-        if isinstance(doc, int):
-            found = self._db.execute("SELECT id FROM documents WHERE key = ?", (doc,)).fetchone()
-            doc = found[0] if found else f"<key {doc}>"
-        return IndexStateError(f"index file is corrupt (row checksum mismatch for {what} "
-                               f"{doc!r}): {self.path / CATALOG_NAME}")
-
-    def _document(self, doc_id: str, text: str, metadata: str, checksum: str) -> Document:
-        if checksum != row_checksum(doc_id, text, metadata):
-            raise self._corrupt_row(doc_id)
-        return Document(id=doc_id, text=text, metadata=json.loads(metadata))
-
-    def _check_mention(self, row: int, doc_key: int, start: int, end: int, text: str,
-                       label: str | None, checksum: str) -> None:
-        if checksum != row_checksum(row, doc_key, start, end, text, label):
-            raise self._corrupt_row(doc_key, "a mention of document")
-
-    def documents_by_key(self, keys: Sequence[int]) -> dict[int, Document]:
-        if not keys:
-            return {}
-        q = (f"SELECT key, id, text, metadata, checksum FROM documents "
-             f"WHERE key IN ({','.join('?' * len(keys))})")
-        docs = {k: self._document(*rest) for k, *rest in self._db.execute(q, list(keys))}
-        missing = set(keys) - docs.keys()
-        if missing:  # mention rows point at a document the catalog does not hold
-            raise IndexStateError(f"index file is corrupt (mentions of a missing document, key "
-                                  f"{min(missing)}): {self.path / CATALOG_NAME}")
-        return docs
-
-    def get_document(self, doc_id: str) -> Document | None:
-        row = self._db.execute("SELECT id, text, metadata, checksum FROM documents WHERE id = ?",
-                               (doc_id,)).fetchone()
-        return self._document(*row) if row else None
-
-    def mentions_of(self, doc_id: str) -> list[Mention]:
-        q = ("SELECT m.row, m.doc_key, m.start, m.end, m.text, m.label, m.checksum "
-             "FROM mentions m JOIN documents d ON m.doc_key = d.key WHERE d.id = ? "
-             "ORDER BY m.start")
-        out = []
-        for row in self._db.execute(q, (doc_id,)):
-            self._check_mention(*row)
-            out.append(Mention(doc_id, row[2], row[3], row[4], row[5]))
-        return out
-
-    def mention_rows(self, rows: Sequence[int]) -> dict[int, tuple[int, int, str]]:
-        if not rows:
-            return {}
-        q = (f"SELECT row, doc_key, start, end, text, label, checksum FROM mentions "
-             f"WHERE row IN ({','.join('?' * len(rows))})")
-        wanted = [int(x) for x in rows]
-        out = {}
-        for row in self._db.execute(q, wanted):
-            self._check_mention(*row)
-            out[row[0]] = (row[2], row[3], row[4])
-        lost = set(wanted) - out.keys()
-        if lost:  # a row that the vectors and the row -> document map know is gone
-            first = min(lost)
-            raise self._corrupt_row(int(self.row_doc_keys(np.array([first]))[0]),
-                                    f"mention row {first} of document")
-        return out
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        with self.lock:
-            return self.store.search(queries, k)
-
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """Stored mention vectors of the given rows (exact, whatever the ANN index type)."""
-        with self.lock:
-            return self.store.vectors(rows)
-
-    def document_mentions(self, keys: Sequence[int]
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The mentions of the given documents, grouped in ``keys`` order: ``(rows, doc_index,
-        vectors)``, ``doc_index[i]`` = position in ``keys`` of row ``i``'s document (a document
-        without mentions has no row)."""
-        position = {int(k): i for i, k in enumerate(keys)}
-        found = self._select_in("SELECT doc_key, row FROM mentions WHERE doc_key IN ({in})",
-                                position)
-        pairs = np.array(sorted((position[key], row) for key, row in found),
-                         dtype=np.int64).reshape(-1, 2)
-        return pairs[:, 1], pairs[:, 0], self.vectors(pairs[:, 1])
-
-    def document_names(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Name vectors of the given documents' mentions, in :meth:`document_mentions` order:
-        ``(doc_index, float32 vectors)``."""
-        dim = self.config.names["dim"] if self.config.names else 0
-        position = {int(k): i for i, k in enumerate(keys)}
-        found = sorted((position[key], key, blob, checksum) for key, blob, checksum in
-                       self._select_in("SELECT doc_key, vectors, checksum FROM doc_names "
-                                       "WHERE doc_key IN ({in})", position))
-        doc_index, parts = [], []
-        for pos, key, blob, checksum in found:
-            if checksum != row_checksum(key, blob.hex()) or len(blob) % (2 * dim):
-                raise self._corrupt_row(key, "the name vectors of document")
-            part = np.frombuffer(blob, dtype="<f2").reshape(-1, dim)
-            doc_index.append(np.full(len(part), pos, np.int64))
-            parts.append(part)
-        if not parts:
-            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-        return np.concatenate(doc_index), np.concatenate(parts).astype(np.float32)
-
-    @property
-    def doc_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(document keys, live, dense vectors)`` in memory (hybrid indexes). Keys ascend
-        (documents never reuse a key); a replaced document's slot stays, marked not live."""
-        n = self._dense_n
-        return self._dense_keys[:n], self._dense_live[:n], self._dense[:n]
-
-    def _load_doc_vectors(self) -> None:
-        dim = self.config.dense["dim"] if self.config.dense else 0
-        keys, blobs = [], []
-        if self.config.dense:
-            for key, blob, checksum in self._db.execute(
-                    "SELECT doc_key, vector, checksum FROM doc_vectors ORDER BY doc_key"):
-                if checksum != row_checksum(key, blob.hex()) or len(blob) != 4 * dim:
-                    raise self._corrupt_row(key, "the dense vector of document")
-                keys.append(key)
-                blobs.append(blob)
-        self._dense_keys = np.array(keys, dtype=np.int64)
-        self._dense = (np.frombuffer(b"".join(blobs), dtype="<f4").reshape(-1, dim)
-                       .astype(np.float32) if blobs else np.zeros((0, dim), np.float32))
-        self._dense_n = len(keys)
-        self._dense_live = np.ones(len(keys), dtype=bool)
 
     def _update_doc_vectors(self, removed: np.ndarray, keys: np.ndarray,
                             vectors: np.ndarray) -> None:

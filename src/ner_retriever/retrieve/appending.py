@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ner_retriever.detect.registry import build_detector
 from ner_retriever.errors import ConfigError
-from ner_retriever.indexes.store import store_settings
+from ner_retriever.indexes.base import store_settings
 from ner_retriever.models.encoder import EncoderConfig
 
 

@@ -23,7 +23,7 @@ from ner_retriever.detect.base import Detector
 from ner_retriever.detect.registry import DEFAULT_DETECTOR, build_detector
 from ner_retriever.errors import ConfigError, IndexStateError
 from ner_retriever.indexes.index import Index, IndexConfig
-from ner_retriever.indexes.store import store_settings
+from ner_retriever.indexes.base import store_settings
 from ner_retriever.models.dense import DENSE_MODEL, DenseEncoder
 from ner_retriever.models.encoder import Encoder, EncoderConfig, TransformerEncoder
 from ner_retriever.models.head import ProjectionHead, describe, to_index_space
@@ -86,7 +86,7 @@ class Retriever:
         the same model also embeds each mention's text alone, a third side of the fusion.
 
         ``store``/``index_type``/``storage``/``uri``/``store_params``: where vectors live and
-        how they are searched (see :func:`ner_retriever.indexes.store.store_settings`).
+        how they are searched (see :func:`ner_retriever.indexes.base.store_settings`).
 
         ``confidence_weight``: mention vectors are stored scaled by the detector's confidence
         in each span to this power (0: unscaled; docs/DETECTION.md, "Confidence")."""

@@ -1,0 +1,98 @@
+"""The on-disk format of an index's catalog: file names, the SQLite schema, the config it
+records and the row checksums that every read of a result is checked against."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+CATALOG_NAME = "catalog.sqlite"
+LOCK_NAME = "write.lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, metadata TEXT NOT NULL,
+    checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mentions (
+    row INTEGER PRIMARY KEY, doc_key INTEGER NOT NULL, start INTEGER NOT NULL,
+    end INTEGER NOT NULL, text TEXT NOT NULL, label TEXT, checksum TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS mentions_doc ON mentions(doc_key);
+CREATE TABLE IF NOT EXISTS segments (
+    name TEXT PRIMARY KEY, first_row INTEGER NOT NULL, rows INTEGER NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS doc_vectors (
+    doc_key INTEGER PRIMARY KEY, vector BLOB NOT NULL, checksum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS doc_names (
+    doc_key INTEGER PRIMARY KEY, vectors BLOB NOT NULL, checksum TEXT NOT NULL);
+"""
+
+
+class IndexConfig(BaseModel):
+    """Everything needed to embed queries exactly as the indexed mentions were embedded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    encoder: dict[str, Any]
+    raw_dim: int
+    dim: int
+    head: dict[str, Any] | None  # None = no head: raw vectors, L2-normalised
+    detector: dict[str, Any]
+    store: str = "faiss"
+    created: str = ""
+    # Store options (see indexes.base.store_settings); defaults = the original format.
+    index_type: str = "flat"
+    storage: str = "fp32"
+    uri: str | None = None  # milvus: a Milvus Lite path (relative = inside the index) or server
+    store_params: dict[str, Any] = {}
+    # Hybrid ranking: the document-level dense encoder ({"model", "max_length", "dim"}) whose
+    # vector every document also gets; None = mention vectors only.
+    dense: dict[str, Any] | None = None
+    # Hybrid ranking's third side: each mention's text embedded alone with the dense model
+    # ({"model", "dim"}), stored per document as float16 and read back for candidates only;
+    # None = not stored (indexes made before it, or created with names off).
+    names: dict[str, Any] | None = None
+    # Mention vectors are stored scaled by the detector's confidence ** this (0 = unscaled, as
+    # in indexes made before it; search.CONFIDENCE_WEIGHT for new ones).
+    confidence_weight: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMention:
+    row: int
+    doc_id: str
+    start: int
+    end: int
+    text: str
+
+
+def row_checksum(*fields: str | int | None) -> str:
+    """Digest of a catalog row's content (documents: id, text, metadata; mentions: row,
+    doc_key, start, end, text, label). SQLite's page checks cannot see a flipped byte that still
+    decodes, so every row read for a result is checked against this."""
+    digest = hashlib.blake2b(digest_size=8)
+    for value in fields:  # length-prefixed: no two different rows share an encoding
+        data = b"\xff" if value is None else str(value).encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def has_checksum(db: sqlite3.Connection, table: str) -> bool:
+    return "checksum" in {c[1] for c in db.execute(f"PRAGMA table_info({table})")}
+
+
+def write_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
