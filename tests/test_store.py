@@ -8,6 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from ner_retriever.retrieve.appending import check_append_settings
 from ner_retriever import Document
 from ner_retriever.errors import ConfigError
 from ner_retriever.indexes.index import Index, IndexConfig
@@ -365,5 +366,5 @@ def test_milvus_end_to_end_with_the_real_model(tmp_path, smol_encoder):
     assert len({d for d, _ in results["milvus"]}) == 4
     with Retriever.open(tmp_path / "milvus", writable=True, encoder=smol_encoder) as r:
         with pytest.raises(ConfigError, match="cannot change when appending"):
-            r._check_settings(index_type="hnsw")  # what open_or_create checks
-        r._check_settings(store="milvus", index_type="flat")  # agreeing options are fine
+            check_append_settings(r, index_type="hnsw")  # what open_or_create checks
+        check_append_settings(r, store="milvus", index_type="flat")  # agreeing options are fine
