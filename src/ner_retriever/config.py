@@ -82,12 +82,6 @@ def check_if_exists(if_exists: str) -> str:
     return if_exists
 
 
-def check_batch_size(size: int, name: str = "batch size") -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError(f"{name} must be at least 1, got {size!r}")
-    return size
-
-
 @dataclass(frozen=True)
 class FusionConfig:
     """How the hybrid ranking fuses its sides; validated once, here."""

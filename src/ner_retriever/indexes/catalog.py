@@ -5,7 +5,7 @@ checked against its checksum (a corrupt row is an error naming the index, never 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -48,6 +48,11 @@ class CatalogReads:
 
     def num_mentions(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM mentions").fetchone()[0]
+
+    def document_ids(self) -> Iterator[str]:
+        """Every indexed document id (e.g. to drop them from a resumed run)."""
+        for (doc_id,) in self._db.execute("SELECT id FROM documents"):
+            yield doc_id
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         return {r[0] for r in self._select_in("SELECT id FROM documents WHERE id IN ({in})", ids)}

@@ -11,12 +11,12 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
+from ner_retriever.config import IfExists, check_if_exists
 from ner_retriever.errors import ConfigError, DuplicateDocumentError, IndexStateError
 from ner_retriever.indexes.base import STORES, Segment, VectorStore, file_sha256, make_store
 from ner_retriever.types import Document, Mention
@@ -28,7 +28,6 @@ from ner_retriever.indexes.schema import _SCHEMA  # noqa: the catalog tables
 from ner_retriever.indexes.schema import has_checksum as _has_checksum
 
 
-IfExists = Literal["error", "skip", "update"]
 
 
 class Index(CatalogReads):
@@ -306,8 +305,7 @@ class Index(CatalogReads):
                                   f"mention of each of the {len(docs)} documents")
         if not self.writable:
             raise IndexStateError(f"index {self.path} was opened read-only")
-        if if_exists not in ("error", "skip", "update"):
-            raise ConfigError(f"if_exists must be error, skip or update, not {if_exists!r}")
+        check_if_exists(if_exists)
         with self.lock:
             present = self.existing_ids(d.id for d in docs)
             if present and if_exists == "error":

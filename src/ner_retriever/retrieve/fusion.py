@@ -173,10 +173,10 @@ def fused_candidates(source: RankingSource, q: Queries, k: int,
     candidates = np.union1d(np.asarray(source.mention_top(q.mention, n), np.int64), top_dense)
     rows, doc_index, vectors = source.mentions(candidates)
     sims = vectors @ np.asarray(q.mention, np.float32)
-    pooled = document_softmax(sims[None], doc_index, len(candidates), cfg.mention_temperature)[0]
+    pooled = pooled_mention_scores(sims, doc_index, len(candidates), cfg.mention_temperature)
     cal = source.calibration(cfg.calibration_docs)
-    sample = document_softmax((cal.mention_vectors @ np.asarray(q.mention, np.float32))[None],
-                              cal.mention_docs, len(cal.keys), cfg.mention_temperature)[0]
+    sample = pooled_mention_scores(cal.mention_vectors @ np.asarray(q.mention, np.float32),
+                                   cal.mention_docs, len(cal.keys), cfg.mention_temperature)
     names = name_stats = None
     if cal.names is not None:
         names = best_name_scores(q.names, *source.names(candidates), len(candidates))
@@ -208,6 +208,12 @@ def feedback_queries(source: RankingSource, q: Queries, keys: np.ndarray,
         feedback_from_best(q.mention, vectors, doc_index, weight),
         feedback_query(q.dense, source.document_vectors(keys), weight),
         q.names if names is None else feedback_from_best(q.names, names[1], names[0], weight))
+
+
+def pooled_mention_scores(sims: np.ndarray, doc_index: np.ndarray, n_docs: int,
+                          temperature: float) -> np.ndarray:
+    """Mention side of each of ``n_docs`` documents: the soft maximum of its mentions' scores."""
+    return document_softmax(sims[None], doc_index, n_docs, temperature)[0]
 
 
 def best_name_scores(query: np.ndarray, doc_index: np.ndarray, vectors: np.ndarray,

@@ -221,7 +221,8 @@ class Retriever:
         for q in queries:
             if not q or not q.strip():
                 raise ConfigError("query is empty")
-        check_k(k), check_feedback(feedback)  # before the language model runs
+        check_k(k)  # both before the language model runs
+        check_feedback(feedback)
         vectors = self.embed_search_queries(queries, mode)
         return [self.search_vector(v, k, per_doc, weight, feedback) for v in vectors]
 
@@ -230,7 +231,8 @@ class Retriever:
                       ) -> list[SearchResult]:
         """Search with a row of :meth:`embed_search_queries` (hybrid when it carries the
         dense part)."""
-        check_k(k), check_feedback(feedback)
+        check_k(k)
+        check_feedback(feedback)
         dim = self.index.config.dim
         mention, dense = vector[:dim], (vector[dim:] if len(vector) > dim else None)
         with self.index.lock:

@@ -6,7 +6,7 @@ evaluation of the same vectors rank identically (tests/test_golden_fusion.py pin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -71,6 +71,9 @@ class ArraySource:
     documents: np.ndarray
     name_vectors: np.ndarray | None = None
     name_docs: np.ndarray | None = None
+    # the calibration sample by size: read once, as IndexSource reads it once per state
+    _calibrated: dict[int, Calibration] = field(default_factory=dict, init=False, repr=False,
+                                                compare=False)
 
     @property
     def n_docs(self) -> int:
@@ -108,6 +111,8 @@ class ArraySource:
         return self.documents[np.asarray(keys, np.int64)]
 
     def calibration(self, size: int) -> Calibration:
-        sample = calibration_sample(self.n_docs, size)
-        _, doc_index, vectors = self.mentions(sample)
-        return Calibration(sample, doc_index, vectors, self.names(sample))
+        if size not in self._calibrated:
+            sample = calibration_sample(self.n_docs, size)
+            _, doc_index, vectors = self.mentions(sample)
+            self._calibrated[size] = Calibration(sample, doc_index, vectors, self.names(sample))
+        return self._calibrated[size]

@@ -23,7 +23,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,7 +213,7 @@ def _parquet_dataset(ray, corpus: Path, admission):
     rows = dataset.count()
     if admission.if_exists == "skip":
         dataset = dataset.map_batches(
-            _drop_present, fn_kwargs={"present": frozenset(_all_ids(admission.index))},
+            _drop_present, fn_kwargs={"present": frozenset(admission.index.document_ids())},
             batch_format="numpy", num_cpus=LIGHT_CPUS)
     return dataset, rows
 
@@ -268,11 +268,6 @@ def _write(encoded, index, admission, progress: Progress | None) -> int:
     finally:
         batches.close()
     return processed
-
-
-def _all_ids(index) -> Iterator[str]:
-    for (doc_id,) in index._db.execute("SELECT id FROM documents"):
-        yield doc_id
 
 
 def _drop_present(batch: dict[str, np.ndarray], present: frozenset) -> dict[str, np.ndarray]:
