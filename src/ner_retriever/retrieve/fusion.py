@@ -4,6 +4,11 @@ exact scores on every side, calibration on a fixed sample, fusion, pseudo-releva
 What it reads comes through a :class:`RankingSource`: an index (``sources.IndexSource``, what
 ``Retriever.search`` uses) or arrays in memory (``sources.ArraySource``, what
 ``evaluation`` uses), so every published R-Precision is the ranking a user gets.
+
+A filter (``allowed``: the sorted keys of the documents a search may return) acts inside
+candidate generation on both sides, so a top k holds k documents whenever k are allowed; the
+calibration sample stays the whole corpus's, so a document's fused score does not depend on
+the filter.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import numpy as np
 
 from ner_retriever.config import (CALIBRATION_DOCS, FEEDBACK_WEIGHT, HYBRID_WEIGHT, NAME_WEIGHT,
                                  FusionConfig, check_weight)
+from ner_retriever.errors import ConfigError
 from ner_retriever.retrieve.pooling import (DocumentHits, best_rows, document_max,
-                                            document_softmax, top_positions)
+                                            document_softmax)
 
 
 @dataclass(frozen=True)
@@ -30,22 +36,27 @@ class Queries:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The fixed sample of documents that standardises each side: keys, their mentions
-    (``doc_index`` = position in ``keys``) and, with a names side, their name vectors."""
+    """The fixed sample of documents that standardises each side: keys, their dense vectors,
+    their mentions (``doc_index`` = position in ``keys``) and, with a names side, their name
+    vectors."""
 
     keys: np.ndarray
+    documents: np.ndarray
     mention_docs: np.ndarray
     mention_vectors: np.ndarray
     names: tuple[np.ndarray, np.ndarray] | None
 
 
 class RankingSource(Protocol):
-    """What the ranking reads. Keys identify documents and ascend."""
+    """What the ranking reads. Keys identify documents and ascend; ``allowed`` (sorted keys,
+    None = every document) restricts what the two ``*_top`` methods return."""
 
-    def dense_scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(keys, live, scores)`` of every document's dense vector against ``query``."""
+    def dense_top(self, query: np.ndarray, n: int,
+                  allowed: np.ndarray | None = None) -> np.ndarray:
+        """Keys of the ``n`` live documents whose dense vector scores highest (unordered)."""
 
-    def mention_top(self, query: np.ndarray, n: int) -> np.ndarray:
+    def mention_top(self, query: np.ndarray, n: int,
+                    allowed: np.ndarray | None = None) -> np.ndarray:
         """Keys of the ``n`` documents whose best mention scores highest."""
 
     def mentions(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,6 +81,20 @@ class ScoreStats:
     mean: float
     std: float
     floor: float
+
+
+def check_allowed(allowed: np.ndarray | None) -> np.ndarray | None:
+    """``allowed`` as a 1-d int64 array of strictly ascending keys (None stays None)."""
+    if allowed is None:
+        return None
+    keys = np.asarray(allowed)
+    if keys.ndim != 1 or (len(keys) and not np.issubdtype(keys.dtype, np.integer)):
+        raise ConfigError(f"allowed documents must be a 1-d array of integer keys, not "
+                          f"{keys.dtype} of shape {keys.shape}")
+    keys = keys.astype(np.int64, copy=False)
+    if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
+        raise ConfigError("allowed document keys must be sorted and distinct")
+    return keys
 
 
 def calibration_sample(n_docs: int, size: int = CALIBRATION_DOCS) -> np.ndarray:
@@ -160,17 +185,18 @@ class Candidates:
         return out
 
 
-def fused_candidates(source: RankingSource, q: Queries, k: int,
-                     cfg: FusionConfig) -> Candidates:
-    """One pass: the top ``cfg.candidates(k)`` documents of the mention and the dense side,
-    each candidate scored exactly on every side (the mention side as a soft maximum over all
-    its mentions), each side standardised on the calibration sample, then fused."""
-    keys, live, dense = source.dense_scores(q.dense)
-    if not live.any():
-        return Candidates.empty()
+def fused_candidates(source: RankingSource, q: Queries, k: int, cfg: FusionConfig,
+                     allowed: np.ndarray | None = None) -> Candidates:
+    """One pass: the top ``cfg.candidates(k)`` (allowed) documents of the mention and the
+    dense side, each candidate scored exactly on every side (the mention side as a soft
+    maximum over all its mentions), each side standardised on the calibration sample, then
+    fused."""
+    allowed = check_allowed(allowed)
     n = cfg.candidates(k)
-    top_dense = keys[top_positions(np.where(live, dense, -np.inf), min(n, int(live.sum())))]
-    candidates = np.union1d(np.asarray(source.mention_top(q.mention, n), np.int64), top_dense)
+    candidates = np.union1d(np.asarray(source.mention_top(q.mention, n, allowed), np.int64),
+                            np.asarray(source.dense_top(q.dense, n, allowed), np.int64))
+    if not len(candidates):
+        return Candidates.empty()
     rows, doc_index, vectors = source.mentions(candidates)
     sims = vectors @ np.asarray(q.mention, np.float32)
     pooled = pooled_mention_scores(sims, doc_index, len(candidates), cfg.mention_temperature)
@@ -181,21 +207,25 @@ def fused_candidates(source: RankingSource, q: Queries, k: int,
     if cal.names is not None:
         names = best_name_scores(q.names, *source.names(candidates), len(candidates))
         name_stats = score_stats(best_name_scores(q.names, *cal.names, len(cal.keys)))
-    fused = fuse(pooled.astype(np.float64), dense[np.searchsorted(keys, candidates)],
-                 score_stats(sample), score_stats(dense[np.searchsorted(keys, cal.keys)]),
+    dense_q = np.asarray(q.dense, np.float32)
+    fused = fuse(pooled.astype(np.float64), source.document_vectors(candidates) @ dense_q,
+                 score_stats(sample), score_stats(cal.documents @ dense_q),
                  cfg.weight, names, name_stats, cfg.name_weight)
     return Candidates(candidates, fused, rows, doc_index, sims)
 
 
-def hybrid_rank(source: RankingSource, q: Queries, k: int, cfg: FusionConfig) -> Candidates:
+def hybrid_rank(source: RankingSource, q: Queries, k: int, cfg: FusionConfig,
+                allowed: np.ndarray | None = None) -> Candidates:
     """The full hybrid ranking: with ``cfg.feedback_docs``, a first pass for that many
-    documents moves each side's query toward their best vectors, then the final pass."""
+    documents moves each side's query toward their best vectors, then the final pass. Both
+    passes see only the ``allowed`` documents (sorted keys; None: all)."""
+    allowed = check_allowed(allowed)
     if cfg.feedback_docs:
-        first = fused_candidates(source, q, cfg.feedback_docs, cfg)
+        first = fused_candidates(source, q, cfg.feedback_docs, cfg, allowed)
         top = first.keys[first.order(cfg.feedback_docs)]
         if len(top):
             q = feedback_queries(source, q, top, cfg.feedback_weight)
-    return fused_candidates(source, q, k, cfg)
+    return fused_candidates(source, q, k, cfg, allowed)
 
 
 def feedback_queries(source: RankingSource, q: Queries, keys: np.ndarray,
