@@ -1,7 +1,8 @@
 """Where the ranking reads its vectors: an on-disk index, or arrays in memory (evaluation).
 
 Both implement :class:`ner_retriever.retrieve.fusion.RankingSource`, so a search and an
-evaluation of the same vectors rank identically (tests/test_golden_fusion.py pins it).
+evaluation of the same vectors rank identically
+(tests/integration/test_golden_fusion.py pins it).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     PYTHONPATH=src python tests/data/golden/make_fixture.py
 
 Built at 61117af with the default settings (learned+spacy detector, SmolLM2 block 22 value,
-shipped head, hybrid with names) on the first 40 sample documents. ``tests/test_golden.py``
+shipped head, hybrid with names) on the first 40 sample documents. ``tests/integration/test_golden.py``
 checks that today's code opens that index, searches it identically and appends to it; a later
 change that alters results on purpose regenerates both and says why in its commit.
 """

@@ -18,7 +18,7 @@ from ner_retriever.retrieve.sources import ArraySource
 
 pytestmark = pytest.mark.slow  # loads SmolLM2 and MiniLM
 
-CONLL = Path(__file__).resolve().parent / "data" / "golden" / "fewnerd_dev_120.txt"
+CONLL = Path(__file__).resolve().parents[1] / "data" / "golden" / "fewnerd_dev_120.txt"
 
 
 def index_sides(r: Retriever, positions: dict[str, int]) -> tuple[ArraySource, list[int]]:

@@ -2,8 +2,8 @@
 
 Covered elsewhere and referenced, not repeated: bearer-token refusals and the 403 of a
 read-only server, body-size limits (413 with and without Content-Length), query limits,
-weak tokens refused, CORS off by default for GET and preflight (tests/test_serve.py); document
-markup rendered as inert text in a real browser (tests/test_browser.py).
+weak tokens refused, CORS off by default for GET and preflight (tests/serve/test_serve.py); document
+markup rendered as inert text in a real browser (tests/serve/test_browser.py).
 
 Here: the token check is constant-time and never echoes the token; request lines and headers
 are bounded by the real HTTP server; no request path reaches the file system (raw, unnormalised
@@ -31,7 +31,7 @@ import torch
 from ner_retriever.errors import ConfigError, IndexStateError
 from ner_retriever.types import Document
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "ner_retriever"
 TOKEN = "security-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

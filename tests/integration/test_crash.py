@@ -32,7 +32,7 @@ from ner_retriever.indexes.index import CATALOG_NAME, CONFIG_NAME, LOCK_NAME, In
 from ner_retriever.retrieve.retriever import Retriever
 from ner_retriever.types import Document, Mention, Span
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 DIM = 8
 

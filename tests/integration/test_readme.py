@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 PUBLIC = ("Retriever", "Document", "Span", "Mention", "MentionHit", "SearchResult",
           "ConfigError", "CorpusError", "DuplicateDocumentError", "IndexStateError",
           "NerRetrieverError", "read_corpus", "build_detector", "TransformerEncoder",

@@ -31,7 +31,7 @@ from ner_retriever.types import Document
 
 pytestmark = pytest.mark.slow
 
-STATIC = Path(__file__).resolve().parents[1] / "src" / "ner_retriever" / "static"
+STATIC = Path(__file__).resolve().parents[2] / "src" / "ner_retriever" / "static"
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

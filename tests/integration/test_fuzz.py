@@ -12,7 +12,7 @@ message) or a correct result; never another exception, a 500, a hang or unbounde
   authorization headers.
 
 The example counts are modest so the file runs in about a minute on 2 cores;
-``NER_FUZZ_SCALE=10 pytest tests/test_fuzz.py --hypothesis-show-statistics`` tries ten times
+``NER_FUZZ_SCALE=10 pytest tests/integration/test_fuzz.py --hypothesis-show-statistics`` tries ten times
 more (docs/RELIABILITY.md has the counts of both).
 """
 
@@ -34,7 +34,7 @@ from ner_retriever.io.corpus import read_corpus
 from ner_retriever.errors import ConfigError, CorpusError, NerRetrieverError
 from ner_retriever.types import Document, Span
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCALE = float(os.environ.get("NER_FUZZ_SCALE", "1"))
 
 

@@ -15,7 +15,7 @@ from ner_retriever import Document, Retriever
 
 pytestmark = pytest.mark.slow  # loads SmolLM2 and MiniLM
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 spec = importlib.util.spec_from_file_location("make_fixture", GOLDEN / "make_fixture.py")
 make_fixture = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_fixture)

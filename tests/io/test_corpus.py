@@ -20,8 +20,8 @@ from ner_retriever.io.corpus import (
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.types import Document
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SAMPLE = Path(__file__).resolve().parents[1] / "src" / "ner_retriever" / "data" / "sample.jsonl"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "ner_retriever" / "data" / "sample.jsonl"
 
 
 def write(path: Path, content: str | bytes) -> Path:

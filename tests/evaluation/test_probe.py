@@ -17,7 +17,7 @@ from ner_retriever.evaluation.data import load_eval_set
 from ner_retriever.evaluation.evaluate import EvalOptions, evaluate
 from ner_retriever.evaluation.probe import draw_heatmap, parse_blocks, run_probe
 
-from test_evaluate import CONLL  # noqa: E402  (same tiny corpus)
+from tests.evaluation.test_evaluate import CONLL  # noqa: E402  (same tiny corpus)
 
 LAYERS = 3
 

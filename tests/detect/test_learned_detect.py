@@ -40,7 +40,7 @@ def encoder(smol_encoder):
 
 def tiny_llama(folder: Path) -> Path:
     """A randomly initialised 2-block Llama saved in ``folder`` (benchmarks/crash_trials.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     try:
         from crash_trials import make_fixture
     finally:
