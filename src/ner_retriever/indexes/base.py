@@ -68,8 +68,27 @@ class VectorStore(Protocol):
         """Persist vectors durably, not yet searchable."""
         ...
 
-    def load(self, segments: Sequence[Segment]) -> None:
-        """Make committed segments searchable (called on open and after each commit)."""
+    def load(self, segments: Sequence[Segment], dead_rows: np.ndarray | None = None) -> None:
+        """Make committed segments searchable (called on open and after each commit).
+        ``dead_rows``, on open: committed rows whose documents the catalog has dropped since
+        (a store that deletes rows may still hold some of them after a crash)."""
+        ...
+
+    def remove(self, rows: np.ndarray) -> None:
+        """Forget committed rows whose documents the catalog dropped (delete, update); called
+        after that commit, idempotent. The ranking never returns them either way (the row map
+        has no document for them)."""
+        ...
+
+    def rewrite(self, live_rows: np.ndarray) -> list[Segment] | None:
+        """Compaction, before the catalog commits: new, uncommitted segments holding the
+        vectors of ``live_rows`` (ascending) renumbered 0..n-1; or None where the store
+        reclaims the space in place and rows keep their numbers."""
+        ...
+
+    def adopt(self, segments: list[Segment] | None, live_rows: np.ndarray) -> None:
+        """Compaction, after the catalog committed :meth:`rewrite`'s result: drop the old
+        files and search the new state."""
         ...
 
     def discard_uncommitted(self, committed: Sequence[Segment]) -> None:

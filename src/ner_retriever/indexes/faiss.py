@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from ner_retriever.indexes.faiss_build import (build_faiss_index, exact_rerank, 
 
 ANN_FILE = "ann.faiss"
 ANN_MANIFEST = "ann.json"
+COMPACT_SEGMENT_ROWS = 1 << 16  # rows per segment a compaction writes (bounded memory)
 
 class FaissStore:
     """Embedded default: ``.npy`` segments on disk plus an in-memory FAISS index."""
@@ -77,13 +79,13 @@ class FaissStore:
                 "params": {k: self.params[k] for k in sorted(self.params) if k != "save_every"}}
 
     # -- segments ------------------------------------------------------------------------------
-    def write_segment(self, first_row: int, vectors: np.ndarray) -> Segment:
+    def write_segment(self, first_row: int, vectors: np.ndarray, tag: str = "") -> Segment:
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected (n, {self.dim}) vectors, got {vectors.shape}")
         vectors = np.ascontiguousarray(vectors, dtype=self._dtype)
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"seg-{first_row:012d}-{len(vectors)}.npy"
+        name = f"seg-{first_row:012d}-{len(vectors)}{tag}.npy"
         write_file_atomic(self.folder / name, lambda fh: np.save(fh, vectors))
         return Segment(name, first_row, len(vectors), file_sha256(self.folder / name))
 
@@ -107,7 +109,9 @@ class FaissStore:
             chunk = np.ascontiguousarray(vectors[start:start + 65536], dtype=np.float32)
             index.add_with_ids(chunk, ids[start:start + 65536])
 
-    def load(self, segments: Sequence[Segment]) -> None:
+    def load(self, segments: Sequence[Segment], dead_rows: np.ndarray | None = None) -> None:
+        """``dead_rows`` (rows of deleted documents) stay in the index, filtered out by the
+        catalog's row map, until :meth:`rewrite` drops them."""
         new = sorted((s for s in segments if s.name not in self._loaded),
                      key=lambda s: s.first_row)
         if not new:
@@ -116,9 +120,14 @@ class FaissStore:
             self._tried_file = True
             new = self._load_file(new)
         for seg in new:
-            self._add(self._index, seg, self._read_segment(seg))
+            vectors = self._read_segment(seg)
+            self._add(self._index, seg, vectors)
             self._loaded.add(seg.name)
             self._segments.append(seg)
+            if not self.writable and len(self._maps) < self.MAPS_OPEN:
+                # kept mapped: a compaction that removes the file meanwhile cannot break a
+                # reader still pinned to the state it opened
+                self._maps[seg.name] = for_scattered_reads(vectors)
         self._segments.sort(key=lambda s: s.first_row)
         if self.index_type == "ivfpq":
             rows = self.ntotal
@@ -224,6 +233,36 @@ class FaissStore:
             if (path.name.startswith("seg-") or path.name.startswith(".")) \
                     and path.name not in keep:
                 path.unlink(missing_ok=True)
+
+    # -- deletion and compaction ---------------------------------------------------------------
+    def remove(self, rows: np.ndarray) -> None:
+        """Nothing to do: segments are immutable and the in-memory index mirrors them; the
+        catalog's row map filters the rows of deleted documents until :meth:`rewrite`."""
+
+    def rewrite(self, live_rows: np.ndarray) -> list[Segment]:
+        """Write the vectors of ``live_rows`` (ascending) as new segments numbered 0..n-1,
+        not yet committed (names carry a fresh tag, so no committed file is overwritten)."""
+        tag, out = f"-c{uuid.uuid4().hex[:8]}", []
+        for start in range(0, len(live_rows), COMPACT_SEGMENT_ROWS):
+            chunk = live_rows[start:start + COMPACT_SEGMENT_ROWS]
+            out.append(self.write_segment(start, self.vectors(chunk), tag))
+        return out
+
+    def adopt(self, segments: list[Segment] | None, live_rows: np.ndarray) -> None:
+        """After the catalog committed :meth:`rewrite`'s segments: remove the old files and
+        search the new ones (the ANN file is rebuilt and saved for them)."""
+        if segments is None:
+            return
+        self._maps.clear()
+        for name in (ANN_MANIFEST, ANN_FILE):
+            (self.folder / name).unlink(missing_ok=True)
+        self.discard_uncommitted(segments)
+        if self.folder.is_dir():
+            fsync_dir(self.folder)
+        self._segments, self._loaded, self._trained_rows, self._saved_rows = [], set(), None, 0
+        self._index, self._tried_file = self._fresh_index(), True
+        self.load(segments)
+        self.save()
 
     # -- search --------------------------------------------------------------------------------
     def _set_search_params(self, k: int = 0, exhaustive: bool = False) -> None:

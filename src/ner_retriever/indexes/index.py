@@ -21,13 +21,13 @@ from ner_retriever.errors import ConfigError, DuplicateDocumentError, IndexState
 from ner_retriever.indexes.base import STORES, Segment, VectorStore, file_sha256, make_store
 from ner_retriever.types import Document, Mention
 from ner_retriever.indexes.catalog import CatalogReads
+from ner_retriever.indexes.deletion import (CompactStats, compact_index, delete_documents,
+                                            drop_documents)
 from ner_retriever.indexes.schema import (CATALOG_NAME, CONFIG_NAME, FORMAT_VERSION, LOCK_NAME,
-                                          IndexConfig, row_checksum,
+                                          IndexConfig, add_row_checksums, row_checksum,
                                           write_atomic)
 from ner_retriever.indexes.schema import _SCHEMA  # noqa: the catalog tables
 from ner_retriever.indexes.schema import has_checksum as _has_checksum
-
-
 
 
 class Index(CatalogReads):
@@ -85,7 +85,7 @@ class Index(CatalogReads):
                     f"index {path} was written before catalog rows had checksums: open it once "
                     f"for writing (e.g. `ner-retriever index` with --if-exists skip) to add them, "
                     f"or rebuild it: {catalog}")
-            self._add_row_checksums()
+            add_row_checksums(self._db)
         if config.store not in STORES:
             raise IndexStateError(f"{path / CONFIG_NAME}: unknown store {config.store!r}")
         self.store: VectorStore = make_store(
@@ -100,33 +100,16 @@ class Index(CatalogReads):
         segments = self.segments()
         if writable:
             self.store.discard_uncommitted(segments)
-        self.store.load(segments)
+        self._row_doc = self._load_row_doc()
+        self._row_end = len(self._row_doc)
+        self.store.load(segments, dead_rows=np.flatnonzero(self._row_doc < 0))
+        self._load_doc_vectors()
+
+    def _reload_catalog_state(self) -> None:
+        """Reread what is kept in memory from the catalog (after a compaction)."""
         self._row_doc = self._load_row_doc()
         self._row_end = len(self._row_doc)
         self._load_doc_vectors()
-
-    def _add_row_checksums(self) -> None:
-        """Migrates a catalog written before row checksums, in one transaction. The digests
-        certify the rows as they are now: damage that happened before cannot be told apart."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for table in ("documents", "mentions"):
-                if not _has_checksum(db, table):
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT NOT NULL DEFAULT ''")
-            mention_columns = "row, doc_key, start, end, text, label"
-            for table, key, columns in (("documents", "key", "id, text, metadata"),
-                                        ("mentions", "row", mention_columns)):
-                last = -1
-                while rows := db.execute(f"SELECT {key}, {columns} FROM {table} WHERE {key} > ? "
-                                         f"ORDER BY {key} LIMIT 1000", (last,)).fetchall():
-                    db.executemany(f"UPDATE {table} SET checksum = ? WHERE {key} = ?",
-                                   [(row_checksum(*r[1:]), r[0]) for r in rows])
-                    last = rows[-1][0]
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
@@ -235,6 +218,18 @@ class Index(CatalogReads):
             "SELECT COALESCE(MAX(first_row + rows), 0) FROM segments").fetchone()
         return int(value)
 
+    def _mark_dead(self, rows: np.ndarray, keys: np.ndarray) -> None:
+        """After a commit that dropped documents (deleted or replaced): unmap their mention
+        rows and mark their dense vectors not live, so no ranking returns them (the vectors
+        stay in FAISS segments until :meth:`compact`), and let the store forget them."""
+        rows = rows[rows < len(self._row_doc)]
+        self._row_doc[rows] = -1
+        if self.config.dense is not None and len(keys):
+            self._update_doc_vectors(keys, np.zeros(0, np.int64),
+                                     np.zeros((0, self.config.dense["dim"]), np.float32))
+        if len(rows):
+            self.store.remove(rows)
+
     def _update_row_doc(self, first_row: int, replaced: np.ndarray) -> None:
         """After a commit: map the new rows (and unmap replaced ones) without rereading every
         mention, so a long bulk load stays linear; the array grows by doubling."""
@@ -285,24 +280,8 @@ class Index(CatalogReads):
         the index was created for hybrid ranking (``config.dense``), ``name_vectors`` (per
         document, one dense vector per mention) exactly when it stores names
         (``config.names``)."""
-        if (doc_vectors is None) != (self.config.dense is None):
-            raise ConfigError(f"index {self.path}: document vectors are "
-                              f"{'required' if self.config.dense else 'not used'} here")
-        if (name_vectors is None) != (self.config.names is None):
-            raise ConfigError(f"index {self.path}: mention name vectors are "
-                              f"{'required' if self.config.names else 'not used'} here")
-        if doc_vectors is not None:
-            doc_vectors = np.asarray(doc_vectors, dtype=np.float32)
-            if doc_vectors.shape != (len(docs), self.config.dense["dim"]):
-                raise ConfigError(f"expected {len(docs)} document vectors of "
-                                  f"{self.config.dense['dim']} dims, got {doc_vectors.shape}")
-        if name_vectors is not None:
-            name_vectors = [np.asarray(v, dtype=np.float32) for v in name_vectors]
-            shapes = [(len(m), self.config.names["dim"]) for m in mentions]
-            if len(name_vectors) != len(docs) or any(
-                    v.shape != shape for v, shape in zip(name_vectors, shapes)):
-                raise ConfigError(f"expected one {self.config.names['dim']}-d name vector per "
-                                  f"mention of each of the {len(docs)} documents")
+        doc_vectors, name_vectors = self._check_vectors(docs, mentions, doc_vectors,
+                                                        name_vectors)
         if not self.writable:
             raise IndexStateError(f"index {self.path} was opened read-only")
         check_if_exists(if_exists)
@@ -328,6 +307,7 @@ class Index(CatalogReads):
             kept_names = None if name_vectors is None else [name_vectors[i] for i in keep]
             new_keys = self._commit(docs, mentions, keep, replaced, first_row, segment,
                                     kept_vectors, kept_names)
+            self._mark_dead(replaced_rows, replaced_keys)
             if segment is not None:
                 self.store.load([segment])
             self._update_row_doc(first_row, replaced_rows)
@@ -336,6 +316,38 @@ class Index(CatalogReads):
                                          kept_vectors)
             return len(keep)
 
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents in one commit; returns how many. Ids the index does not hold are
+        no error (``Retriever.delete`` lists them), so a retried delete succeeds."""
+        return delete_documents(self, ids).deleted
+
+    def compact(self) -> CompactStats:
+        """Rewrite the store and catalog without the rows of deleted or replaced documents
+        and reclaim their disk space; crash-safe (one commit switches to the new files)."""
+        return compact_index(self)
+
+    def _check_vectors(self, docs, mentions, doc_vectors, name_vectors):
+        """The document and name vectors of a batch as float32, checked against the config."""
+        if (doc_vectors is None) != (self.config.dense is None):
+            raise ConfigError(f"index {self.path}: document vectors are "
+                              f"{'required' if self.config.dense else 'not used'} here")
+        if (name_vectors is None) != (self.config.names is None):
+            raise ConfigError(f"index {self.path}: mention name vectors are "
+                              f"{'required' if self.config.names else 'not used'} here")
+        if doc_vectors is not None:
+            doc_vectors = np.asarray(doc_vectors, dtype=np.float32)
+            if doc_vectors.shape != (len(docs), self.config.dense["dim"]):
+                raise ConfigError(f"expected {len(docs)} document vectors of "
+                                  f"{self.config.dense['dim']} dims, got {doc_vectors.shape}")
+        if name_vectors is not None:
+            name_vectors = [np.asarray(v, dtype=np.float32) for v in name_vectors]
+            shapes = [(len(m), self.config.names["dim"]) for m in mentions]
+            if len(name_vectors) != len(docs) or any(
+                    v.shape != shape for v, shape in zip(name_vectors, shapes)):
+                raise ConfigError(f"expected one {self.config.names['dim']}-d name vector per "
+                                  f"mention of each of the {len(docs)} documents")
+        return doc_vectors, name_vectors
+
     def _commit(self, docs, mentions, keep, present, first_row, segment,
                 doc_vectors: np.ndarray | None = None,
                 name_vectors: list[np.ndarray] | None = None) -> list[int]:
@@ -343,12 +355,7 @@ class Index(CatalogReads):
         db.execute("BEGIN IMMEDIATE")
         try:
             if present:
-                ids = list(present)
-                marks = ",".join("?" * len(ids))
-                for table in ("mentions", "doc_vectors", "doc_names"):
-                    db.execute(f"DELETE FROM {table} WHERE doc_key IN "
-                               f"(SELECT key FROM documents WHERE id IN ({marks}))", ids)
-                db.execute(f"DELETE FROM documents WHERE id IN ({marks})", ids)
+                drop_documents(db, list(present))
             row, rows, keys = first_row, [], []
             for i in keep:
                 doc = docs[i]

@@ -96,3 +96,26 @@ def write_atomic(path: Path, data: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def add_row_checksums(db: sqlite3.Connection) -> None:
+    """Migrates a catalog written before row checksums, in one transaction. The digests
+    certify the rows as they are now: damage that happened before cannot be told apart."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table in ("documents", "mentions"):
+            if not has_checksum(db, table):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT NOT NULL DEFAULT ''")
+        mention_columns = "row, doc_key, start, end, text, label"
+        for table, key, columns in (("documents", "key", "id, text, metadata"),
+                                    ("mentions", "row", mention_columns)):
+            last = -1
+            while rows := db.execute(f"SELECT {key}, {columns} FROM {table} WHERE {key} > ? "
+                                     f"ORDER BY {key} LIMIT 1000", (last,)).fetchall():
+                db.executemany(f"UPDATE {table} SET checksum = ? WHERE {key} = ?",
+                               [(row_checksum(*r[1:]), r[0]) for r in rows])
+                last = rows[-1][0]
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

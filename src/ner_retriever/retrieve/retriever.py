@@ -22,6 +22,7 @@ from ner_retriever.choices import SEARCH_MODES
 from ner_retriever.detect.base import Detector
 from ner_retriever.detect.registry import DEFAULT_DETECTOR, build_detector
 from ner_retriever.errors import ConfigError, IndexStateError
+from ner_retriever.indexes.deletion import CompactStats, DeleteStats, delete_documents
 from ner_retriever.indexes.index import Index, IndexConfig
 from ner_retriever.indexes.base import store_settings
 from ner_retriever.models.dense import DENSE_MODEL, DenseEncoder
@@ -203,6 +204,15 @@ class Retriever:
         ``if_exists="skip"`` resumes an interrupted run; ``"update"`` replaces documents."""
         return add_documents(self.index, docs, self.embedder(), if_exists, commit_every,
                              progress)
+
+    def delete(self, ids: Sequence[str]) -> DeleteStats:
+        """Remove documents in one commit (all of them or, after a crash, none); ids the index
+        does not hold are listed in ``missing``, not an error."""
+        return delete_documents(self.index, ids)
+
+    def compact(self) -> CompactStats:
+        """Rewrite the index without deleted or replaced rows, reclaiming disk (crash-safe)."""
+        return self.index.compact()
 
     def search(self, query: str, k: int = 10, per_doc: int = 3, mode: SearchMode = "auto",
                weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS
