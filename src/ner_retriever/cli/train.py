@@ -115,10 +115,11 @@ def train_detector(
 def evaluate(
     files: Annotated[list[Path], typer.Argument(help="CoNLL/BIO files; each sentence is a document")],
     descriptions: Annotated[Optional[str], typer.Option(help="JSON map {tag: description} or a shipped map: fewnerd, multiconer2, wnut17 (default: derived from the tag)")] = None,
-    methods: Annotated[Optional[list[str]], typer.Option("--methods", help="comma-separated: ner-retriever,bm25,dense,hybrid (default: all)")] = None,
+    methods: Annotated[Optional[list[str]], typer.Option("--methods", help="comma-separated: ner-retriever,bm25,dense,hybrid,dense-mpnet (default: all but dense-mpnet, which needs pip install 'ner-retriever[mpnet]')")] = None,
     mentions: Annotated[MentionsOpt, typer.Option(help="gold spans (embedding quality) or detected (end to end)")] = MentionsOpt("gold"),
     detector: Annotated[str, typer.Option(help="detector for --mentions detected (names as for index, e.g. learned:FOLDER+spacy)")] = DEFAULT_DETECTOR,
     sample: Annotated[Optional[int], typer.Option(help="evaluate on a random sample of N sentences")] = None,
+    group: Annotated[int, typer.Option(min=1, help="documents of N sentences: the (sampled) sentences shuffled with seed 0, every N consecutive ones joined; relevant when any sentence is")] = 1,
     seed: SeedOption = 0,
     model: ModelOption = None,
     layer: LayerOption = None,
@@ -137,15 +138,16 @@ def evaluate(
 ) -> None:
     """Zero-shot retrieval quality (R-Precision per type) of ner-retriever, bm25, dense, hybrid."""
     from ner_retriever.config import CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT
-    from ner_retriever.evaluation.data import load_eval_set
+    from ner_retriever.evaluation.data import group_sentences, load_eval_set
     from ner_retriever.evaluation.descriptions import load_descriptions
-    from ner_retriever.evaluation.evaluate import METHODS, EvalOptions
+    from ner_retriever.evaluation.evaluate import DEFAULT_METHODS, EvalOptions
     from ner_retriever.evaluation.evaluate import evaluate as run_evaluation
 
     quiet_transformers()
-    eval_set = load_eval_set(files, load_descriptions(descriptions), sample=sample, seed=seed,
-                             include_other=include_other, types=split_list(types))
-    opts = EvalOptions(methods=split_list(methods) or METHODS,
+    eval_set = group_sentences(load_eval_set(
+        files, load_descriptions(descriptions), sample=sample, seed=seed,
+        include_other=include_other, types=split_list(types)), group)
+    opts = EvalOptions(methods=split_list(methods) or DEFAULT_METHODS,
                        mentions=mentions.value, detector=detector, model=model, block=layer,
                        component=component.value, head=head, query_template=query_template,
                        hybrid_weight=HYBRID_WEIGHT if hybrid_weight is None else hybrid_weight,

@@ -13,7 +13,10 @@ import numpy as np
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.io.cache import digest
 from ner_retriever.evaluation.descriptions import Descriptions, is_other_tag
-from ner_retriever.types import Document
+from ner_retriever.types import Document, Span
+
+SENTENCE_SEPARATOR = " "  # between the sentences of a grouped document
+GROUP_SEED = 0  # the shuffle before grouping (docs/RESULTS.md: 8-sentence documents)
 
 
 @dataclass
@@ -103,3 +106,49 @@ def load_eval_set(paths: Sequence[str | Path], descriptions: Descriptions | None
         identity={"files": fingerprint, "sample": sample, "seed": seed if sample else None,
                   **({"excluded": digest(sorted(excluded))} if excluded else {})},
     )
+
+
+def _join(docs: Sequence[Document], doc_id: str) -> Document:
+    """One document of ``docs``' texts; each gold span keeps its place in the joined text."""
+    texts, spans, offset = [], [], 0
+    for doc in docs:
+        spans += [Span(x.start + offset, x.end + offset, x.label) for x in doc.spans or ()]
+        texts.append(doc.text)
+        offset += len(doc.text) + len(SENTENCE_SEPARATOR)
+    return Document(doc_id, SENTENCE_SEPARATOR.join(texts), spans=tuple(spans),
+                    source=docs[0].source)
+
+
+def group_sentences(eval_set: EvalSet, size: int, seed: int = GROUP_SEED) -> EvalSet:
+    """Multi-sentence documents: the sentences shuffled (``seed``), then every ``size``
+    consecutive ones joined into one document (the last may be shorter). A document is relevant
+    to a type when any of its sentences is; types left with no relevant document cannot occur,
+    as every sentence lands in some document."""
+    if size < 1:
+        raise ConfigError(f"--group must be at least 1 sentence, got {size}")
+    if size == 1:
+        return eval_set
+    order = list(range(len(eval_set.docs)))
+    random.Random(seed).shuffle(order)
+    chunks = [order[b: b + size] for b in range(0, len(order), size)]
+    docs = [_join([eval_set.docs[i] for i in chunk], f"group{k}")
+            for k, chunk in enumerate(chunks)]
+    group_of = np.empty(len(order), dtype=np.int64)
+    for k, chunk in enumerate(chunks):
+        group_of[chunk] = k
+    relevant = {t: np.unique(group_of[rel]) for t, rel in eval_set.relevant.items()}
+    return EvalSet(name=f"{eval_set.name} ({size}-sentence documents)", docs=docs,
+                   types=eval_set.types, skipped=eval_set.skipped, relevant=relevant,
+                   descriptions=eval_set.descriptions,
+                   identity={**eval_set.identity, "group": size, "group_seed": seed})
+
+
+def type_folds(types: Sequence[str], folds: int, seed: int) -> list[list[str]]:
+    """Folds over types for cross-validation: sorted, shuffled with ``random.Random(seed)``,
+    fold ``i`` = ``order[i::folds]`` (each sorted); the folds of ``benchmarks/validation.py``
+    and of the head's own cross-validation."""
+    if folds < 2 or folds > len(types):
+        raise ConfigError(f"{len(types)} types cannot make {folds} folds")
+    order = sorted(types)
+    random.Random(seed).shuffle(order)
+    return [sorted(order[i::folds]) for i in range(folds)]

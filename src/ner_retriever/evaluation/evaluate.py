@@ -43,27 +43,32 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.config import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT, FusionConfig,
+from ner_retriever.config import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, FEEDBACK_WEIGHT,
+                                  HYBRID_WEIGHT, MENTION_TEMPERATURE, NAME_WEIGHT, FusionConfig,
                                   check_confidence_weight, check_feedback, check_query_template,
                                   check_weight)
 from ner_retriever.choices import MENTION_SOURCES
 from ner_retriever.detect.registry import DEFAULT_DETECTOR
 from ner_retriever.errors import ConfigError
+from ner_retriever.models.dense import MPNET_MODEL
 from ner_retriever.io.cache import default_cache_root
 from ner_retriever.evaluation.data import EvalSet
 from ner_retriever.evaluation.metrics import evaluate_scores
-from ner_retriever.evaluation.scoring import (bm25_document_scores, dense_queries, embed_queries,
-                                              hybrid_rank, mention_document_scores)
+from ner_retriever.evaluation.scoring import (bm25_document_scores, dense_document_scores,
+                                              dense_queries, embed_queries, hybrid_rank,
+                                              mention_document_scores)
 from ner_retriever.evaluation.vectors import (Progress, dense_document_vectors, detect_spans,
                                               index_vectors, mention_vectors_for, name_vectors)
 from ner_retriever.retrieve.sources import ArraySource
 
-METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
+DEFAULT_METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
+# dense-mpnet: the all-mpnet-base-v2 baseline, needs the optional ``mpnet`` extra
+METHODS = DEFAULT_METHODS + ("dense-mpnet",)
 
 
 @dataclass
 class EvalOptions:
-    methods: Sequence[str] = METHODS
+    methods: Sequence[str] = DEFAULT_METHODS
     mentions: str = "gold"
     detector: str | dict = DEFAULT_DETECTOR
     model: str | None = None
@@ -74,12 +79,18 @@ class EvalOptions:
     hybrid_weight: float = HYBRID_WEIGHT
     names: bool = True  # hybrid: the mention-name side, as a new hybrid index has it
     feedback: int = FEEDBACK_DOCS  # hybrid: pseudo-relevance feedback documents (0: off)
+    name_weight: float = NAME_WEIGHT  # hybrid: weight of z(best mention name) when names is on
+    mention_temperature: float = MENTION_TEMPERATURE  # hybrid: soft maximum over mentions
+    feedback_weight: float = FEEDBACK_WEIGHT  # hybrid: beta of the feedback query update
     confidence_weight: float = CONFIDENCE_WEIGHT  # detected mentions: vectors * confidence**w
     batch_size: int = 16
     cache: bool = True
 
     def fusion(self) -> FusionConfig:
-        return FusionConfig(weight=self.hybrid_weight, feedback_docs=self.feedback)
+        return FusionConfig(weight=self.hybrid_weight, feedback_docs=self.feedback,
+                            name_weight=self.name_weight,
+                            mention_temperature=self.mention_temperature,
+                            feedback_weight=self.feedback_weight)
 
 
 def _check_options(opts: EvalOptions) -> list[str]:
@@ -94,6 +105,7 @@ def _check_options(opts: EvalOptions) -> list[str]:
     check_feedback(opts.feedback)
     check_weight(opts.hybrid_weight)
     check_query_template(opts.query_template)
+    opts.fusion()  # validates the fusion settings before any model loads
     return methods
 
 
@@ -182,6 +194,8 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
         scores["dense"] = queries_d @ documents.T
     if "bm25" in methods:
         scores["bm25"] = bm25_document_scores(eval_set)
+    if "dense-mpnet" in methods:
+        scores["dense-mpnet"] = dense_document_scores(eval_set, cache_root, MPNET_MODEL)
     if "hybrid" in methods:
         names, name_docs = name_vectors(eval_set, side.spans, cache_root, dense) if opts.names \
             else (None, None)

@@ -88,9 +88,11 @@ def dense_queries(eval_set: EvalSet, dense) -> np.ndarray:
 
 
 def dense_document_scores(eval_set: EvalSet, cache_root: Path | None, dense=None) -> np.ndarray:
+    """Cosine of each type's description with each whole document; ``dense``: a loaded
+    encoder or a dense model name (default MiniLM)."""
     from ner_retriever.models.dense import DenseEncoder
 
-    dense = dense or DenseEncoder()
+    dense = DenseEncoder(dense) if dense is None or isinstance(dense, str) else dense
     return dense_queries(eval_set, dense) @ dense_document_vectors(eval_set, cache_root, dense).T
 
 

@@ -72,7 +72,6 @@ def detect_spans(eval_set: EvalSet, detector_name: str | dict, cache_root: Path 
     """Spans proposed by a detector, their confidences (None where it cannot tell), both
     cached as JSON, and its recall against the gold spans. ``encoder``: one already loaded
     that a learned detector may share (else it loads its own)."""
-    from ner_retriever.detect.base import match_spans
     from ner_retriever.detect.registry import build_detector
 
     detector = build_detector(detector_name, encoder)
@@ -97,18 +96,35 @@ def detect_spans(eval_set: EvalSet, detector_name: str | dict, cache_root: Path 
             path.write_text(json.dumps(rows))
     spans = [[(s, e) for s, e, _ in doc] for doc in rows]
     confidences = [[c for _, _, c in doc] for doc in rows]
-    gold_total = exact = overlap = 0
+    return spans, confidences, {**detection_quality(eval_set, spans),
+                                "detector": detector.config()}
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def detection_quality(eval_set: EvalSet, spans: Sequence[Sequence[tuple[int, int]]]) -> dict:
+    """Recall (``exact``, ``overlap``: shares of gold spans matched) and precision (shares of
+    detected spans matching a gold span) of detected ``spans`` against the gold spans."""
+    from ner_retriever.detect.base import match_spans
+
+    counts = {"exact": [0, 0], "overlap": [0, 0]}  # mode -> [detected matched, gold matched]
+    gold_total = 0
     for doc, pred in zip(eval_set.docs, spans):
         gold = list(doc.spans or ())
         pred_spans = [Span(s, e) for s, e in pred]
         gold_total += len(gold)
-        exact += match_spans(pred_spans, gold, "exact")[1]
-        overlap += match_spans(pred_spans, gold, "overlap")[1]
-    recall = {"exact": exact / gold_total if gold_total else None,
-              "overlap": overlap / gold_total if gold_total else None,
-              "detected": sum(len(s) for s in spans), "gold": gold_total,
-              "detector": detector.config()}
-    return spans, confidences, recall
+        for mode, tally in counts.items():
+            tp_pred, tp_gold = match_spans(pred_spans, gold, mode)
+            tally[0] += tp_pred
+            tally[1] += tp_gold
+    detected = sum(len(s) for s in spans)
+    return {"exact": _share(counts["exact"][1], gold_total),
+            "overlap": _share(counts["overlap"][1], gold_total),
+            "precision_exact": _share(counts["exact"][0], detected),
+            "precision_overlap": _share(counts["overlap"][0], detected),
+            "detected": detected, "gold": gold_total}
 
 
 
