@@ -1,17 +1,23 @@
-"""Rerun the tables of docs/RESULTS.md: choices on TRAINING types, then zero-shot test tables.
+"""The tables of docs/RESULTS.md: the shared TEST splits, measured once after every choice.
 
-    NER_RETRIEVER_CACHE=/tmp/nrcache PYTHONPATH=src python benchmarks/results_table.py \
-        --data ../shared/data --json benchmarks/results.json > /tmp/results.md
+    NER_RETRIEVER_CACHE=/tmp/nrcache_eval python benchmarks/results_table.py --json results.json
 
-Part 1 (Few-NERD INTER *train* types, ``inter_bio_structshot/dev.txt``, 2,000 sentences,
-seed 0): query-template / description-casing ablation for the raw default encoder, and the
-hybrid weight grid. The chosen template and weight are the ones shipped as defaults.
-Part 2 (types never used for any choice): Few-NERD INTER test (``big_test.txt``, 5,000
-sentences, seed 0), MultiCoNER 2 en-dev and WNUT-17 test, methods ner-retriever (raw vectors,
-or ``--head``), bm25, dense and hybrid, with gold mentions (and detected mentions with
-``--detected``).
+Per shared set (Few-NERD INTER test ``big_test.txt``, 5,000 sentences seed 0; MultiCoNER 2
+en-dev; WNUT-17 test), single sentences and documents of ``--group`` (8) sentences
+(``evaluation.data.group_sentences``): bm25, dense MiniLM, dense all-mpnet-base-v2 (the
+``mpnet`` extra), the hybrid ranking over gold spans (the oracle ceiling) and over the default
+detector's spans (what users get, ``end to end``), the gap, and the detector's recall and
+precision. Every figure comes from ``evaluation.evaluate`` through ``benchmarks/validation.py``'s
+runner (one table format for validation and test). Choices are made on validation splits only
+(``benchmarks/validation.py``); this script never feeds one back.
 
-Mention vectors are cached under ``$NER_RETRIEVER_CACHE/eval``: a rerun only re-scores.
+``--heads fewnerd=DIR,multiconer=DIR,wnut=DIR``: the leave-one-dataset-out head per set (issue
+19 item 4; default: ``--head``, ``auto`` = the shipped head). ``--train-choices`` also reruns
+the query-template ablation and the hybrid-weight grid on Few-NERD INTER train types
+(``dev.txt``, raw vectors), the figures of the RESULTS.md "Query template" section.
+
+Vectors, spans and dense vectors are cached under ``$NER_RETRIEVER_CACHE/eval``: a rerun only
+re-scores.
 """
 
 from __future__ import annotations
@@ -25,39 +31,38 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_retriever.evaluation.descriptions import load_descriptions
-from ner_retriever.models.head import normalize
-from ner_retriever.config import HYBRID_WEIGHT
-from ner_retriever.io.cache import default_cache_root
-from ner_retriever.evaluation.data import load_eval_set
 from ner_retriever.config import FusionConfig
+from ner_retriever.evaluation.data import group_sentences, load_eval_set
+from ner_retriever.evaluation.descriptions import load_descriptions
 from ner_retriever.evaluation.evaluate import EvalOptions, build_encoder, evaluate
 from ner_retriever.evaluation.metrics import evaluate_scores
 from ner_retriever.evaluation.scoring import (dense_queries, embed_queries, hybrid_rank,
                                               mention_document_scores)
 from ner_retriever.evaluation.vectors import dense_document_vectors, mention_vectors_for
+from ner_retriever.io.cache import default_cache_root
 from ner_retriever.models.dense import DenseEncoder
+from ner_retriever.models.head import normalize
 from ner_retriever.retrieve.sources import ArraySource
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from validation import Split, log, markdown, row, run_split  # noqa: E402  (sibling script)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FEWNERD_SAMPLE = 5000
+GROUP = 8
+SEED = 0
+BASELINES = ("bm25", "dense", "dense-mpnet")
 # The vector is read at the description's last token, so with a causal model only the text
 # BEFORE "{}" can matter ("Examples of {} include" == "Examples of {}").
 TEMPLATES = ["{}", "Examples of {}", "a {}", "the {}", "Named entity type: {}", "Names of {}",
              "a famous {}"]
 WEIGHTS = [round(w, 2) for w in np.linspace(0.0, 1.0, 11)]
-
-
-def datasets(root: Path, fewnerd_sample: int = 5000
-             ) -> list[tuple[str, list[Path], str, int | None]]:
-    return [
-        (f"Few-NERD INTER test ({fewnerd_sample:,} sent.)",
-         [root / "fewnerd/inter_bio_structshot/big_test.txt"], "fewnerd", fewnerd_sample),
-        ("MultiCoNER 2 en-dev", [root / "multiconer2_en/en-dev.conll"], "multiconer2", None),
-        ("WNUT-17 test", [root / "wnut17/emerging.test.annotated"], "wnut17", None),
-    ]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+TEST_SETS = {
+    "fewnerd": Split(f"Few-NERD INTER test ({FEWNERD_SAMPLE:,} sent.)",
+                     ("fewnerd/inter_bio_structshot/big_test.txt",), "fewnerd"),
+    "multiconer": Split("MultiCoNER 2 en-dev", ("multiconer2_en/en-dev.conll",), "multiconer2"),
+    "wnut": Split("WNUT-17 test", ("wnut17/emerging.test.annotated",), "wnut17"),
+}
 
 
 def train_type_choices(root: Path, opts: EvalOptions, encoder, sample: int) -> dict:
@@ -122,112 +127,87 @@ def encoder_with_template(encoder, template: str):
     return clone
 
 
-def markdown_test_table(reports: list[tuple[str, dict]]) -> str:
-    methods = list(reports[0][1]["results"])
-    lines = ["| dataset | documents | types | mentions | " + " | ".join(methods) + " |",
-             "|---|---|---|---|" + "---|" * len(methods)]
-    for name, rep in reports:
-        cells = [f"{rep['results'][m]['r_precision']:.3f}" for m in methods]
-        lines.append(f"| {name} | {rep['documents']:,} | {rep['types']} | {rep['mentions']} | "
-                     + " | ".join(cells) + " |")
+
+
+def train_choices_markdown(choices: dict) -> str:
+    lines = ["### Choices on Few-NERD INTER train types (raw vectors)\n",
+             "| query template | descriptions | macro R-Precision |\n|---|---|---|"]
+    for r in choices["templates"]:
+        lines.append(f"| `{r['template']}` | {'lower case' if r['lowercase'] else 'Title Case'}"
+                     f" | {r['r_precision']:.3f} |")
+    lines.append("\n| hybrid weight w | macro R-Precision |\n|---|---|")
+    lines += [f"| {r['weight']} | {r['r_precision']:.3f} |" for r in choices["hybrid"]]
+    lines.append(f"\nbm25 {choices['bm25']:.3f}, dense {choices['dense']:.3f} on the same "
+                 "train-type documents.\n")
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2]
-                        / "shared" / "data")
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--block", type=int, default=None)
-    parser.add_argument("--component", default="value")
-    parser.add_argument("--head", default=None)
-    parser.add_argument("--query-template", default=None,
-                        help="default: the best on train types (or '{}' with --skip-train)")
-    parser.add_argument("--lowercase", action="store_true",
-                        help="lower-case descriptions (default: as chosen on train types)")
-    parser.add_argument("--hybrid-weight", type=float, default=None,
-                        help="default: the best on train types (or HYBRID_WEIGHT)")
-    parser.add_argument("--train-sample", type=int, default=2000)
-    parser.add_argument("--skip-train", action="store_true", help="only the test tables")
-    parser.add_argument("--detected", action="store_true", help="also --mentions detected")
-    parser.add_argument("--detected-on", default=None,
-                        help="comma-separated dataset prefixes for --detected (default: all)")
-    parser.add_argument("--fewnerd-sample", type=int, default=5000,
-                        help="sentences sampled (seed 0) from Few-NERD INTER big_test.txt")
-    parser.add_argument("--only", default=None, help="comma-separated dataset prefixes")
-    parser.add_argument("--json", type=Path, default=None, help="write every number here")
-    args = parser.parse_args()
+def parse_heads(text: str | None, default: str) -> dict[str, str]:
+    """``fewnerd=DIR,wnut=DIR`` -> a head per test set (``default`` for the others)."""
+    heads = {key: default for key in TEST_SETS}
+    for part in filter(None, (text or "").split(",")):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in TEST_SETS:
+            raise SystemExit(f"--heads takes SET=DIR with SET in {', '.join(TEST_SETS)}, "
+                             f"not {part!r}")
+        heads[key.strip()] = value.strip()
+    return heads
 
-    opts = EvalOptions(model=args.model, block=args.block, component=args.component,
-                       head=args.head, query_template=args.query_template or "{}")
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--only", default=",".join(TEST_SETS), help="comma-separated: "
+                    + ", ".join(TEST_SETS))
+    ap.add_argument("--head", default="auto", help="auto (shipped), none, or a head folder")
+    ap.add_argument("--heads", default=None, help="per set: fewnerd=DIR,multiconer=DIR,wnut=DIR")
+    ap.add_argument("--detector", default=None, help="default: the index default")
+    ap.add_argument("--fewnerd-sample", type=int, default=FEWNERD_SAMPLE)
+    ap.add_argument("--group", type=int, default=GROUP, help="also documents of N sentences "
+                    "(1: single sentences only)")
+    ap.add_argument("--no-mpnet", action="store_true", help="leave out dense-mpnet")
+    ap.add_argument("--train-choices", action="store_true",
+                    help="also the template ablation and weight grid on train types")
+    ap.add_argument("--train-sample", type=int, default=2000)
+    ap.add_argument("--json", type=Path, default=None, help="write every number here")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    opts = EvalOptions() if args.detector is None else EvalOptions(detector=args.detector)
     encoder = build_encoder(opts)
-    log(f"encoder {encoder.config.model} block {encoder.config.block} "
-        f"{encoder.config.component}")
+    heads = parse_heads(args.heads, args.head)
+    baselines = BASELINES[:2] if args.no_mpnet else BASELINES
+    everything: dict = {"heads": heads, "group": args.group}
     md = []
-    template, weight, lowercase = args.query_template, args.hybrid_weight, args.lowercase
-    everything: dict = {}
-    if not args.skip_train:
-        choices = train_type_choices(args.data, opts, encoder, args.train_sample)
-        everything["train_types"] = choices
-        if template is None:
-            template = choices["best_template"]["template"]
-            lowercase = lowercase or choices["best_template"]["lowercase"]
-        if weight is None:
-            weight = choices["best_weight"]["weight"]
-        md.append("### Choices on Few-NERD INTER train types\n")
-        md.append("| query template | descriptions | macro R-Precision |\n|---|---|---|")
-        for r in choices["templates"]:
-            md.append(f"| `{r['template']}` | {'lower case' if r['lowercase'] else 'Title Case'}"
-                      f" | {r['r_precision']:.3f} |")
-        md.append("\n| hybrid weight w | macro R-Precision |\n|---|---|")
-        for r in choices["hybrid"]:
-            md.append(f"| {r['weight']} | {r['r_precision']:.3f} |")
-        md.append(f"\nbm25 {choices['bm25']:.3f}, dense {choices['dense']:.3f} on the same "
-                  "train-type documents.\n")
-    template = "{}" if template is None else template
-    weight = HYBRID_WEIGHT if weight is None else weight
-    opts = dataclasses.replace(opts, query_template=template, hybrid_weight=weight)
-    encoder = encoder_with_template(encoder, template)
-    everything["settings"] = {"model": encoder.config.model, "block": encoder.config.block,
-                              "component": encoder.config.component, "head": args.head,
-                              "query_template": template, "lowercase": lowercase,
-                              "hybrid_weight": weight}
-    log(f"test settings: {everything['settings']}")
-    reports = []
-    wanted = [p.strip().lower() for p in args.only.split(",")] if args.only else None
-    detected_on = [p.strip().lower() for p in args.detected_on.split(",")] \
-        if args.detected_on else None
-    for name, files, desc, sample in reversed(datasets(args.data, args.fewnerd_sample)):
-        if wanted and not any(name.lower().startswith(w) for w in wanted):
-            continue
-        es = load_eval_set(files, load_descriptions(desc), sample=sample, seed=0)
-        if lowercase:
-            es = dataclasses.replace(es, descriptions={t: [d.lower() for d in v]
-                                                       for t, v in es.descriptions.items()})
-        detected = args.detected and (detected_on is None or any(
-            name.lower().startswith(w) for w in detected_on))
-        for mentions in (["gold", "detected"] if detected else ["gold"]):
+    if args.train_choices:
+        raw = dataclasses.replace(opts, head="none", query_template="{}")
+        everything["train_types"] = train_type_choices(args.data, raw, build_encoder(raw),
+                                                       args.train_sample)
+        md.append(train_choices_markdown(everything["train_types"]))
+    sizes = [1] + ([args.group] if args.group > 1 else [])
+    rows: dict[int, list[dict]] = {n: [] for n in sizes}
+    for key in [k.strip() for k in args.only.split(",") if k.strip()]:
+        split = TEST_SETS[key]
+        sample = args.fewnerd_sample if key == "fewnerd" else None
+        if sample is not None:
+            split = dataclasses.replace(split, name=f"Few-NERD INTER test ({sample:,} sent.)")
+        base = load_eval_set([args.data / f for f in split.files],
+                             load_descriptions(split.descriptions), sample=sample, seed=SEED)
+        for n in sizes:
+            es = dataclasses.replace(group_sentences(base, n), name=split.name)
             t0 = time.time()
-            methods = ("ner-retriever", "bm25", "dense", "hybrid")
-            rep = evaluate(es, dataclasses.replace(opts, methods=methods, mentions=mentions),
-                           encoder=encoder)
-            log(f"{name} ({mentions}): " + ", ".join(
-                f"{m} {r['r_precision']:.3f}" for m, r in rep["results"].items())
-                + f" [{time.time() - t0:.0f} s]")
-            reports.append((name, rep))
-    order = [d[0] for d in datasets(args.data, args.fewnerd_sample)]
-    reports.sort(key=lambda r: (order.index(r[0]), r[1]["mentions"] != "gold"))
-    everything["test"] = [{"name": n, **r} for n, r in reports]
-    md.append(f"### Zero-shot test tables (macro R-Precision)\n\nsettings: "
-              f"{json.dumps(everything['settings'])}\n")
-    md.append(markdown_test_table(reports))
-    for name, rep in reports:
-        if rep["detection_recall"]:
-            rec = rep["detection_recall"]
-            md.append(f"\n{name}: detection recall {rec['exact']:.3f} exact / "
-                      f"{rec['overlap']:.3f} overlap ({rec['detected']:,} detected spans, "
-                      f"{rec['gold']:,} gold)")
-    print("\n".join(md))
+            runs = run_split(es, [(es.types, heads[key])], opts, encoder, baselines)
+            rows[n].append(row(split, es, runs, [(es.types, heads[key])]))
+            everything.setdefault("settings", runs["detected"]["settings"])
+            log(f"{split.name}, {n}-sentence documents: {time.time() - t0:.0f} s")
+    for n in sizes:
+        title_ = "single sentences" if n == 1 else f"documents of {n} sentences (seed {SEED})"
+        md.append(f"### Test splits, {title_} (macro R-Precision)\n")
+        md.append(markdown(rows[n], "dataset"))
+    everything["test"] = {str(n): r for n, r in rows.items()}
+    print("\n\n".join(md))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(everything, indent=1, ensure_ascii=False))
