@@ -201,8 +201,10 @@ def _evaluation_notes(report: dict, eval_set) -> list[str]:
                      f"{settings['feedback_docs'] or 'off'}")
     if report["detection_recall"] and report["detection_recall"]["gold"]:
         rec = report["detection_recall"]
-        notes.append(f"detection recall: {rec['exact']:.3f} exact, {rec['overlap']:.3f} overlap "
-                     f"({rec['detected']} detected spans, {rec['gold']} gold)")
+        precision = (f"; precision {rec['precision_exact']:.3f} exact, "
+                     f"{rec['precision_overlap']:.3f} overlap" if rec["detected"] else "")
+        notes.append(f"detection recall: {rec['exact']:.3f} exact, {rec['overlap']:.3f} overlap"
+                     f"{precision} ({rec['detected']} detected spans, {rec['gold']} gold)")
     return notes
 
 
