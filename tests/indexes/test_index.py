@@ -106,7 +106,7 @@ def _full_fusion(retriever, query, feedback=0):
 @pytest.mark.slow
 @pytest.mark.parametrize("feedback", [0, FEEDBACK_DOCS])
 def test_hybrid_search_equals_fusing_every_document(retriever, feedback):
-    assert retriever.index.config.dense["model"] == "minilm-l6"
+    assert retriever.index.config.dense.model == "minilm-l6"
     for query in ("politician", "river", "car brand"):
         expected = _full_fusion(retriever, query, feedback)
         got = retriever.search(query, k=5, feedback=feedback)

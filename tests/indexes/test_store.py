@@ -274,7 +274,9 @@ def test_store_settings_are_validated_and_recorded(tmp_path):
     assert store_settings("milvus", uri="http://localhost:19530")["uri"] == \
         "http://localhost:19530"
     old = IndexConfig.model_validate_json(  # an index written before store options existed
-        '{"encoder": {}, "raw_dim": 4, "dim": 4, "head": null, "detector": {}}')
+        '{"encoder": {"model": "smollm2-135m", "block": 22, "component": "value", '
+        '"prepend_bos": true, "query_template": "mentions of {}"}, "raw_dim": 4, "dim": 4, '
+        '"head": null, "detector": {}}')
     assert (old.store, old.index_type, old.storage, old.uri) == ("faiss", "flat", "fp32", None)
 
 

@@ -143,7 +143,7 @@ class CatalogReads:
     def document_names(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Name vectors of the given documents' mentions, in :meth:`document_mentions` order:
         ``(doc_index, float32 vectors)``."""
-        dim = self.config.names["dim"] if self.config.names else 0
+        dim = self.config.names.dim if self.config.names else 0
         position = {int(k): i for i, k in enumerate(keys)}
         found = sorted((position[key], key, blob, checksum) for key, blob, checksum in
                        self._select_in("SELECT doc_key, vectors, checksum FROM doc_names "
@@ -167,7 +167,7 @@ class CatalogReads:
         return self._dense_keys[:n], self._dense_live[:n], self._dense[:n]
 
     def _load_doc_vectors(self) -> None:
-        dim = self.config.dense["dim"] if self.config.dense else 0
+        dim = self.config.dense.dim if self.config.dense else 0
         keys, blobs = [], []
         if self.config.dense:
             for key, blob, checksum in self._db.execute(

@@ -226,7 +226,7 @@ class Index(CatalogReads):
         self._row_doc[rows] = -1
         if self.config.dense is not None and len(keys):
             self._update_doc_vectors(keys, np.zeros(0, np.int64),
-                                     np.zeros((0, self.config.dense["dim"]), np.float32))
+                                     np.zeros((0, self.config.dense.dim), np.float32))
         if len(rows):
             self.store.remove(rows)
 
@@ -336,15 +336,15 @@ class Index(CatalogReads):
                               f"{'required' if self.config.names else 'not used'} here")
         if doc_vectors is not None:
             doc_vectors = np.asarray(doc_vectors, dtype=np.float32)
-            if doc_vectors.shape != (len(docs), self.config.dense["dim"]):
+            if doc_vectors.shape != (len(docs), self.config.dense.dim):
                 raise ConfigError(f"expected {len(docs)} document vectors of "
-                                  f"{self.config.dense['dim']} dims, got {doc_vectors.shape}")
+                                  f"{self.config.dense.dim} dims, got {doc_vectors.shape}")
         if name_vectors is not None:
             name_vectors = [np.asarray(v, dtype=np.float32) for v in name_vectors]
-            shapes = [(len(m), self.config.names["dim"]) for m in mentions]
+            shapes = [(len(m), self.config.names.dim) for m in mentions]
             if len(name_vectors) != len(docs) or any(
                     v.shape != shape for v, shape in zip(name_vectors, shapes)):
-                raise ConfigError(f"expected one {self.config.names['dim']}-d name vector per "
+                raise ConfigError(f"expected one {self.config.names.dim}-d name vector per "
                                   f"mention of each of the {len(docs)} documents")
         return doc_vectors, name_vectors
 

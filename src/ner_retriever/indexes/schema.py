@@ -8,9 +8,12 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from ner_retriever.choices import COMPONENTS
+
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 CATALOG_NAME = "catalog.sqlite"
@@ -34,17 +37,65 @@ CREATE TABLE IF NOT EXISTS doc_names (
 """
 
 
+class EncoderRecord(BaseModel):
+    """The encoder settings a query must be embedded with (``EncoderConfig.identity()``); kept
+    here, free of torch, so ``info`` reads an index without loading a model. An index of
+    hand-made vectors may record the model alone: a field left None takes the encoder's
+    default (``block`` None is the model's default block)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    block: int | None = None
+    component: Literal[COMPONENTS] | None = None  # type: ignore[valid-type]
+    prepend_bos: bool | None = None
+    query_template: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The recorded fields, for ``EncoderConfig(**...)``."""
+        return self.model_dump(exclude_none=True)
+
+
+class HeadRecord(BaseModel):
+    """The projection head's identity: the checksum of its weights and its ``HeadConfig``
+    fields, which ``Retriever.open`` compares with the saved head (the extra keys)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    checksum: str = Field(min_length=1)
+    input_dim: int = Field(gt=0)
+
+
+class DenseRecord(BaseModel):
+    """The document-level dense encoder of a hybrid index."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    max_length: int = Field(gt=0)  # tokens of a document the dense model reads
+    dim: int = Field(gt=0)
+
+
+class NamesRecord(BaseModel):
+    """The model that embeds each mention's text alone (the hybrid ranking's names side)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    dim: int = Field(gt=0)
+
+
 class IndexConfig(BaseModel):
     """Everything needed to embed queries exactly as the indexed mentions were embedded."""
 
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
-    encoder: dict[str, Any]
+    encoder: EncoderRecord
     raw_dim: int
     dim: int
-    head: dict[str, Any] | None  # None = no head: raw vectors, L2-normalised
-    detector: dict[str, Any]
+    head: HeadRecord | None  # None = no head: raw vectors, L2-normalised
+    detector: dict[str, Any]  # shape depends on the detector (a union nests others)
     store: str = "faiss"
     created: str = ""
     # Store options (see indexes.base.store_settings); defaults = the original format.
@@ -52,13 +103,13 @@ class IndexConfig(BaseModel):
     storage: str = "fp32"
     uri: str | None = None  # milvus: a Milvus Lite path (relative = inside the index) or server
     store_params: dict[str, Any] = {}
-    # Hybrid ranking: the document-level dense encoder ({"model", "max_length", "dim"}) whose
-    # vector every document also gets; None = mention vectors only.
-    dense: dict[str, Any] | None = None
-    # Hybrid ranking's third side: each mention's text embedded alone with the dense model
-    # ({"model", "dim"}), stored per document as float16 and read back for candidates only;
-    # None = not stored (indexes made before it, or created with names off).
-    names: dict[str, Any] | None = None
+    # Hybrid ranking: the document-level dense encoder whose vector every document also gets;
+    # None = mention vectors only.
+    dense: DenseRecord | None = None
+    # Hybrid ranking's third side: each mention's text embedded alone with the dense model,
+    # stored per document as float16 and read back for candidates only; None = not stored
+    # (indexes made before it, or created with names off).
+    names: NamesRecord | None = None
     # Mention vectors are stored scaled by the detector's confidence ** this (0 = unscaled, as
     # in indexes made before it; search.CONFIDENCE_WEIGHT for new ones).
     confidence_weight: float = 0.0

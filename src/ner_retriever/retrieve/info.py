@@ -8,20 +8,21 @@ from ner_retriever.indexes.index import Index
 
 def index_info(index: Index) -> dict:
     cfg = index.config
+    recorded = cfg.model_dump()  # plain JSON values: what ``info --json`` prints
     size = sum(f.stat().st_size for f in index.path.rglob("*") if f.is_file())
     return {
         "path": str(index.path),
         "documents": len(index),
         "mentions": index.num_mentions(),
-        "model": cfg.encoder["model"],
-        "block": cfg.encoder["block"],
-        "component": cfg.encoder["component"],
-        "head": cfg.head,
-        "detector": cfg.detector,
+        "model": cfg.encoder.model,
+        "block": cfg.encoder.block,
+        "component": cfg.encoder.component,
+        "head": recorded["head"],
+        "detector": recorded["detector"],
         "store": cfg.store,
-        "hybrid": cfg.dense,
+        "hybrid": recorded["dense"],
         "dim": cfg.dim,
         "created": cfg.created,
         "size_bytes": size,
-        "config": cfg.model_dump(),
+        "config": recorded,
     }

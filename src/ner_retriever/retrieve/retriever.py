@@ -126,18 +126,18 @@ class Retriever:
              encoder: Encoder | None = None) -> Retriever:
         """Reopen an index with the encoder, head and detector it was built with."""
         config = Index.read_config(path)
-        expected = EncoderConfig(**config.encoder)
+        expected = EncoderConfig(**config.encoder.settings())
         if encoder is not None and encoder.config.identity() != expected.identity():
             raise ConfigError(f"index {path} was built with encoder {expected.identity()}, "
                               f"not {encoder.config.identity()}")
         head = None
         if config.head is not None:
             head = ProjectionHead.load(Path(path) / HEAD_DIR)
-            if head.checksum() != config.head["checksum"]:
+            if head.checksum() != config.head.checksum:
                 raise ConfigError(f"index {path}: head weights do not match the recorded "
                                   f"checksum: {Path(path) / HEAD_DIR / 'head.safetensors'}")
             now = describe(head)
-            if any(now.get(key) != value for key, value in config.head.items()):
+            if any(now.get(key) != value for key, value in config.head.model_dump().items()):
                 raise ConfigError(f"index {path}: head settings differ from the recorded ones: "
                                   f"{Path(path) / HEAD_DIR / 'head.json'}")
         encoder = encoder or TransformerEncoder(expected)
@@ -171,10 +171,10 @@ class Retriever:
         """The document encoder of a hybrid index (loaded on first use), else None."""
         cfg = self.index.config.dense
         if cfg is not None and self._dense is None:
-            self._dense = DenseEncoder(cfg["model"], cfg["max_length"])
-            if self._dense.dim != cfg["dim"]:
-                raise ConfigError(f"index {self.index.path}: dense model {cfg['model']} gives "
-                                  f"{self._dense.dim}-d vectors, the index holds {cfg['dim']}-d")
+            self._dense = DenseEncoder(cfg.model, cfg.max_length)
+            if self._dense.dim != cfg.dim:
+                raise ConfigError(f"index {self.index.path}: dense model {cfg.model} gives "
+                                  f"{self._dense.dim}-d vectors, the index holds {cfg.dim}-d")
         return self._dense
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 
 from ner_retriever.errors import (ConfigError, CorpusError, DuplicateDocumentError,
                                   IndexStateError)
+from ner_retriever.indexes.schema import DenseRecord
 from ner_retriever.types import Document
 
 Progress = Callable[[int, int], None]  # (documents, mentions) committed
@@ -63,7 +64,7 @@ class MentionWorker:
     batches with the pipeline's own :class:`~ner_retriever.pipeline.BatchEmbedder`."""
 
     def __init__(self, encoder: dict, detector: dict, head: Any = None, dim: int = 0,
-                 threads: int = 0, dense: dict | None = None, names: bool = False,
+                 threads: int = 0, dense: DenseRecord | None = None, names: bool = False,
                  confidence_weight: float = 0.0):
         import torch
 
@@ -77,7 +78,7 @@ class MentionWorker:
         if dense is not None:  # a hybrid index: every document also gets its dense vector
             from ner_retriever.models.dense import DenseEncoder
 
-            dense_encoder = DenseEncoder(dense["model"], dense["max_length"])
+            dense_encoder = DenseEncoder(dense.model, dense.max_length)
         self.embed = BatchEmbedder(build_detector(detector),
                                    TransformerEncoder(EncoderConfig(**encoder)), head, dim,
                                    dense_encoder, names, confidence_weight)
