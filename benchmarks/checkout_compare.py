@@ -53,15 +53,20 @@ def run(src: Path, docs: int) -> dict:
            "TRANSFORMERS_VERBOSITY": "error"}
     out = subprocess.run([sys.executable, "-c", CHILD.format(corpus=corpus), str(DATA),
                           str(docs), json.dumps(QUERIES)], env=env, capture_output=True,
-                         text=True, check=True)
+                         text=True)
+    if out.returncode != 0:  # say which checkout failed, and why
+        sys.exit(f"run with {src} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(  # the docstring's first paragraph, whole
+        description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--other", type=Path, required=True, help="the other checkout's src/")
-    parser.add_argument("--docs", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--docs", type=int, default=300,
+                        help="sentences indexed per run (the first 8 are a warm-up)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="runs per checkout, alternating; the best docs/s is kept")
     args = parser.parse_args()
     sides = {"this": HERE / "src", "other": args.other}
     results: dict[str, list[dict]] = {k: [] for k in sides}
