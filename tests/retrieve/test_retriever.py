@@ -133,3 +133,22 @@ def test_a_head_is_saved_with_the_index_and_checked_on_open(tmp_path, tiny_encod
     wrong = ProjectionHead(HeadConfig(input_dim=tiny_encoder.dim + 1))
     with pytest.raises(ConfigError, match=f"expects {tiny_encoder.dim + 1}-d vectors"):
         create(tmp_path / "other", tiny_encoder, head=wrong)
+
+
+@pytest.mark.slow
+def test_a_hybrid_index_fuses_and_still_offers_the_mention_ranking(tmp_path, tiny_encoder):
+    path = tmp_path / "hybrid"
+    with Retriever.create(path, encoder=tiny_encoder, detector="gold", head=None) as r:
+        r.add(corpus())
+        info = r.info()
+        assert info["hybrid"] == {"model": "minilm-l6", "max_length": 256, "dim": 384}
+        assert info["config"]["names"] == {"model": "minilm-l6", "dim": 384}
+        fused = r.search("a city", k=5)
+        mentions = r.search("a city", k=5, mode="mentions")
+        want = expected_ranking(r, "a city")
+        assert r.embed_search_queries(["a city"]).shape == (1, r.index.config.dim + 384)
+    assert sorted(x.doc_id for x in fused) == sorted(d for d, _ in want)
+    assert [x.doc_id for x in mentions] == [d for d, _ in want]
+    with Retriever.open(path, encoder=tiny_encoder) as r:
+        assert [(x.doc_id, x.score) for x in r.search("a city", k=5)] == \
+            [(x.doc_id, x.score) for x in fused]
