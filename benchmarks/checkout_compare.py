@@ -70,6 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     sides = {"this": HERE / "src", "other": args.other}
     results: dict[str, list[dict]] = {k: [] for k in sides}
+    load_before = os.getloadavg()[0]  # other work on the machine skews both sides
     for _ in range(args.rounds):
         for name, src in sides.items():
             results[name].append(run(src, args.docs))
@@ -83,6 +84,11 @@ def main() -> None:
     for key in summary["this"]:
         a, b = summary["this"][key], summary["other"][key]
         print(f"{key:>14}: this {a:9.2f}  other {b:9.2f}  ratio {a / b:.3f}")
+    for name, runs in results.items():
+        print(f"{name:>5} docs/s per round: "
+              + ", ".join(f"{r['docs_per_s']:.2f}" for r in runs))
+    print(f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, "
+          f"{os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
