@@ -42,7 +42,7 @@ def assert_same(got: list[dict], want: list[dict]) -> None:
 
 def test_index_from_61117af_searches_identically(golden_index):
     want = json.loads((GOLDEN / "search.json").read_text())
-    with Retriever.open(golden_index) as r:
+    with Retriever.open(golden_index, precision="fp32") as r:  # int8 queries are not exact
         assert_same(make_fixture.results_json(r), want)
 
 

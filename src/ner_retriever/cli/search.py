@@ -42,13 +42,14 @@ def search(
     mode: Annotated[ModeOpt, typer.Option(help="auto (hybrid when the index has document vectors), hybrid, or mentions (best-mention cosine only)")] = ModeOpt("auto"),
     feedback: Annotated[Optional[int], typer.Option(min=0, help="hybrid: rank again with the queries moved toward the first ranking's top N documents (0: off; default 20)")] = None,
     as_json: JsonOption = False,
+    precision: Annotated[Optional[str], typer.Option(help="query pass: fp32, int8, or auto (int8 where a start-up probe measures it faster; the default on hybrid indexes)")] = None,
 ) -> None:
     """Rank the indexed documents by how well their mentions match an entity type."""
     from ner_retriever.config import FEEDBACK_DOCS
     from ner_retriever.retrieve.retriever import Retriever
 
     quiet_transformers()
-    with Retriever.open(index_dir) as retriever:
+    with Retriever.open(index_dir, precision=precision) as retriever:
         results = retriever.search(query, k=k, mode=mode.value,
                                    feedback=FEEDBACK_DOCS if feedback is None else feedback)
     if as_json:

@@ -113,6 +113,9 @@ class IndexConfig(BaseModel):
     # Mention vectors are stored scaled by the detector's confidence ** this (0 = unscaled, as
     # in indexes made before it; search.CONFIDENCE_WEIGHT for new ones).
     confidence_weight: float = 0.0
+    # What the document-side vectors were computed in (fp32 on a CPU, bf16 / fp16 on a GPU);
+    # indexes made before it read as fp32. Queries may run in another (Retriever.open).
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ encodes at once (``TransformerEncoder.detect_encode``) is in ``models.joint``.""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -15,8 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ner_retriever.choices import COMPONENTS
 from ner_retriever.errors import ConfigError
+from ner_retriever.models.hooks import Stop as _Stop
+from ner_retriever.models.hooks import component_module as _component_module
+from ner_retriever.models.hooks import transformer_blocks
 from ner_retriever.models.joint import PROBE_TEXT, JointPass, resume_block
 from ner_retriever.models.loading import DEFAULT_MODEL, load_model
+from ner_retriever.models.quantize import check_precision
+from ner_retriever.models.query import QueryPass
 from ner_retriever.models.windows import detect_pieces, first_window, last_tokens, tokenize
 
 Component = Literal["query", "key", "value", "hidden"]
@@ -66,52 +71,13 @@ class Encoder(Protocol):
 
 
 
-class _Stop(Exception):
-    """Raised from a hook once every requested activation is captured: skips the rest."""
-
-
-def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The list of transformer blocks, for the architecture families we know."""
-    for path in ("layers", "h", "encoder.layer", "model.layers", "language_model.layers",
-                 "transformer.h", "decoder.layers", "model.decoder.layers"):
-        obj = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.nn.ModuleList):
-            return obj
-    raise ConfigError(f"model type {type(model).__name__!r}: cannot find its transformer blocks")
-
-
-def _component_module(block: torch.nn.Module, component: str) -> tuple[torch.nn.Module, int | None]:
-    """Return the module whose output is the component, and the slot if it packs q/k/v (GPT-2)."""
-    if component == "hidden":
-        return block, None
-    names = {"query": ("q_proj", "query"), "key": ("k_proj", "key"), "value": ("v_proj", "value")}
-    for attn_name in ("self_attn", "attention.self", "attn", "self_attention"):
-        attn = block
-        for part in attn_name.split("."):
-            attn = getattr(attn, part, None)
-            if attn is None:
-                break
-        if attn is None:
-            continue
-        for name in names[component]:
-            module = getattr(attn, name, None)
-            if isinstance(module, torch.nn.Module):
-                return module, None
-        packed = getattr(attn, "c_attn", None)
-        if packed is not None:
-            return packed, COMPONENTS.index(component)
-    raise ConfigError(f"block type {type(block).__name__!r} has no {component!r} projection")
-
-
 class TransformerEncoder:
     """Encoder over any Hugging Face model (causal LM or bidirectional encoder)."""
 
     def __init__(self, config: EncoderConfig | None = None, model=None, tokenizer=None,
-                 device: str | None = None):
+                 device: str | None = None, query_precision: str = "fp32"):
+        """``query_precision``: how queries run (``models.query``): fp32, int8, or auto (int8
+        where a probe on first use measures it faster); documents always run at ``precision``."""
         config = config or EncoderConfig()
         if model is None:
             model, tokenizer = load_model(config.model)
@@ -138,6 +104,26 @@ class TransformerEncoder:
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.dim = int(self._probe_dim())
         self.causal = self._probe_causal()
+        self._query_precision = check_precision(query_precision)
+        self._query_pass: QueryPass | None = None
+
+    @property
+    def precision(self) -> str:
+        """What document vectors are computed in: fp32 on a CPU, bf16 / fp16 on a GPU."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.").replace(
+            "float32", "fp32").replace("bfloat16", "bf16").replace("float16", "fp16")
+
+    @property
+    def query_pass(self) -> QueryPass:
+        """The query side (built on first use: the int8 probe runs then)."""
+        if self._query_pass is None:
+            self._query_pass = QueryPass(self, self._query_precision)
+        return self._query_pass
+
+    def set_query_precision(self, precision: str) -> None:
+        """fp32 / int8 / auto for the queries embedded from now on."""
+        if check_precision(precision) != self._query_precision:
+            self._query_precision, self._query_pass = precision, None
 
     # -- tokenisation --------------------------------------------------------------------------
     def _special_tokens(self, prepend_bos: bool) -> tuple[list[int], list[int]]:
@@ -300,17 +286,10 @@ class TransformerEncoder:
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 16) -> np.ndarray:
         """A type description is embedded like a mention spanning the whole (templated) text."""
-        texts, spans = [], []
-        for q in queries:
-            q = q.strip()
-            if not q:
-                raise ConfigError("query is empty")
-            template = self.config.query_template
-            start = template.index("{}")  # not text.index(q): "men" is inside "mentions"
-            text = template.replace("{}", q, 1)
-            texts.append(text)
-            spans.append([(start, start + len(q))])
-        return np.stack([v[0] for v in self.encode_spans(texts, spans, batch_size)])
+        stripped = [q.strip() for q in queries]
+        if not all(stripped):
+            raise ConfigError("query is empty")
+        return self.query_pass.encode(stripped, batch_size)
 
     def _check_targets(self, targets: Sequence[tuple[int, str]]) -> None:
         """Refuse a (block, component) pair this model does not have."""

@@ -115,16 +115,21 @@ class Retriever:
             dense=None if dense is None else {"model": dense_model,
                                               "max_length": dense.max_length, "dim": dense.dim},
             names={"model": dense_model, "dim": dense.dim} if dense and names else None,
-            confidence_weight=confidence_weight)
+            confidence_weight=confidence_weight, precision=getattr(encoder, "precision", "fp32"))
         if head is not None:  # before the catalog (the commit point): a crash leaves no index
             head.save(Path(path) / HEAD_DIR)
         index = Index.create(path, config)
         return cls(index, encoder, detector, head, dense)
 
     @classmethod
-    def open(cls, path: str | Path, writable: bool = False,
-             encoder: Encoder | None = None) -> Retriever:
-        """Reopen an index with the encoder, head and detector it was built with."""
+    def open(cls, path: str | Path, writable: bool = False, encoder: Encoder | None = None,
+             precision: str | None = None) -> Retriever:
+        """Reopen an index with the encoder, head and detector it was built with.
+
+        ``precision``: how queries run (fp32, int8, or auto = int8 where a probe measures it
+        faster; ``models.query``). None: auto for an encoder built here on a hybrid index
+        (int8 queries cost no R-Precision there, docs/PERFORMANCE.md), fp32 on a mention-only
+        one; a given ``encoder`` keeps its own unless ``precision`` is given."""
         config = Index.read_config(path)
         expected = EncoderConfig(**config.encoder.settings())
         if encoder is not None and encoder.config.identity() != expected.identity():
@@ -140,7 +145,11 @@ class Retriever:
             if any(now.get(key) != value for key, value in config.head.model_dump().items()):
                 raise ConfigError(f"index {path}: head settings differ from the recorded ones: "
                                   f"{Path(path) / HEAD_DIR / 'head.json'}")
-        encoder = encoder or TransformerEncoder(expected)
+        if encoder is None:
+            auto = "auto" if config.dense is not None else "fp32"
+            encoder = TransformerEncoder(expected, query_precision=precision or auto)
+        elif precision is not None:
+            encoder.set_query_precision(precision)
         return cls(Index.open(path, writable=writable), encoder, config.detector, head)
 
     @classmethod

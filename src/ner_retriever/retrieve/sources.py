@@ -65,9 +65,10 @@ class IndexSource:
             return self._exact_ranking(query, k, per_doc, allowed)
         doc_keys, overfetch = index.row_doc_keys, OVERFETCH
         if allowed is not None:
-            def doc_keys(rows: np.ndarray) -> np.ndarray:  # rows of other documents: padding
+            def only_allowed(rows: np.ndarray) -> np.ndarray:  # other documents' rows: padding
                 keys = index.row_doc_keys(rows)
                 return np.where(in_sorted(keys, allowed), keys, -1)
+            doc_keys = only_allowed
             overfetch = OVERFETCH * max(1, -(-self._document_count() // len(allowed)))
         return top_documents(lambda n: tuple(a[0] for a in index.search(query[None], n)),
                              doc_keys, k, index.ntotal, per_doc, overfetch)
