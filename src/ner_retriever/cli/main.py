@@ -12,13 +12,14 @@ import sys
 
 import typer
 
-from ner_retriever.cli import index, search, serve, train
+from ner_retriever.cli import index, maintenance, search, serve, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Zero-shot named entity retrieval: find documents by entity type.")
 
 for command in (index.index, index.detect, search.search, index.info, index.demo, train.train,
-                train.evaluate, train.probe, serve.serve):
+                train.evaluate, train.probe, serve.serve, maintenance.delete,
+                maintenance.compact):
     app.command()(command)
 app.command("train-detector")(train.train_detector)
 
