@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from ner_retriever import __version__
 from ner_retriever.errors import ConfigError
 from ner_retriever.retrieve.retriever import Retriever
-from ner_retriever.serve import routes
+from ner_retriever.serve import deletes, routes
 from ner_retriever.serve.http import SecurityHeaders
 from ner_retriever.serve.service import SearchService
 from ner_retriever.serve.settings import ServeSettings
@@ -52,13 +52,14 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
     app.add_middleware(SecurityHeaders)
     if settings.cors_origins:  # off unless asked for
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST"],
+                           allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
     routes.register_error_handlers(app)
     routes.register_page(app, Path(str(resources.files("ner_retriever") / "static")))
     routes.register_service_routes(app, service)
     routes.register_search(app, service, settings)
     routes.register_documents(app, service)
+    deletes.register_deletes(app, service, settings)
     routes.register_writes(app, service, settings)
     routes.install_openapi(app)
     return app

@@ -132,3 +132,9 @@ class SearchService:
             total = self.count()
         return {"added": stats.documents, "skipped": stats.skipped, "mentions": stats.mentions,
                 "seconds": round(stats.seconds, 3), "documents": total}
+
+    def delete(self, doc_id: str) -> tuple[bool, int]:
+        """Delete one document: (whether the index held it, documents left)."""
+        with self._write_lock:
+            stats = self.retriever.delete([doc_id])
+            return stats.deleted == 1, self.count()
