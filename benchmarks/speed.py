@@ -60,7 +60,7 @@ with Retriever.create(path) as r:
     r.add(docs[:WARM]); timers.clear() if timers else None  # models loaded, first pass paid
     start = time.perf_counter(); r.add(docs[WARM:]); seconds = time.perf_counter() - start
 print(json.dumps({"docs_per_s": (len(docs) - WARM) / seconds, "seconds": seconds,
-                  "stages": dict(timers)}))
+                  "stages_s": {k: sum(v) / 1e3 for k, v in timers.items()}}))
 '''.replace("WARM", str(WARM_UP_DOCS))
 
 
@@ -76,31 +76,19 @@ def corpus(n: int) -> list[str]:
     return list(seen)
 
 
-def instrument() -> dict[str, float]:
-    """Wrap each indexing stage with a timer (this checkout only): seconds per stage."""
+def instrument() -> dict[str, list[float]]:
+    """Wrap each indexing stage with a timer (this checkout only): milliseconds per call."""
     from ner_retriever import pipeline
     from ner_retriever.detect.learned import LearnedDetector
     from ner_retriever.detect.spacy import SpacyDetector
     from ner_retriever.models.dense import DenseEncoder
-    timers: dict[str, float] = {}
-
-    def timed(owner, name, stage):
-        inner = getattr(owner, name)
-
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                timers[stage] = timers.get(stage, 0.0) + time.perf_counter() - start
-        setattr(owner, name, wrapper)
-
-    timed(SpacyDetector, "detect", "detect (spaCy)")
-    timed(LearnedDetector, "detect_and_encode", "LM + learned tagger (joint pass)")
-    timed(pipeline.BatchEmbedder, "_names", "MiniLM names")
-    timed(DenseEncoder, "encode", "MiniLM (documents + names)")
-    timed(pipeline, "per_document", "head")
-    timed(pipeline, "commit", "commit")
+    timers: dict[str, list[float]] = {}
+    timed(SpacyDetector, "detect", "detect (spaCy)", timers)
+    timed(LearnedDetector, "detect_and_encode", "LM + learned tagger (joint pass)", timers)
+    timed(pipeline.BatchEmbedder, "_names", "MiniLM names", timers)
+    timed(DenseEncoder, "encode", "MiniLM (documents + names)", timers)
+    timed(pipeline, "per_document", "head", timers)
+    timed(pipeline, "commit", "commit", timers)
     return timers
 
 
@@ -163,8 +151,14 @@ def replicate(source: Path, target: Path, n_docs: int) -> None:
 def latency(path: Path, queries: list[str], precision: str) -> dict:
     """p50 / p95 (ms) of in-process searches, each with a description new to the process."""
     from ner_retriever import Retriever
+    from ner_retriever.retrieve import retriever as facade
     with Retriever.open(path, precision=precision) as r:
         r.search("warm up entity", k=10)  # models loaded, the int8 probe paid
+        stages: dict[str, list[float]] = {}
+        timed(r, "embed_queries", "LM query + head", stages)
+        timed(r.dense, "encode", "MiniLM query", stages)
+        timed(facade, "hybrid_rank", "ranking (2 passes)", stages)
+        timed(r, "_results", "catalog reads", stages)
         times = []
         for q in queries:
             start = time.perf_counter()
@@ -173,7 +167,22 @@ def latency(path: Path, queries: list[str], precision: str) -> dict:
         chosen = r.encoder.query_pass.precision
     times.sort()
     return {"p50_ms": round(statistics.median(times), 1),
-            "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1), "precision": chosen}
+            "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1), "precision": chosen,
+            "stage_p50_ms": {k: round(statistics.median(v), 1) for k, v in stages.items()}}
+
+
+def timed(owner, name: str, stage: str, into: dict[str, list[float]]) -> None:
+    """Replace ``owner.name`` by a wrapper that appends each call's milliseconds to
+    ``into[stage]``."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            into.setdefault(stage, []).append(1e3 * (time.perf_counter() - start))
+    setattr(owner, name, wrapper)
 
 
 def cli_wall(path: Path) -> float:
@@ -189,8 +198,16 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--out", type=Path, default=Path("/tmp/ner-retriever-speed"))
+    parser.add_argument("--latency-only", action="store_true",
+                        help="skip indexing: reuse the index an earlier run left in --out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if not args.latency_only:
+        indexing(args)
+    latencies(args)
+
+
+def indexing(args: argparse.Namespace) -> None:
     texts = corpus(args.docs)
     texts_file = args.out / "texts.json"
     texts_file.write_text(json.dumps(texts))
@@ -204,6 +221,9 @@ def main() -> None:
         report["speed-up"] = this["docs_per_s"] / other["docs_per_s"]
     report["dense_minilm_docs_per_s"] = dense_rate(texts)
     print(json.dumps(report, indent=1), flush=True)
+
+
+def latencies(args: argparse.Namespace) -> None:
     queries = iter(f"{adjective} {kind}" for adjective in ADJECTIVES for kind in KINDS)
     sizes = [int(s) for s in args.sizes.split(",")]
     for size in sizes:

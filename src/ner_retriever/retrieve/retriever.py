@@ -36,6 +36,7 @@ from ner_retriever.retrieve.info import index_info
 from ner_retriever.retrieve.pooling import DocumentHits
 from ner_retriever.retrieve.snippets import snippet
 from ner_retriever.retrieve.sources import IndexSource
+from ner_retriever.retrieve.threads import ranking_threads
 from ner_retriever.types import Document, MentionHit, SearchResult
 
 HEAD_DIR = "head"
@@ -254,7 +255,7 @@ class Retriever:
         check_feedback(feedback)
         dim = self.index.config.dim
         mention, dense = vector[:dim], (vector[dim:] if len(vector) > dim else None)
-        with self.index.lock:
+        with self.index.lock, ranking_threads():  # retrieve/threads.py: why one BLAS thread
             if dense is None:
                 return self._results(self.source.mention_ranking(mention, k, per_doc))
             cfg = FusionConfig(weight=weight, feedback_docs=feedback)
