@@ -114,8 +114,10 @@ class IndexConfig(BaseModel):
     # in indexes made before it; search.CONFIDENCE_WEIGHT for new ones).
     confidence_weight: float = 0.0
     # What the document-side vectors were computed in (fp32 on a CPU, bf16 / fp16 on a GPU);
-    # indexes made before it read as fp32. Queries may run in another (Retriever.open).
-    precision: str = "fp32"
+    # absent = fp32 (indexes made before it; written only when not fp32, so their config.json
+    # stays byte for byte). Queries may run in another precision (Retriever.open).
+    precision: Literal["fp32", "bf16", "fp16"] = Field(default="fp32",
+                                                       exclude_if=lambda v: v == "fp32")
 
 
 @dataclass(frozen=True, slots=True)
