@@ -197,7 +197,7 @@ def test_mention_names_are_stored_per_document_and_follow_updates(tmp_path, retr
     """A hybrid index stores each mention's text embedded alone (float16, per document, in
     mention order); an update replaces them; an index without names refuses them."""
     index = retriever.index
-    assert index.config.names == {"model": "minilm-l6", "dim": 384}
+    assert index.config.names.model_dump() == {"model": "minilm-l6", "dim": 384}
     keys, live, _ = index.doc_vectors
     rows, doc_index, _ = index.document_mentions(keys.tolist())
     name_index, names = index.document_names(keys.tolist())
