@@ -116,8 +116,10 @@ def _batches(train: MentionSet, cfg, types, pools, rng) -> _Batches:
     return _Batches(types, pools, near, p, k, cfg.hard_type_fraction, rng)
 
 
-def _epoch(head, opt, batches: _Batches, x_all, q_raw, cfg, steps: int, bar) -> float:
-    """One epoch of ``steps`` optimiser steps; the mean loss."""
+def _epoch(head, opt, batches: _Batches, x_all, q_raw, cfg, steps: int, bar,
+           x_neg=None) -> float:
+    """One epoch of ``steps`` optimiser steps; the mean loss. ``x_neg``: raw vectors of spans
+    that are no mention (``cfg.negatives_per_batch`` of them drawn per step)."""
     import torch
 
     head.train()
@@ -128,7 +130,12 @@ def _epoch(head, opt, batches: _Batches, x_all, q_raw, cfg, steps: int, bar) -> 
         h = head(x_all[idx])
         # one randomly chosen description per type for this step
         q = head(torch.stack([qr[batches.rng.integers(len(qr))] for qr in q_raw]), queries=True)
-        loss = contrastive_loss(cfg, h, q, lab, torch.from_numpy(np.asarray(chosen)))
+        neg = None
+        if x_neg is not None and cfg.negatives_per_batch:
+            rows = batches.rng.choice(len(x_neg), size=cfg.negatives_per_batch,
+                                      replace=len(x_neg) < cfg.negatives_per_batch)
+            neg = head(x_neg[rows])
+        loss = contrastive_loss(cfg, h, q, lab, torch.from_numpy(np.asarray(chosen)), neg)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -185,9 +192,10 @@ def _score_epoch(head, epoch: int, loss: float, validate, monitors) -> dict:
 
 def fit_head(train: MentionSet, description_vectors: dict[str, np.ndarray], cfg,
              types: list[str], val_types: list[str], epochs: int, mode: str, head_meta, monitors,
-             progress: bool, log):
+             progress: bool, log, negatives: np.ndarray | None = None):
     """Train one head on ``types``. ``mode``: "best" keeps the best epoch on ``val_types`` with
     early stopping, "curve" runs every epoch (for cross-validation), "last" keeps the last.
+    ``negatives``: raw vectors of detected spans that are no mention, extra negatives.
     Returns ``(head, history, best_epoch, best_val, initial_val)``."""
     import torch
 
@@ -212,7 +220,9 @@ def fit_head(train: MentionSet, description_vectors: dict[str, np.ndarray], cfg,
     for epoch in range(1, epochs + 1):
         bar = progress_bar(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step",
                            disable=not progress, leave=False)
-        loss = _epoch(head, opt, batches, x_all, q_raw, cfg, steps, bar)
+        loss = _epoch(head, opt, batches, x_all, q_raw, cfg, steps, bar,
+                      None if negatives is None or not len(negatives)
+                      else torch.from_numpy(np.asarray(negatives, np.float32)))
         row = _score_epoch(head, epoch, loss, validate, monitors)
         history.append(row)
         log(json.dumps(row))

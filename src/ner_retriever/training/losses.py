@@ -7,33 +7,44 @@ SELF_LOGIT_PENALTY = 1e4  # subtracted from a mention's logit with itself: never
 FAR = 1e4  # a distance beyond any cosine distance, masking pairs out of a max/min
 
 
-def contrastive_loss(cfg, h, q, lab, chosen):
+def _pad(mask, n: int, value: float):
+    """``mask`` with ``n`` extra columns of ``value`` (the negative spans' columns)."""
+    import torch
+
+    return torch.cat([mask, torch.full((len(mask), n), value)], dim=1) if n else mask
+
+
+def contrastive_loss(cfg, h, q, lab, chosen, neg=None):
     """InfoNCE (or batch-hard triplet) over mention<->mention and description<->mention pairs.
 
     ``cfg`` is a :class:`~ner_retriever.training.train.TrainConfig`; ``h``: projected mentions
     (B, d) with type index ``lab``; ``q``: one projected description per training type (T, d);
-    ``chosen``: the type indices present in the batch."""
+    ``chosen``: the type indices present in the batch; ``neg``: projected spans that are no
+    mention of any type (detected false positives, N x d), a negative for every anchor and
+    query, so a type query learns to rank them below its type's mentions."""
     import torch
 
-    same = (lab[:, None] == lab[None, :]).float()
-    eye = torch.eye(len(lab))
-    pos_q = (chosen[:, None] == lab[None, :]).float()  # batch types x mentions
+    n_neg = 0 if neg is None else len(neg)
+    keys = h if not n_neg else torch.cat([h, neg])
+    same = _pad((lab[:, None] == lab[None, :]).float(), n_neg, 0.0)
+    eye = _pad(torch.eye(len(lab)), n_neg, 0.0)
+    pos_q = _pad((chosen[:, None] == lab[None, :]).float(), n_neg, 0.0)  # types x keys
     loss = torch.zeros(())
     if cfg.loss == "infonce":
         if cfg.mention_weight:
-            logits = (h @ h.T) / cfg.temperature - eye * SELF_LOGIT_PENALTY
+            logits = (h @ keys.T) / cfg.temperature - eye * SELF_LOGIT_PENALTY
             loss = loss + cfg.mention_weight * supcon(logits, same - eye)
         if cfg.description_weight:
-            to_mentions = supcon((q[chosen] @ h.T) / cfg.temperature, pos_q)
+            to_mentions = supcon((q[chosen] @ keys.T) / cfg.temperature, pos_q)
             to_types = torch.nn.functional.cross_entropy((h @ q.T) / cfg.temperature, lab)
             loss = loss + cfg.description_weight * (to_mentions + to_types)
         return loss
     if cfg.mention_weight:
-        loss = loss + cfg.mention_weight * triplet(h @ h.T, same - eye, 1 - same, cfg.margin)
+        loss = loss + cfg.mention_weight * triplet(h @ keys.T, same - eye, 1 - same, cfg.margin)
     if cfg.description_weight:
         onehot = torch.nn.functional.one_hot(lab, len(q)).float()
         loss = loss + cfg.description_weight * (
-            triplet(q[chosen] @ h.T, pos_q, 1 - pos_q, cfg.margin)
+            triplet(q[chosen] @ keys.T, pos_q, 1 - pos_q, cfg.margin)
             + triplet(h @ q.T, onehot, 1 - onehot, cfg.margin))
     return loss
 

@@ -66,6 +66,7 @@ class TrainConfig:
     cv_folds: int = 5  # > 1: epoch count by cross-validation over types, then train on all types
     seed: int = 0
     steps_per_epoch: int | None = 10  # None: one pass over the training mentions
+    negatives_per_batch: int = 64  # detected non-mention spans per step (when given)
 
 
 @dataclass
@@ -112,7 +113,8 @@ def usable_types(train: MentionSet, description_vectors: dict[str, np.ndarray],
 def train_head(train: MentionSet, description_vectors: dict[str, np.ndarray],
                config: TrainConfig | None = None, head_meta: dict | None = None,
                monitors: dict[str, tuple[MentionSet, dict[str, np.ndarray]]] | None = None,
-               progress: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
+               progress: bool = True, log: Callable[[str], None] | None = None,
+               negatives: np.ndarray | None = None) -> TrainResult:
     """Train a head on frozen vectors; select the epoch by macro R-Precision on held-out types.
 
     ``description_vectors[type]`` holds the raw vectors of one or more descriptions (first =
@@ -120,14 +122,16 @@ def train_head(train: MentionSet, description_vectors: dict[str, np.ndarray],
     trained with each fold held out, the per-epoch validation curves are averaged (epoch 0 =
     the initial head) and a final head is trained on all types for the best epoch count;
     otherwise one split (``val_types`` / ``val_fraction``) with early stopping. ``monitors`` are
-    extra ``(mentions, queries)`` sets scored after each epoch for reporting only."""
+    extra ``(mentions, queries)`` sets scored after each epoch for reporting only;
+    ``negatives``: raw vectors of detected spans that match no gold mention
+    (:mod:`ner_retriever.training.negatives`), negatives for every type."""
     cfg = config or TrainConfig()
     _check_loss(cfg)
     log = log or (lambda _msg: None)
     usable = usable_types(train, description_vectors, cfg)
     fit = lambda types, val, epochs, mode: fit_head(  # noqa: E731
         train, description_vectors, cfg, types, val, epochs, mode, head_meta, monitors,
-        progress, log)
+        progress, log, negatives)
     if cfg.cv_folds > 1 and cfg.val_types is None:
         return _cross_validated(usable, cfg, fit, log)
     return _held_out(usable, cfg, fit, log)
