@@ -43,6 +43,8 @@ def search(
     feedback: Annotated[Optional[int], typer.Option(min=0, help="hybrid: rank again with the queries moved toward the first ranking's top N documents (0: off; default 20)")] = None,
     as_json: JsonOption = False,
     precision: Annotated[Optional[str], typer.Option(help="query pass: fp32, int8, or auto (int8 where a start-up probe measures it faster; the default on hybrid indexes)")] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", help="metadata filter, repeatable (all must hold): field=value, field>=n, field<=n")] = None,
+    must: Annotated[Optional[str], typer.Option("--must", help="only documents whose text contains this word or phrase (case-insensitive)")] = None,
 ) -> None:
     """Rank the indexed documents by how well their mentions match an entity type."""
     from ner_retriever.config import FEEDBACK_DOCS
@@ -51,7 +53,8 @@ def search(
     quiet_transformers()
     with Retriever.open(index_dir, precision=precision) as retriever:
         results = retriever.search(query, k=k, mode=mode.value,
-                                   feedback=FEEDBACK_DOCS if feedback is None else feedback)
+                                   feedback=FEEDBACK_DOCS if feedback is None else feedback,
+                                   where=where, must=must)
     if as_json:
         print(json.dumps({"query": query, "results": [r.to_dict() for r in results]},
                          ensure_ascii=False))

@@ -31,6 +31,7 @@ from ner_retriever.models.head import ProjectionHead, describe, to_index_space
 from ner_retriever.models.shipped import resolve_head
 from ner_retriever.pipeline import AddStats, BatchEmbedder, add_documents
 from ner_retriever.retrieve.appending import check_append_settings
+from ner_retriever.retrieve.filtering import Filterer, SearchFilter
 from ner_retriever.retrieve.fusion import Queries, hybrid_rank
 from ner_retriever.retrieve.info import index_info
 from ner_retriever.retrieve.pooling import DocumentHits
@@ -52,6 +53,7 @@ class Retriever:
         self._detector = detector  # or the config of an opened index's: built when first needed
         self._dense = dense
         self.source = IndexSource(index)
+        self._filterer = Filterer(index)
 
     @property
     def detector(self) -> Detector:
@@ -225,41 +227,49 @@ class Retriever:
         return self.index.compact()
 
     def search(self, query: str, k: int = 10, per_doc: int = 3, mode: SearchMode = "auto",
-               weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS
+               weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS,
+               where: str | Sequence[str] | None = None, must: str | None = None
                ) -> list[SearchResult]:
         """Top ``k`` documents for an entity type. ``mode="auto"`` fuses mention and document
         scores on a hybrid index (the score is then in standard units) and ranks by the best
         mention's cosine otherwise (scaled by the mention's confidence, see ``create``);
         ``"mentions"`` forces the pure mention ranking. A hybrid
         ranking runs twice, the second time with queries moved toward the best vectors of the
-        first one's top ``feedback`` documents (0: once, without feedback)."""
-        return self.search_batch([query], k, per_doc, mode, weight, feedback)[0]
+        first one's top ``feedback`` documents (0: once, without feedback).
+
+        ``where`` (``"field=value"``, ``"field>=n"``, ``"field<=n"``; a list: all must hold)
+        and ``must`` (a word or phrase the text contains, case-insensitive) restrict the
+        documents inside the ranking: ``k`` results whenever ``k`` documents pass."""
+        return self.search_batch([query], k, per_doc, mode, weight, feedback, where, must)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, per_doc: int = 3,
                      mode: SearchMode = "auto", weight: float = HYBRID_WEIGHT,
-                     feedback: int = FEEDBACK_DOCS) -> list[list[SearchResult]]:
+                     feedback: int = FEEDBACK_DOCS, where: str | Sequence[str] | None = None,
+                     must: str | None = None) -> list[list[SearchResult]]:
         for q in queries:
             if not q or not q.strip():
                 raise ConfigError("query is empty")
-        check_k(k)  # both before the language model runs
+        check_k(k)  # all before the language model runs
         check_feedback(feedback)
+        flt = SearchFilter.of(where, must)
         vectors = self.embed_search_queries(queries, mode)
-        return [self.search_vector(v, k, per_doc, weight, feedback) for v in vectors]
+        return [self.search_vector(v, k, per_doc, weight, feedback, flt) for v in vectors]
 
     def search_vector(self, vector: np.ndarray, k: int = 10, per_doc: int = 3,
-                      weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS
-                      ) -> list[SearchResult]:
+                      weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS,
+                      where: SearchFilter | None = None) -> list[SearchResult]:
         """Search with a row of :meth:`embed_search_queries` (hybrid when it carries the
-        dense part)."""
+        dense part), among the documents passing ``where`` (:class:`SearchFilter`)."""
         check_k(k)
         check_feedback(feedback)
         dim = self.index.config.dim
         mention, dense = vector[:dim], (vector[dim:] if len(vector) > dim else None)
         with self.index.lock, ranking_threads():  # retrieve/threads.py: why one BLAS thread
+            allowed = self._filterer.allowed(where or SearchFilter())
             if dense is None:
-                return self._results(self.source.mention_ranking(mention, k, per_doc))
+                return self._results(self.source.mention_ranking(mention, k, per_doc, allowed))
             cfg = FusionConfig(weight=weight, feedback_docs=feedback)
-            ranked = hybrid_rank(self.source, Queries(mention, dense, dense), k, cfg)
+            ranked = hybrid_rank(self.source, Queries(mention, dense, dense), k, cfg, allowed)
             return self._results(ranked.top(k, per_doc))
 
     def _hybrid(self, mode: SearchMode) -> bool:
