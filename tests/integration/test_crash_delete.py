@@ -26,6 +26,7 @@ CHILD = textwrap.dedent("""
     import sys
     from ner_retriever.indexes.index import Index
     with Index.open(sys.argv[1], writable=True) as index:
+        print("ready", flush=True)  # the parent's random kill time counts from here
         for b in range(0, int(sys.argv[2]), int(sys.argv[3])):
             index.delete([f"d{i}" for i in range(b, b + int(sys.argv[3]))])
             index.compact()
@@ -42,8 +43,9 @@ def test_sigkill_during_delete_and_compaction_leaves_old_or_new_state(tmp_path):
         path = tmp_path / f"trial-{trial}"
         shutil.copytree(source, path)
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(N_DOCS),
-                                  str(BATCH)], cwd=ROOT)
-        time.sleep(rng.uniform(1.0, 4.0))  # interpreter start-up is about 1-2 s
+                                  str(BATCH)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"  # start-up time varies with load
+        time.sleep(rng.uniform(0.0, 1.0))
         child.send_signal(signal.SIGKILL)
         child.wait()
         with Index.open(path) as index:
