@@ -108,11 +108,9 @@ def seen_count(head: str, types: list[str]) -> int | None:
 
 def detector_texts(data: Path, sample: int | None) -> set[str]:
     """Sentences train-detector samples at ``--max-sentences sample`` from DETECTOR_FILES."""
-    from ner_retriever.training.detector import TrainDetectorConfig, _load_training_docs
+    from ner_retriever.training.detector import training_sentences
 
-    docs, *_ = _load_training_docs([data / f for f in DETECTOR_FILES],
-                                   TrainDetectorConfig(max_sentences=sample), allow_eval=False)
-    return {d.text for d in docs}
+    return training_sentences([data / f for f in DETECTOR_FILES], sample)
 
 
 def subset(es: EvalSet, types: list[str]) -> EvalSet:

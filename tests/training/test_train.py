@@ -248,3 +248,69 @@ def test_cli_train_reports_bad_input(tmp_path):
     assert "no such file" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["train", "--help"])
     assert result.exit_code == 0 and "--val-types" in result.output
+
+
+@pytest.mark.slow
+def test_train_with_detected_negatives(smol_encoder, bio_file, tmp_path, monkeypatch, one_thread):
+    """``run_training(negatives="default")`` (``train --negatives default``): the default
+    detector's non-mention spans on the same sample enter the loss, their count is recorded in
+    training.json, the loss goes down and the head reloads bit-exact."""
+    from ner_retriever.training.train import run_training, training_negatives
+
+    monkeypatch.setenv("NER_RETRIEVER_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(epochs=5, batch_size=24, types_per_batch=4, steps_per_epoch=6, lr=1e-3,
+                      temperature=0.1, val_fraction=0, cv_folds=0, seed=3, negatives_per_batch=8)
+    summary = run_training([bio_file], tmp_path / "head", encoder=smol_encoder, config=cfg,
+                           max_sentences=12, negatives="default", progress=False)
+    neg = summary["negatives"]
+    assert neg["detector"] == "learned+spacy" and neg["partial"] is False
+    (row,) = neg["files"]
+    assert row["sample"] == 12 and row["sentences"] == 12 and row["left_out"] == 0
+    assert neg["count"] == row["negatives"] == row["none"] > 0
+    assert row["spans"] == row["exact"] + row["partial"] + row["none"]
+    saved = json.loads((tmp_path / "head" / "training.json").read_text())
+    assert saved["negatives"] == neg and saved["config"]["negatives_per_batch"] == 8
+    losses = [h["loss"] for h in summary["history"]]
+    assert losses[-1] < losses[0], losses
+
+    with_partial = run_training([bio_file], tmp_path / "partial", encoder=smol_encoder,
+                                config=cfg, max_sentences=12, negatives="default",
+                                negatives_partial=True, progress=False)["negatives"]
+    assert with_partial["count"] == row["none"] + row["partial"]
+    plain = run_training([bio_file], tmp_path / "plain", encoder=smol_encoder, config=cfg,
+                         max_sentences=12, progress=False)
+    assert plain["negatives"] is None
+    assert [h["loss"] for h in plain["history"]] != losses  # the negatives enter the loss
+
+    # the same head trained in memory (seeded, cached vectors) equals the saved one bit for bit
+    ms = extract_mentions(bio_file, smol_encoder, max_sentences=12, progress=False)
+    vectors, _ = training_negatives([bio_file], [12], smol_encoder, "default", False, 0,
+                                    lambda _m: None)
+    assert len(vectors) == neg["count"]
+    desc = encode_descriptions(smol_encoder, load_descriptions(None, ms.types))
+    direct = train_head(ms, desc, cfg, progress=False, negatives=vectors).head
+    loaded = ProjectionHead.load(tmp_path / "head")
+    a, b = direct.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(loaded.project(ms.vectors), direct.project(ms.vectors))
+    assert np.array_equal(loaded.project(vectors), direct.project(vectors))
+
+
+def test_detector_training_sentences_left_out(bio_file, tmp_path):
+    """The sentences a learned detector's record says it sampled from a training file are what
+    training negatives leave out (the rule validation.py --detector-samples applies)."""
+    from ner_retriever.io.corpus import read_conll
+    from ner_retriever.training.detector import training_sentences
+    from ner_retriever.training.negatives import detector_training_texts
+
+    folder = tmp_path / "det"
+    folder.mkdir()
+    (folder / "detector.json").write_text(json.dumps({"training": {
+        "files": [bio_file.name, "other.conll"], "options": {"max_sentences": 5, "seed": 0}}}))
+    texts = detector_training_texts([bio_file], f"learned:{folder}+spacy")
+    assert len(texts) == 5 and texts == training_sentences([bio_file], 5, 0)
+    assert texts <= {d.text for d in read_conll(bio_file)}
+    assert detector_training_texts([bio_file], "spacy") == set()
+    other = tmp_path / "elsewhere.bio"
+    other.write_text(bio_file.read_text())
+    assert detector_training_texts([other], f"learned:{folder}") == set()  # not its file

@@ -42,6 +42,9 @@ def train(
     patience: Annotated[int, typer.Option(help="epochs without improvement before stopping")] = 5,
     refit: Annotated[bool, typer.Option(help="retrain on all types for the selected epoch count")] = False,
     seed: Annotated[int, typer.Option(help="seed for sampling, type split and training")] = 0,
+    negatives: Annotated[Optional[str], typer.Option(help=f"detector ('default' = {DEFAULT_DETECTOR}) run on the same samples: its spans that match no gold mention are negatives for every type (sentences a learned detector was trained on are left out)")] = None,
+    negatives_partial: Annotated[bool, typer.Option("--negatives-partial", help="with --negatives: spans that only partly overlap a gold mention are negatives too")] = False,
+    negatives_per_batch: Annotated[int, typer.Option(min=0, help="with --negatives: detected negatives drawn per step")] = 64,
 ) -> None:
     """Train a projection head contrastively on gold mentions (types disjoint from evaluation)."""
     from ner_retriever.training.train import TrainConfig, run_training
@@ -51,11 +54,17 @@ def train(
                          loss=loss, patience=patience, refit=refit, seed=seed,
                          val_fraction=val_fraction, val_types=val_types or None,
                          steps_per_epoch=steps_per_epoch or None,
-                         cv_folds=0 if val_types else cv_folds)
+                         cv_folds=0 if val_types else cv_folds,
+                         negatives_per_batch=negatives_per_batch)
+    if negatives_partial and not negatives:
+        raise ConfigError("--negatives-partial needs --negatives DETECTOR")
     summary = run_training(data, out_dir, model=model, block=layer, component=component.value,
                            descriptions=descriptions, max_sentences=max_sentences or None,
                            data_seed=seed, config=config, query_template=query_template,
-                           log=log)
+                           log=log, negatives=negatives, negatives_partial=negatives_partial)
+    if summary["negatives"]:
+        err.print(f"{summary['negatives']['count']} detected negatives "
+                  f"({summary['negatives']['detector']})")
     err.print(f"trained on {len(summary['train_types'])} types; selected epoch "
               f"{summary['best_epoch']}: held-out R-Precision "
               f"{summary['best_val_r_precision']:.3f} (initial head "

@@ -35,7 +35,7 @@ from ner_retriever.training.detector_fit import fit_head
 from ner_retriever.types import Document, Span
 
 __all__ = ["EVALUATION_FILES", "THRESHOLDS", "TrainDetectorConfig", "choose_threshold",
-           "default_feature_block", "train_detector"]
+           "default_feature_block", "train_detector", "training_sentences"]
 
 FEATURE_CACHE_VERSION = 1
 # Evaluation splits of the datasets in ../shared/data: never train on them.
@@ -108,6 +108,17 @@ def _load_training_docs(files: Sequence[Path], cfg: TrainDetectorConfig, allow_e
     if not docs:
         raise ConfigError("no training sentences")
     return docs, file_of, heldout, identity
+
+
+def training_sentences(files: Sequence[Path], max_sentences: int | None = 1000,
+                       seed: int = 0) -> set[str]:
+    """Texts of the sentences ``train-detector --max-sentences N --seed S`` samples from
+    ``files`` (its held-out share included): what to leave out of data the detector is then
+    run on. Each file's sample depends only on that file, so any subset of the training
+    files gives the same sentences of it."""
+    cfg = TrainDetectorConfig(max_sentences=max_sentences, seed=seed)
+    docs, *_ = _load_training_docs(files, cfg, allow_eval=True)
+    return {d.text for d in docs}
 
 
 def _cached_features(docs: Sequence[Document], encoder, features, key: dict, cache_root,

@@ -218,11 +218,16 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
                  max_sentences: int | Sequence[int | None] | None = None,
                  data_seed: int = 0, config: TrainConfig | None = None, progress: bool = True,
                  log: Callable[[str], None] | None = None, encoder=None,
-                 query_template: str | None = None) -> dict:
+                 query_template: str | None = None, negatives: str | None = None,
+                 negatives_partial: bool = False) -> dict:
     """Extract (cached) mention vectors from BIO files, train a head, save it to ``out``.
 
+    ``negatives``: a detector name (``default`` = ``DEFAULT_DETECTOR``) run on the same files
+    and samples; the spans it finds that match no gold mention (and partial overlaps, with
+    ``negatives_partial``) are negatives for every type (:func:`training_negatives`).
+
     Writes ``head.json`` + ``head.safetensors`` (loadable by ``ProjectionHead.load``) and
-    ``training.json`` (data, types, settings and per-epoch history)."""
+    ``training.json`` (data, types, settings, negatives and per-epoch history)."""
     cfg = config or TrainConfig()
     if not data:
         raise ConfigError("train: give at least one BIO/CoNLL training file")
@@ -240,11 +245,14 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
         raise CorpusError("holds no gold mentions", ", ".join(str(p) for p in data))
     desc = load_descriptions(descriptions, train.types)
     desc_vectors = encode_descriptions(encoder, desc)
+    neg_vectors, neg_summary = (None, None) if not negatives else training_negatives(
+        data, sizes, encoder, negatives, negatives_partial, data_seed, log or (lambda _m: None))
     ecfg = encoder.config
     result = train_head(train, desc_vectors, cfg, progress=progress, log=log,
                         head_meta={"model": ecfg.model, "block": ecfg.block,
                                    "component": ecfg.component,
-                                   "query_template": ecfg.query_template})
+                                   "query_template": ecfg.query_template},
+                        negatives=neg_vectors)
     out = Path(out)
     result.head.save(out)
     summary = {
@@ -253,7 +261,41 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
         "data_seed": data_seed,
         "encoder": ecfg.identity(), "descriptions": {t: desc[t] for t in
                                                      result.train_types + result.val_types},
-        "config": asdict(cfg), **result.summary(),
+        "config": asdict(cfg), "negatives": neg_summary, **result.summary(),
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
+
+
+def training_negatives(data: Sequence[str | Path], sizes: Sequence[int | None], encoder,
+                       detector: str, partial: bool, seed: int,
+                       log: Callable[[str], None]) -> tuple[np.ndarray, dict]:
+    """Raw vectors of the spans ``detector`` finds on each training file's sample (the one the
+    gold mentions come from) that match no gold mention, and what ``training.json`` records.
+
+    Sentences a learned member of the detector was trained on are left out (its spans there
+    are better than on new text); detection and vectors are cached as evaluation's are."""
+    from ner_retriever.detect.registry import DEFAULT_DETECTOR
+    from ner_retriever.io.cache import default_cache_root
+    from ner_retriever.training.negatives import detected_spans, detector_training_texts
+
+    name = DEFAULT_DETECTOR if detector.strip().lower() == "default" else detector
+    left_out = detector_training_texts(data, name)
+    cache_root = default_cache_root()
+    vectors, files = [], []
+    for path, n in zip(data, sizes):
+        found = detected_spans([path], encoder, name, sample=n, seed=seed,
+                               cache_root=cache_root, exclude_texts=left_out)
+        neg = found.negatives(partial=partial)
+        vectors.append(neg)
+        files.append({"file": str(path), "sample": n, "sentences": found.n_docs,
+                      "left_out": found.left_out, "spans": len(found.kinds),
+                      **found.counts(), "negatives": len(neg)})
+        log(f"negatives from {Path(path).name}: {len(neg)} of {len(found.kinds)} detected "
+            f"spans on {found.n_docs} sentences ({found.left_out} left out: the detector "
+            f"trained on them)")
+    stacked = np.concatenate(vectors).astype(np.float32) if vectors else \
+        np.zeros((0, encoder.dim), np.float32)
+    summary = {"detector": name, "partial": partial, "count": int(len(stacked)),
+               "files": files}
+    return stacked, summary
