@@ -47,12 +47,14 @@ class Mention:
 
 @dataclass(frozen=True, slots=True)
 class MentionHit:
-    """A mention that matched a query, with its similarity."""
+    """A mention that matched a query, with its similarity; ``query`` names the description
+    it matched when a search asks for several types."""
 
     start: int
     end: int
     text: str
     score: float
+    query: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,8 @@ class SearchResult:
             "doc_id": self.doc_id,
             "score": self.score,
             "mentions": [
-                {"start": m.start, "end": m.end, "text": m.text, "score": m.score}
+                {"start": m.start, "end": m.end, "text": m.text, "score": m.score,
+                 **({} if m.query is None else {"query": m.query})}
                 for m in self.mentions
             ],
             "snippet": self.snippet,

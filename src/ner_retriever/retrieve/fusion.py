@@ -24,6 +24,9 @@ from ner_retriever.errors import ConfigError
 from ner_retriever.retrieve.pooling import (DocumentHits, best_rows, document_max,
                                             document_softmax)
 
+# Exhaustive mode's first k; doubled while the k-th document still passes the cut-off.
+ALL_START = 100
+
 
 @dataclass(frozen=True)
 class Queries:
@@ -156,33 +159,46 @@ def feedback_from_best(query: np.ndarray, vectors: np.ndarray, doc_index: np.nda
 
 @dataclass
 class Candidates:
-    """Fused scores of the candidate documents, with what explains each match."""
+    """Fused scores of the candidate documents, with what explains each match.
+
+    ``row_fused`` is each mention's own fused score: the same sum as its document's, with the
+    mention's score in place of the document's pooled mention score and its own name score in
+    place of the document's best name, so a mention and a document pass one cut-off alike."""
 
     keys: np.ndarray
     fused: np.ndarray
     rows: np.ndarray  # mention rows of the candidates, grouped by candidate
     doc_index: np.ndarray  # position in ``keys`` of each row
     sims: np.ndarray  # each row's score with the (final) mention query
+    row_fused: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> Candidates:
         none = np.zeros(0, np.int64)
-        return cls(none, np.zeros(0), none, none, np.zeros(0, np.float32))
+        return cls(none, np.zeros(0), none, none, np.zeros(0, np.float32), np.zeros(0))
 
     def order(self, k: int) -> np.ndarray:
         """Positions of the ``k`` best candidates: by fused score, ties by key."""
         return np.lexsort((self.keys, -self.fused))[:k]
 
+    def select(self, keep: np.ndarray) -> Candidates:
+        """The candidates where the boolean ``keep`` holds, with their mentions."""
+        position = np.cumsum(keep) - 1
+        own = keep[self.doc_index]
+        return Candidates(self.keys[keep], self.fused[keep], self.rows[own],
+                          position[self.doc_index[own]], self.sims[own],
+                          None if self.row_fused is None else self.row_fused[own])
+
+    def hits(self, i: int, per_doc: int) -> list[tuple[int, float]]:
+        """Candidate ``i``'s ``per_doc`` best mentions, ``(row, score)``, best first."""
+        lo, hi = np.searchsorted(self.doc_index, [i, i + 1])
+        own, own_rows = self.sims[lo:hi], self.rows[lo:hi]
+        return [(int(own_rows[j]), float(own[j])) for j in np.argsort(-own)[:per_doc]]
+
     def top(self, k: int, per_doc: int) -> list[DocumentHits]:
         """The ``k`` best documents with each one's ``per_doc`` best mentions."""
-        bounds = np.searchsorted(self.doc_index, np.arange(len(self.keys) + 1))
-        out = []
-        for i in self.order(k):
-            own, own_rows = self.sims[bounds[i]:bounds[i + 1]], self.rows[bounds[i]:bounds[i + 1]]
-            best = np.argsort(-own)[:per_doc]
-            out.append(DocumentHits(int(self.keys[i]), float(self.fused[i]),
-                                    [(int(own_rows[j]), float(own[j])) for j in best]))
-        return out
+        return [DocumentHits(int(self.keys[i]), float(self.fused[i]), self.hits(i, per_doc))
+                for i in self.order(k)]
 
 
 def fused_candidates(source: RankingSource, q: Queries, k: int, cfg: FusionConfig,
@@ -201,17 +217,36 @@ def fused_candidates(source: RankingSource, q: Queries, k: int, cfg: FusionConfi
     sims = vectors @ np.asarray(q.mention, np.float32)
     pooled = pooled_mention_scores(sims, doc_index, len(candidates), cfg.mention_temperature)
     cal = source.calibration(cfg.calibration_docs)
-    sample = pooled_mention_scores(cal.mention_vectors @ np.asarray(q.mention, np.float32),
-                                   cal.mention_docs, len(cal.keys), cfg.mention_temperature)
-    names = name_stats = None
-    if cal.names is not None:
-        names = best_name_scores(q.names, *source.names(candidates), len(candidates))
-        name_stats = score_stats(best_name_scores(q.names, *cal.names, len(cal.keys)))
+    mention_stats = score_stats(pooled_mention_scores(
+        cal.mention_vectors @ np.asarray(q.mention, np.float32), cal.mention_docs,
+        len(cal.keys), cfg.mention_temperature))
     dense_q = np.asarray(q.dense, np.float32)
-    fused = fuse(pooled.astype(np.float64), source.document_vectors(candidates) @ dense_q,
-                 score_stats(sample), score_stats(cal.documents @ dense_q),
-                 cfg.weight, names, name_stats, cfg.name_weight)
-    return Candidates(candidates, fused, rows, doc_index, sims)
+    dense, dense_stats = source.document_vectors(candidates) @ dense_q, score_stats(
+        cal.documents @ dense_q)
+    names = row_names = name_stats = None
+    if cal.names is not None:
+        name_docs, name_vectors = source.names(candidates)
+        name_sims = name_vectors @ np.asarray(q.names, np.float32)
+        names = document_max(name_sims[None], name_docs, len(candidates))[0]
+        row_names = name_sims if len(name_sims) == len(rows) else names[doc_index]
+        name_stats = score_stats(best_name_scores(q.names, *cal.names, len(cal.keys)))
+    fused = fuse(pooled.astype(np.float64), dense, mention_stats, dense_stats, cfg.weight,
+                 names, name_stats, cfg.name_weight)
+    row_fused = fuse(sims.astype(np.float64), dense[doc_index], mention_stats, dense_stats,
+                     cfg.weight, row_names, name_stats, cfg.name_weight)
+    return Candidates(candidates, fused, rows, doc_index, sims, row_fused)
+
+
+def final_queries(source: RankingSource, q: Queries, cfg: FusionConfig,
+                  allowed: np.ndarray | None = None) -> Queries:
+    """The queries of the final pass: with ``cfg.feedback_docs``, each side moved toward the
+    best vectors of a first pass's top documents; ``q`` itself without feedback."""
+    if cfg.feedback_docs:
+        first = fused_candidates(source, q, cfg.feedback_docs, cfg, allowed)
+        top = first.keys[first.order(cfg.feedback_docs)]
+        if len(top):
+            return feedback_queries(source, q, top, cfg.feedback_weight)
+    return q
 
 
 def hybrid_rank(source: RankingSource, q: Queries, k: int, cfg: FusionConfig,
@@ -220,12 +255,23 @@ def hybrid_rank(source: RankingSource, q: Queries, k: int, cfg: FusionConfig,
     documents moves each side's query toward their best vectors, then the final pass. Both
     passes see only the ``allowed`` documents (sorted keys; None: all)."""
     allowed = check_allowed(allowed)
-    if cfg.feedback_docs:
-        first = fused_candidates(source, q, cfg.feedback_docs, cfg, allowed)
-        top = first.keys[first.order(cfg.feedback_docs)]
-        if len(top):
-            q = feedback_queries(source, q, top, cfg.feedback_weight)
-    return fused_candidates(source, q, k, cfg, allowed)
+    return fused_candidates(source, final_queries(source, q, cfg, allowed), k, cfg, allowed)
+
+
+def rank_all(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: float,
+             allowed: np.ndarray | None = None) -> Candidates:
+    """Every (allowed) document whose fused score is at least ``threshold`` (exhaustive mode):
+    the ranking of :func:`hybrid_rank`, its ``k`` doubled from ALL_START until the k-th
+    document falls below the cut-off or the corpus runs out."""
+    allowed = check_allowed(allowed)
+    q = final_queries(source, q, cfg, allowed)
+    k = ALL_START
+    while True:
+        ranked = fused_candidates(source, q, k, cfg, allowed)
+        passing = ranked.fused >= threshold
+        if int(passing.sum()) < k or len(ranked.keys) < cfg.candidates(k):
+            return ranked.select(passing)
+        k *= 2
 
 
 def feedback_queries(source: RankingSource, q: Queries, keys: np.ndarray,

@@ -22,6 +22,7 @@ class DocumentHits:
     doc_key: int
     score: float
     hits: list[tuple[int, float]] = field(default_factory=list)  # (mention row, score)
+    queries: list[int] | None = None  # per hit, the query it matched (several types)
 
 
 def group_by_document(scores: np.ndarray, rows: np.ndarray, doc_keys: np.ndarray,

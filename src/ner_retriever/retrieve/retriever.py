@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ner_retriever.config import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, HYBRID_WEIGHT, FusionConfig,
-                                  IfExists, check_confidence_weight, check_feedback, check_k)
+from ner_retriever.config import (CONFIDENCE_WEIGHT, EXHAUSTIVE_THRESHOLD, FEEDBACK_DOCS,
+                                  HYBRID_WEIGHT, MAX_K, IfExists, check_confidence_weight)
 from ner_retriever.choices import SEARCH_MODES
 from ner_retriever.detect.base import Detector
 from ner_retriever.detect.registry import DEFAULT_DETECTOR, build_detector
@@ -32,7 +32,10 @@ from ner_retriever.models.shipped import resolve_head
 from ner_retriever.pipeline import AddStats, BatchEmbedder, add_documents
 from ner_retriever.retrieve.appending import check_append_settings
 from ner_retriever.retrieve.filtering import Filterer, SearchFilter
-from ner_retriever.retrieve.fusion import Queries, hybrid_rank
+from ner_retriever.retrieve.combine import all_types
+from ner_retriever.retrieve.fusion import Queries, hybrid_rank, rank_all
+from ner_retriever.retrieve.inventory import DEFAULT_TOP, Entity, inventory
+from ner_retriever.retrieve.requests import SearchRequest
 from ner_retriever.retrieve.info import index_info
 from ner_retriever.retrieve.pooling import DocumentHits
 from ner_retriever.retrieve.snippets import snippet
@@ -41,6 +44,7 @@ from ner_retriever.retrieve.threads import ranking_threads
 from ner_retriever.types import Document, MentionHit, SearchResult
 
 HEAD_DIR = "head"
+ROW_CHUNK = 10_000  # mention rows read per catalog query
 SearchMode = Literal["auto", "hybrid", "mentions"]
 
 
@@ -54,6 +58,8 @@ class Retriever:
         self._dense = dense
         self.source = IndexSource(index)
         self._filterer = Filterer(index)
+        # exhaustive mode's cut-off on the fused score (config.EXHAUSTIVE_THRESHOLD: why)
+        self.threshold = EXHAUSTIVE_THRESHOLD
 
     @property
     def detector(self) -> Detector:
@@ -226,51 +232,113 @@ class Retriever:
         """Rewrite the index without deleted or replaced rows, reclaiming disk (crash-safe)."""
         return self.index.compact()
 
-    def search(self, query: str, k: int = 10, per_doc: int = 3, mode: SearchMode = "auto",
-               weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS,
-               where: str | Sequence[str] | None = None, must: str | None = None
+    def search(self, query: str | Sequence[str] | None = None, k: int = 10, per_doc: int = 3,
+               mode: SearchMode = "auto", weight: float = HYBRID_WEIGHT,
+               feedback: int = FEEDBACK_DOCS, where: str | Sequence[str] | None = None,
+               must: str | None = None, like: str | None = None, exhaustive: bool = False
                ) -> list[SearchResult]:
         """Top ``k`` documents for an entity type. ``mode="auto"`` fuses mention and document
         scores on a hybrid index (the score is then in standard units) and ranks by the best
         mention's cosine otherwise (scaled by the mention's confidence, see ``create``);
-        ``"mentions"`` forces the pure mention ranking. A hybrid
-        ranking runs twice, the second time with queries moved toward the best vectors of the
-        first one's top ``feedback`` documents (0: once, without feedback).
+        ``"mentions"`` forces the pure mention ranking. A hybrid ranking runs twice, the second
+        time with queries moved toward the best vectors of the first one's top ``feedback``
+        documents (0: once, without feedback).
 
-        ``where`` (``"field=value"``, ``"field>=n"``, ``"field<=n"``; a list: all must hold)
-        and ``must`` (a word or phrase the text contains, case-insensitive) restrict the
-        documents inside the ranking: ``k`` results whenever ``k`` documents pass."""
-        return self.search_batch([query], k, per_doc, mode, weight, feedback, where, must)[0]
+        ``query`` may list several types: documents mentioning an entity of each
+        (``retrieve/combine.py``), each mention labelled with the type it matched. ``like``
+        replaces the description by an example mention (``"... [[Danube]] ..."`` or a bare
+        name, ``retrieve/examples.py``). ``exhaustive`` returns every document whose fused
+        score passes ``self.threshold`` (config.EXHAUSTIVE_THRESHOLD; ``k`` ignored). ``where``
+        (``"field=value"``, ``"field>=n"``, ``"field<=n"``; a list: all must hold) and
+        ``must`` (a word or phrase the text contains, case-insensitive) restrict the documents
+        inside the ranking: ``k`` results whenever ``k`` documents pass."""
+        req = SearchRequest.of(query, like, where, must, k=k, per_doc=per_doc, mode=mode,
+                               weight=weight, feedback=feedback, exhaustive=exhaustive)
+        return self.run(req, self.request_vectors(req))
 
     def search_batch(self, queries: Sequence[str], k: int = 10, per_doc: int = 3,
                      mode: SearchMode = "auto", weight: float = HYBRID_WEIGHT,
                      feedback: int = FEEDBACK_DOCS, where: str | Sequence[str] | None = None,
                      must: str | None = None) -> list[list[SearchResult]]:
-        for q in queries:
-            if not q or not q.strip():
-                raise ConfigError("query is empty")
-        check_k(k)  # all before the language model runs
-        check_feedback(feedback)
-        flt = SearchFilter.of(where, must)
-        vectors = self.embed_search_queries(queries, mode)
-        return [self.search_vector(v, k, per_doc, weight, feedback, flt) for v in vectors]
+        """One independent search per description, the language model run once for all."""
+        reqs = [SearchRequest.of(q, None, where, must, k=k, per_doc=per_doc, mode=mode,
+                                 weight=weight, feedback=feedback) for q in queries]
+        vectors = self.embed_search_queries([r.queries[0] for r in reqs], mode) if reqs else []
+        return [self.run(r, v[None]) for r, v in zip(reqs, vectors)]
 
     def search_vector(self, vector: np.ndarray, k: int = 10, per_doc: int = 3,
                       weight: float = HYBRID_WEIGHT, feedback: int = FEEDBACK_DOCS,
                       where: SearchFilter | None = None) -> list[SearchResult]:
         """Search with a row of :meth:`embed_search_queries` (hybrid when it carries the
         dense part), among the documents passing ``where`` (:class:`SearchFilter`)."""
-        check_k(k)
-        check_feedback(feedback)
+        req = SearchRequest.of("vector", where=where or SearchFilter(), k=k, per_doc=per_doc,
+                               weight=weight, feedback=feedback)
+        return self.run(req, np.asarray(vector, np.float32)[None])
+
+    def request_vectors(self, req: SearchRequest) -> np.ndarray:
+        """One row per query of ``req`` (see :meth:`embed_search_queries`); checks first that
+        the index can answer it."""
+        hybrid = self._hybrid(req.mode)
+        if (req.exhaustive or req.combined) and not hybrid:
+            what = "several types" if req.combined else "exhaustive mode"
+            raise ConfigError(f"{what} needs a hybrid index (fused scores have a cut-off); "
+                              f"index {self.index.path} ranks mentions only")
+        if req.like is None:
+            return self.embed_search_queries(list(req.queries), req.mode)
+        ex = req.like
+        raw = self.encoder.encode_spans([ex.text], [[(ex.start, ex.end)]])[0]
+        vector = to_index_space(self.head, raw)
+        if hybrid:
+            vector = np.hstack([vector, self.dense.encode([ex.mention])])
+        return vector.astype(np.float32)
+
+    def run(self, req: SearchRequest, vectors: np.ndarray) -> list[SearchResult]:
+        """Rank with the rows of :meth:`request_vectors` (the one ranking, retrieve/fusion.py)."""
         dim = self.index.config.dim
-        mention, dense = vector[:dim], (vector[dim:] if len(vector) > dim else None)
         with self.index.lock, ranking_threads():  # retrieve/threads.py: why one BLAS thread
-            allowed = self._filterer.allowed(where or SearchFilter())
-            if dense is None:
-                return self._results(self.source.mention_ranking(mention, k, per_doc, allowed))
-            cfg = FusionConfig(weight=weight, feedback_docs=feedback)
-            ranked = hybrid_rank(self.source, Queries(mention, dense, dense), k, cfg, allowed)
-            return self._results(ranked.top(k, per_doc))
+            allowed = self._filterer.allowed(req.where)
+            if vectors.shape[1] == dim:
+                return self._results(self.source.mention_ranking(vectors[0], req.k, req.per_doc,
+                                                                 allowed))
+            cfg = req.fusion()
+            queries = [Queries(v[:dim], v[dim:], v[dim:]) for v in vectors]
+            if req.combined:
+                ranked = [rank_all(self.source, q, cfg, self.threshold, allowed)
+                          for q in queries]
+                return self._results(all_types(ranked, req.limit, req.per_doc), req.labels)
+            if req.exhaustive:
+                ranked = rank_all(self.source, queries[0], cfg, self.threshold, allowed)
+                return self._results(ranked.top(len(ranked.keys), req.per_doc))
+            ranked = hybrid_rank(self.source, queries[0], req.k, cfg, allowed)
+            return self._results(ranked.top(req.k, req.per_doc))
+
+    def entities(self, query: str, top: int = DEFAULT_TOP, where: str | Sequence[str] | None = None,
+                 must: str | None = None) -> list[Entity]:
+        """The distinct entities of a type in the whole index (``retrieve/inventory.py``):
+        mentions past the exhaustive cut-off, grouped by normalised text, best first."""
+        if not isinstance(query, str):
+            raise ConfigError("entities takes one type description")
+        if not 1 <= top <= MAX_K:
+            raise ConfigError(f"top must be between 1 and {MAX_K}, not {top}")
+        req = SearchRequest.of(query, None, where, must, exhaustive=True)
+        vector = self.request_vectors(req)[0]
+        dim = self.index.config.dim
+        with self.index.lock, ranking_threads():
+            allowed = self._filterer.allowed(req.where)
+            ranked = rank_all(self.source, Queries(vector[:dim], vector[dim:], vector[dim:]),
+                              req.fusion(), self.threshold, allowed)
+            passing = ranked.rows[ranked.row_fused >= self.threshold]
+            texts = {row: t for row, (_, _, t) in self._mention_rows(passing).items()}
+            return inventory(ranked, texts, self.threshold, top, lambda keys: {
+                k: d.id for k, d in self.index.documents_by_key(keys).items()})
+
+    def _mention_rows(self, rows: Sequence[int]) -> dict[int, tuple[int, int, str]]:
+        """``index.mention_rows`` in chunks (SQLite bounds the parameters of one query)."""
+        rows = [int(r) for r in rows]
+        out: dict[int, tuple[int, int, str]] = {}
+        for i in range(0, len(rows), ROW_CHUNK):
+            out.update(self.index.mention_rows(rows[i:i + ROW_CHUNK]))
+        return out
 
     def _hybrid(self, mode: SearchMode) -> bool:
         if mode not in SEARCH_MODES:
@@ -280,13 +348,17 @@ class Retriever:
                               f"search (it was built with hybrid off)")
         return mode != "mentions" and self.index.config.dense is not None
 
-    def _results(self, grouped: list[DocumentHits]) -> list[SearchResult]:
+    def _results(self, grouped: list[DocumentHits], labels: Sequence[str] | None = None
+                 ) -> list[SearchResult]:
         docs = self.index.documents_by_key([g.doc_key for g in grouped])
-        rows = self.index.mention_rows([r for g in grouped for r, _ in g.hits])
+        rows = self._mention_rows([r for g in grouped for r, _ in g.hits])
         results = []
         for g in grouped:
             doc = docs[g.doc_key]
-            hits = [MentionHit(*rows[r], score=float(s)) for r, s in g.hits]
+            said = [None] * len(g.hits) if g.queries is None or labels is None \
+                else [labels[t] for t in g.queries]
+            hits = [MentionHit(*rows[r], score=float(s), query=q)
+                    for (r, s), q in zip(g.hits, said)]
             start, end = (hits[0].start, hits[0].end) if hits else (0, 0)
             results.append(SearchResult(doc.id, float(g.score), hits,
                                         snippet(doc.text, start, end)))
