@@ -15,6 +15,7 @@ from typing import Literal
 from ner_retriever.errors import ConfigError
 
 MAX_K = 10_000  # most documents one search returns (and most feedback documents)
+INVENTORY_TOP = 50  # entities an inventory lists by default
 
 # Weight on the standardised mention score; the rest goes to the document score. 0.55 and 0.6
 # tie in the cross-validation (0.5751 / 0.5752 vs 0.5717 for 0.5); 0.6 is the argmax.

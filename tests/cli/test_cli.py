@@ -38,7 +38,8 @@ def test_search_json_contract(built_index):
     result = runner.invoke(app, ["search", str(built_index), "politician", "-k", "2", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) == {"query", "results"} and data["query"] == "politician"
+    assert set(data) == {"query", "queries", "results"} and data["query"] == "politician"
+    assert data["queries"] == ["politician"]
     assert len(data["results"]) == 2
     for r in data["results"]:
         assert set(r) == {"doc_id", "score", "mentions", "snippet"}
@@ -46,6 +47,38 @@ def test_search_json_contract(built_index):
         for m in r["mentions"]:
             assert set(m) == {"start", "end", "text", "score"}
             assert text[m["start"]:m["end"]] == m["text"]
+
+
+@pytest.mark.slow
+def test_search_several_types_an_example_and_everything(built_index):
+    def run(*args):
+        result = runner.invoke(app, ["search", str(built_index), *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    both = run("politician", "city")
+    assert (both["query"], both["queries"]) == ("politician & city", ["politician", "city"])
+    assert set(both) == {"query", "queries", "threshold", "results"}
+    for r in both["results"]:  # each result names an entity of each type
+        assert {m["query"] for m in r["mentions"]} == {"politician", "city"}
+    like = run("--like", "They sailed down the [[Rhine]] to Basel.", "-k", "1")
+    assert like["queries"] == ["They sailed down the [[Rhine]] to Basel."]
+    assert like["results"][0]["doc_id"] == "b"  # the river document
+    everything = run("river", "--all", "-k", "1")
+    assert everything["threshold"] > 0
+    assert all(r["score"] >= everything["threshold"] for r in everything["results"])
+    listed = runner.invoke(app, ["entities", str(built_index), "person", "--top", "3",
+                                 "--json"])
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    assert set(data) == {"query", "threshold", "entities"} and len(data["entities"]) <= 3
+    for e in data["entities"]:
+        assert set(e) == {"text", "documents", "mentions", "score", "examples"}
+        assert e["score"] >= data["threshold"] and set(e["examples"]) <= {"a", "b", "c"}
+    table = runner.invoke(app, ["entities", str(built_index), "person"])
+    assert table.exit_code == 0 and "entity" in table.stdout
+    both_ways = runner.invoke(app, ["search", str(built_index), "city", "--like", "Rhine"])
+    assert both_ways.exit_code == 1 and "not both" in both_ways.stderr
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ from ner_retriever.cli import index, maintenance, search, serve, train
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Zero-shot named entity retrieval: find documents by entity type.")
 
-for command in (index.index, index.detect, search.search, index.info, index.demo, train.train,
+for command in (index.index, index.detect, search.search, search.entities, index.info,
+                index.demo, train.train,
                 train.evaluate, train.probe, serve.serve, maintenance.delete,
                 maintenance.compact):
     app.command()(command)

@@ -1,4 +1,5 @@
-"""``search``: rank an index's documents for an entity type, as a table or JSON."""
+"""``search`` (rank an index's documents for entity types or an example) and ``entities``
+(the distinct entities of a type), as tables or JSON."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.text import Text
 
 from ner_retriever.cli.common import (JsonOption, ModeOpt, friendly_errors, out,
                                       quiet_transformers)
+from ner_retriever.config import INVENTORY_TOP
 
 
 def print_results(query: str, results, console: Console = out) -> None:
@@ -37,7 +39,7 @@ def print_results(query: str, results, console: Console = out) -> None:
 @friendly_errors
 def search(
     index_dir: Annotated[Path, typer.Argument(help="index directory")],
-    query: Annotated[str, typer.Argument(help='entity type in your words, e.g. "politician"')],
+    queries: Annotated[Optional[list[str]], typer.Argument(help='entity type in your words, e.g. "politician"; several types: documents mentioning an entity of each')] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="documents to return")] = 10,
     mode: Annotated[ModeOpt, typer.Option(help="auto (hybrid when the index has document vectors), hybrid, or mentions (best-mention cosine only)")] = ModeOpt("auto"),
     feedback: Annotated[Optional[int], typer.Option(min=0, help="hybrid: rank again with the queries moved toward the first ranking's top N documents (0: off; default 20)")] = None,
@@ -45,18 +47,57 @@ def search(
     precision: Annotated[Optional[str], typer.Option(help="query pass: fp32, int8, or auto (int8 where a start-up probe measures it faster; the default on hybrid indexes)")] = None,
     where: Annotated[Optional[list[str]], typer.Option("--where", help="metadata filter, repeatable (all must hold): field=value, field>=n, field<=n")] = None,
     must: Annotated[Optional[str], typer.Option("--must", help="only documents whose text contains this word or phrase (case-insensitive)")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help='query by example instead of a description: "They sailed down the [[Danube]] to Vienna." (the mention in double brackets) or a bare name')] = None,
+    exhaustive: Annotated[bool, typer.Option("--all", help="every document past the score cut-off (-k is ignored)")] = False,
 ) -> None:
     """Rank the indexed documents by how well their mentions match an entity type."""
     from ner_retriever.config import FEEDBACK_DOCS
+    from ner_retriever.retrieve.requests import SearchRequest
     from ner_retriever.retrieve.retriever import Retriever
 
     quiet_transformers()
+    req = SearchRequest.of(queries or None, like, where, must, k=k, mode=mode.value,
+                           exhaustive=exhaustive,
+                           feedback=FEEDBACK_DOCS if feedback is None else feedback)
     with Retriever.open(index_dir, precision=precision) as retriever:
-        results = retriever.search(query, k=k, mode=mode.value,
-                                   feedback=FEEDBACK_DOCS if feedback is None else feedback,
-                                   where=where, must=must)
+        results = retriever.run(req, retriever.request_vectors(req))
+        threshold = retriever.threshold
     if as_json:
-        print(json.dumps({"query": query, "results": [r.to_dict() for r in results]},
+        cut = {"threshold": threshold} if req.exhaustive or req.combined else {}
+        print(json.dumps({"query": like if like is not None else req.query,
+                          "queries": [like] if like is not None else list(req.queries),
+                          **cut, "results": [r.to_dict() for r in results]},
                          ensure_ascii=False))
     else:
-        print_results(query, results)
+        print_results(req.query, results)
+
+
+@friendly_errors
+def entities(
+    index_dir: Annotated[Path, typer.Argument(help="index directory")],
+    query: Annotated[str, typer.Argument(help='entity type in your words, e.g. "river"')],
+    top: Annotated[int, typer.Option("--top", help="entities to list")] = INVENTORY_TOP,
+    as_json: JsonOption = False,
+    where: Annotated[Optional[list[str]], typer.Option("--where", help="metadata filter, repeatable (all must hold): field=value, field>=n, field<=n")] = None,
+    must: Annotated[Optional[str], typer.Option("--must", help="only documents whose text contains this word or phrase (case-insensitive)")] = None,
+) -> None:
+    """List the distinct entities of a type in the whole index, best first: mentions past the
+    exhaustive cut-off, grouped by case-folded text."""
+    from ner_retriever.retrieve.retriever import Retriever
+
+    quiet_transformers()
+    with Retriever.open(index_dir) as retriever:
+        found = retriever.entities(query, top=top, where=where, must=must)
+        threshold = retriever.threshold
+    if as_json:
+        print(json.dumps({"query": query, "threshold": threshold,
+                          "entities": [e.to_dict() for e in found]}, ensure_ascii=False))
+        return
+    table = Table(title=f"[bold]{query}[/bold]")
+    for name, justify in (("#", "right"), ("entity", "left"), ("documents", "right"),
+                          ("mentions", "right"), ("score", "right"), ("e.g. in", "left")):
+        table.add_column(name, justify=justify)
+    for rank, e in enumerate(found, 1):
+        table.add_row(str(rank), e.text, str(e.documents), str(e.mentions), f"{e.score:.2f}",
+                      ", ".join(e.examples))
+    out.print(table)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ner_retriever.config import INVENTORY_TOP
 from ner_retriever.retrieve.fusion import Candidates
 
 EXAMPLE_DOCS = 3  # documents listed per entity, best first
-DEFAULT_TOP = 50
+DEFAULT_TOP = INVENTORY_TOP
 
 
 def normalise_name(text: str) -> str:
