@@ -300,6 +300,14 @@ def _traversal_targets(index_path: Path) -> list[str]:
         f"/documents/{up}{config}",
         "/static/../../../../../../proc/self/environ",
         "/docs/../../../../etc/passwd",
+        "/docs-assets/../../../../../../etc/passwd",
+        "/docs-assets/..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/docs-assets/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/docs-assets/../../routes.py",
+        "/docs-assets/..%2F..%2Fapp.py",
+        "/docs-assets/..%2Fschemas.py",
+        "/docs-assets/%2e%2e/settings.py",
+        f"/docs-assets/{up}{config}",
     ]
 
 
@@ -318,21 +326,74 @@ def test_no_request_path_reaches_the_file_system(live, retriever):
                 data.lower(), (target, data[:200])
 
 
-@pytest.mark.slow
-def test_only_the_package_static_folder_is_served(app):
+def test_docs_assets_refuses_path_traversal(live):
+    """``/docs-assets`` serves its own files and nothing above them: not the package's code
+    next to it, not the index, not the system's files."""
+    assert raw_request(live, "/docs-assets/swagger-ui.css")[0] == 200
+    for target in ["/docs-assets/../app.py", "/docs-assets/../../serve/routes.py",
+                   "/docs-assets/..%2Froutes.py", "/docs-assets/%2e%2e/settings.py",
+                   "/docs-assets/%2e%2e%2f%2e%2e%2f__init__.py", "/docs-assets/..%5Croutes.py",
+                   "/docs-assets/../../../../../../etc/passwd", "/docs-assets//etc/passwd",
+                   "/docs-assets/%2Fetc%2Fpasswd", "/docs-assets/swagger-ui.css/../../app.py"]:
+        status, data = raw_request(live, target)
+        assert status in (400, 404), (target, status, data[:200])
+        assert b"def create_app" not in data and b"root:x:0:0" not in data, target
+
+
+# The only folders the server may serve files from: the page's assets and the vendored
+# Swagger UI of /docs, both inside the package.
+SERVED_FOLDERS = {"/static": SRC / "static", "/docs-assets": SRC / "serve" / "docs_assets"}
+
+
+def check_served_folders(app) -> None:
+    """Each mount is one of SERVED_FOLDERS, serving exactly that package folder (no symlinks
+    followed, no package=), and every route's path is known."""
     from fastapi.routing import APIRoute
     from starlette.routing import Mount
     from starlette.staticfiles import StaticFiles
 
     mounts = [r for r in app.routes if isinstance(r, Mount)]
-    assert [m.path for m in mounts] == ["/static"]
-    static = mounts[0].app
-    assert isinstance(static, StaticFiles)
-    assert [Path(d).resolve() for d in static.all_directories] == [(SRC / "static").resolve()]
-    assert static.follow_symlink is False
+    assert sorted(m.path for m in mounts) == sorted(SERVED_FOLDERS)
+    for mount in mounts:
+        static = mount.app
+        assert isinstance(static, StaticFiles), mount.path
+        folder = SERVED_FOLDERS[mount.path].resolve()
+        assert folder.is_dir() and folder.is_relative_to(SRC.resolve()), folder
+        assert [Path(d).resolve() for d in static.all_directories] == [folder], mount.path
+        assert static.follow_symlink is False, mount.path
     api = {r.path for r in app.routes if isinstance(r, APIRoute)}
-    assert api == {"/", "/health", "/stats", "/search", "/documents/{doc_id:anytext}",
+    assert api == {"/", "/docs", "/health", "/stats", "/search", "/documents/{doc_id:anytext}",
                    "/documents"}  # none of them opens a file named by the request
+
+
+@pytest.mark.slow
+def test_only_the_package_static_folder_is_served(app):
+    check_served_folders(app)
+
+
+def test_a_folder_outside_the_package_fails_the_served_folders_check(app, tmp_path):
+    """The check above is not vacuous: another mount, or a known mount moved outside the
+    package, fails it."""
+    from fastapi import FastAPI
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    def app_with(mounts: dict[str, Path]) -> FastAPI:
+        other = FastAPI(docs_url=None, redoc_url=None)
+        other.router.routes[:] = [r for r in app.routes if not isinstance(r, Mount)]
+        for path, folder in mounts.items():
+            other.mount(path, StaticFiles(directory=folder))
+        return other
+
+    check_served_folders(app_with(SERVED_FOLDERS))  # the same mounts pass
+    outside = tmp_path / "assets"
+    outside.mkdir()
+    for mounts in ({**SERVED_FOLDERS, "/files": outside},
+                   {**SERVED_FOLDERS, "/docs-assets": outside},
+                   {**SERVED_FOLDERS, "/static": SRC},  # the whole package, config included
+                   {"/static": SERVED_FOLDERS["/static"]}):
+        with pytest.raises(AssertionError):
+            check_served_folders(app_with(mounts))
 
 
 # -- no pickle execution --------------------------------------------------------------------------

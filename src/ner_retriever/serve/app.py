@@ -22,6 +22,7 @@ from ner_retriever.errors import ConfigError
 from ner_retriever.retrieve.retriever import Retriever
 from ner_retriever.serve import deletes, routes
 from ner_retriever.serve.http import SecurityHeaders
+from ner_retriever.serve.schemas import add_documents_model
 from ner_retriever.serve.service import SearchService
 from ner_retriever.serve.settings import ServeSettings
 
@@ -46,8 +47,9 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
         finally:
             await run_in_threadpool(service.close)
 
+    # /docs is served by routes.register_docs from local files; ReDoc would need a CDN
     app = FastAPI(title="ner-retriever", version=__version__, lifespan=lifespan,
-                  description=DESCRIPTION)
+                  description=DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.service = service
     app.add_middleware(SecurityHeaders)
     if settings.cors_origins:  # off unless asked for
@@ -55,13 +57,16 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
     routes.register_error_handlers(app)
-    routes.register_page(app, Path(str(resources.files("ner_retriever") / "static")))
+    package = resources.files("ner_retriever")
+    routes.register_page(app, Path(str(package / "static")))
+    routes.register_docs(app, Path(str(package / "serve" / "docs_assets")))  # vendored Swagger UI
     routes.register_service_routes(app, service)
     routes.register_search(app, service, settings)
     routes.register_documents(app, service)
     deletes.register_deletes(app, service, settings)
-    routes.register_writes(app, service, settings)
-    routes.install_openapi(app)
+    body_model = add_documents_model(settings)
+    routes.register_writes(app, service, settings, body_model)
+    routes.install_openapi(app, body_model)
     return app
 
 

@@ -14,13 +14,17 @@ from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.routing import Match, Route
 
 from ner_retriever.errors import (
     ConfigError,
@@ -30,7 +34,8 @@ from ner_retriever.errors import (
     NerRetrieverError,
 )
 from ner_retriever.serve.schemas import (
-    AddDocumentsRequest,
+    NON_BLANK,
+    AddDocumentsBase,
     AddDocumentsResponse,
     DocumentOut,
     ErrorOut,
@@ -48,8 +53,10 @@ ERRORS = {400: {"model": ErrorOut, "description": "malformed request"},
 WRITE_ERRORS = {**ERRORS,
                 401: {"model": ErrorOut, "description": "missing or wrong token"},
                 403: {"model": ErrorOut, "description": "writes are disabled"},
-                409: {"model": ErrorOut, "description": "document id already indexed"},
+                409: {"model": ErrorOut, "description": "document id already indexed, or "
+                                                         "repeated in the request"},
                 413: {"model": ErrorOut, "description": "body too large"}}
+BEARER = "bearer"  # the security scheme of writes in the OpenAPI schema
 STATUS_OF_ERROR = {CorpusError: 422, ConfigError: 422, IndexStateError: 503}
 
 
@@ -73,8 +80,25 @@ def _invalid(errors) -> JSONResponse:
                                                   "errors": public_errors(errors)})
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes: starlette's 405 names only the first
+    route's (``GET /documents/{id}``, not the ``DELETE`` beside it)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] in (
+                Match.FULL, Match.PARTIAL):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Known errors as ``{"detail": ...}`` with a status that says whose fault it is."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -106,6 +130,25 @@ def register_page(app: FastAPI, static_dir: Path) -> None:
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
 
 
+def register_docs(app: FastAPI, assets_dir: Path) -> None:
+    """``/docs``: FastAPI's Swagger page with its script and styles served from the package's
+    vendored Swagger UI (``assets_dir``, with its licence) under ``/docs-assets``, so the API
+    docs work offline: FastAPI's default loads them from a CDN, and Swagger UI's default
+    validator badge from validator.swagger.io."""
+    assets = "/docs-assets"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json",
+                                   title=f"{app.title} API",
+                                   swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{assets}/swagger-ui.css",
+                                   swagger_favicon_url=f"{assets}/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+    app.mount(assets, StaticFiles(directory=assets_dir), name="docs-assets")
+
+
 def register_service_routes(app: FastAPI, service: SearchService) -> None:
     """``/health`` and ``/stats``."""
 
@@ -126,6 +169,7 @@ def register_search(app: FastAPI, service: SearchService, settings: ServeSetting
     @app.get("/search", response_model=SearchOut, responses=ERRORS, tags=["search"])
     async def search(
         q: Annotated[str, Query(min_length=1, max_length=settings.max_query_chars,
+                                pattern=NON_BLANK,
                                 description='an entity type in your words, e.g. "politician"')],
         k: Annotated[int, Query(ge=1, le=settings.max_k, description="results per page")] = 10,
         offset: Annotated[int, Query(ge=0, le=settings.max_offset,
@@ -139,8 +183,6 @@ def register_search(app: FastAPI, service: SearchService, settings: ServeSetting
         """Rank documents by their mentions (fused with a document score on a hybrid index);
         mentions carry document offsets."""
         query = q.strip()
-        if not query:
-            raise reject(422, "invalid request: query parameter 'q': query is empty")
         started = time.perf_counter()
         future, cached = service.embedder.submit(query)
         # shielded: a client hanging up must not cancel a vector other requests may share
@@ -179,14 +221,18 @@ def _check_writer(request: Request, service: SearchService, settings: ServeSetti
                      headers={"WWW-Authenticate": 'Bearer realm="ner-retriever"'})
 
 
-def register_writes(app: FastAPI, service: SearchService, settings: ServeSettings) -> None:
+def register_writes(app: FastAPI, service: SearchService, settings: ServeSettings,
+                    model: type[AddDocumentsBase]) -> None:
     """``POST /documents``: the body is read and checked here (size, deadline, strict JSON)
     rather than by FastAPI, so a client learns exactly what was wrong."""
 
     @app.post("/documents", status_code=201, response_model=AddDocumentsResponse,
               responses=WRITE_ERRORS,
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": {"$ref": "#/components/schemas/AddDocumentsRequest"}}}}},
+              openapi_extra={"security": [{BEARER: []}], "requestBody": {
+                  "required": True, "description": f"at most {settings.max_body_bytes} bytes "
+                                                    "(413)",
+                  "content": {"application/json": {
+                      "schema": {"$ref": "#/components/schemas/AddDocumentsRequest"}}}}},
               tags=["documents"])
     async def add_documents(request: Request) -> dict:
         """Add documents to the live index (needs ``Authorization: Bearer <write token>``).
@@ -196,26 +242,30 @@ def register_writes(app: FastAPI, service: SearchService, settings: ServeSetting
         payload = parse_json(await read_body(request, settings.max_body_bytes,
                                              settings.body_timeout_s))
         try:
-            body = AddDocumentsRequest.model_validate(payload)
+            body = model.model_validate(payload)
         except ValidationError as exc:
             return _invalid(exc.errors())
-        docs = to_documents(body, settings)
+        docs = to_documents(body)
         return await run_in_threadpool(service.add, docs, body.if_exists)
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, model: type[AddDocumentsBase]) -> None:
     """The schema of ``POST /documents``'s body, which the route reads itself, documented
-    as if FastAPI had parsed it."""
+    as if FastAPI had parsed it, and its bearer token."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
-            request_schema = AddDocumentsRequest.model_json_schema(
+            request_schema = model.model_json_schema(
                 ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(request_schema.pop("$defs", {}))
-            components["AddDocumentsRequest"] = request_schema
+            components = schema.setdefault("components", {})
+            components.setdefault("securitySchemes", {})[BEARER] = {
+                "type": "http", "scheme": "bearer",
+                "description": "the server's write token (--write-token)"}
+            bodies = components.setdefault("schemas", {})
+            bodies.update(request_schema.pop("$defs", {}))
+            bodies["AddDocumentsRequest"] = request_schema
             app.openapi_schema = schema
         return app.openapi_schema
 

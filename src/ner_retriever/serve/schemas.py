@@ -2,20 +2,70 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
-    StrictInt,
     StrictStr,
-    ValidationError,
-    field_validator,
+    StringConstraints,
+    Tag,
+    create_model,
 )
 
+from ner_retriever.serve.settings import ServeSettings
 
-class DocumentIn(BaseModel):
+
+def _not_only(chars: list[str]) -> str:
+    """A regex character class matching any character but ``chars``, spelled with explicit
+    ``\\xHH``/``\\uHHHH`` escapes: Python's ``re``, pydantic's Rust regex and a browser's
+    ECMAScript regex then agree exactly (their ``\\s`` classes differ)."""
+    def escape(c: str) -> str:
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    ranges: list[list[str]] = []
+    for c in chars:
+        if ranges and ord(c) == ord(ranges[-1][1]) + 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "[^" + "".join(escape(a) if a == b else f"{escape(a)}-{escape(b)}"
+                          for a, b in ranges) + "]"
+
+
+# What ``str.strip()`` removes: a query, id or text with nothing else is refused, and the
+# OpenAPI schema says so with this pattern ("holds a character that is not whitespace").
+# Unicode has no whitespace outside the BMP (a test scans all of it).
+BMP = 0x10000
+WHITESPACE = [chr(c) for c in range(BMP) if chr(c).isspace()]
+NON_BLANK = _not_only(WHITESPACE)
+BLANK_MESSAGE = "must hold a character other than whitespace"
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # integer ids: what every JSON client can send
+ID_TAGS = ("string", "integer")  # the two forms of an id, named in validation error locations
+
+
+def _id_kind(value: Any) -> str | None:
+    """Which form an id took; a number goes to the integer form, where ``5.0`` is ``5`` (JSON
+    Schema's ``integer``) and ``5.5`` is refused."""
+    if isinstance(value, str):
+        return ID_TAGS[0]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ID_TAGS[1]
+    return None
+
+
+def _document_id(max_chars: int) -> Any:
+    """A string id (not blank, at most ``max_chars``) or a 64-bit integer id."""
+    text = Annotated[StrictStr, StringConstraints(pattern=NON_BLANK, max_length=max_chars)]
+    number = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]  # only numbers reach it
+    return Annotated[Annotated[text, Tag(ID_TAGS[0])] | Annotated[number, Tag(ID_TAGS[1])],
+                     Discriminator(_id_kind, custom_error_type="id_type",
+                                   custom_error_message="must be a string or an integer")]
+
+
+class DocumentBase(BaseModel):
     """One document to add. Like a JSONL line: keys other than ``id``, ``text`` and
     ``metadata`` are kept as metadata."""
 
@@ -24,25 +74,28 @@ class DocumentIn(BaseModel):
                                                  "Angela Merkel met Emmanuel Macron in Paris.",
                                                  "source": "news"}})
 
-    id: StrictStr | StrictInt
-    text: StrictStr
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("id", mode="wrap")
-    @classmethod
-    def _id_is_string_or_integer(cls, value: Any, handler: Any) -> str | int:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise ValueError(f"must be a string or an integer, not {value!r:.40}") from None
 
-
-class AddDocumentsRequest(BaseModel):
+class AddDocumentsBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    documents: list[DocumentIn] = Field(description="documents to add, committed all at once")
     if_exists: Literal["error", "skip", "update"] = Field(
         "error", description="a document id already indexed: 409 (error), skip it, or update it")
+
+
+def add_documents_model(settings: ServeSettings) -> type[AddDocumentsBase]:
+    """The body of ``POST /documents`` with this server's limits, so the one model both
+    validates requests and states the limits in the OpenAPI schema."""
+    text = Annotated[StrictStr, StringConstraints(pattern=NON_BLANK,
+                                                  max_length=settings.max_text_chars)]
+    document = create_model("DocumentIn", __base__=DocumentBase,
+                            id=(_document_id(settings.max_id_chars), ...), text=(text, ...))
+    documents = Annotated[list[document], Field(  # type: ignore[valid-type]
+        min_length=1, max_length=settings.max_documents,
+        description="documents to add, committed all at once; ids must not repeat (409)")]
+    return create_model("AddDocumentsRequest", __base__=AddDocumentsBase,
+                        documents=(documents, ...))
 
 
 class AddDocumentsResponse(BaseModel):

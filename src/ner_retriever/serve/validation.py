@@ -12,8 +12,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from ner_retriever.serve.schemas import AddDocumentsRequest
-from ner_retriever.serve.settings import ServeSettings
+from ner_retriever.serve.schemas import BLANK_MESSAGE, ID_TAGS, NON_BLANK, AddDocumentsBase
 from ner_retriever.types import Document
 
 LISTED_ERRORS = 5  # named in a 422's one-line detail
@@ -27,16 +26,25 @@ def _where(loc: Sequence[Any]) -> str:
         return f"{loc[0]} parameter {'.'.join(str(p) for p in loc[1:])!r}"
     if loc and loc[0] == "body":
         loc = loc[1:]
+    if len(loc) >= 2 and loc[-2] == "id" and loc[-1] in ID_TAGS:  # the form an id took
+        loc = loc[:-1]
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
 
 
+def _message(error: dict) -> str:
+    """pydantic's message, except for the not-blank pattern, which reads badly as a regex."""
+    if (error.get("type") == "string_pattern_mismatch"
+            and (error.get("ctx") or {}).get("pattern") == NON_BLANK):
+        return BLANK_MESSAGE
+    return str(error.get("msg", "invalid"))
+
+
 def validation_message(errors: Sequence[dict]) -> str:
     """The first few errors in one line, each saying where: the 422 response's ``detail``."""
-    parts = [f"{_where(e.get('loc', ()))}: {e.get('msg', 'invalid')}"
-             for e in errors[:LISTED_ERRORS]]
+    parts = [f"{_where(e.get('loc', ()))}: {_message(e)}" for e in errors[:LISTED_ERRORS]]
     more = (f" (and {len(errors) - LISTED_ERRORS} more)" if len(errors) > LISTED_ERRORS
             else "")
     return "invalid request: " + "; ".join(parts) + more
@@ -45,7 +53,8 @@ def validation_message(errors: Sequence[dict]) -> str:
 def public_errors(errors: Sequence[dict]) -> list[dict]:
     """Validation errors without the offending input (may be large) or non-JSON context."""
     return [{"loc": [p if isinstance(p, (int, str)) else str(p) for p in e.get("loc", ())],
-             "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors[:RETURNED_ERRORS]]
+             "msg": _message(e), "type": str(e.get("type", ""))}
+            for e in errors[:RETURNED_ERRORS]]
 
 
 def reject(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -121,31 +130,16 @@ def parse_json(body: bytes) -> Any:
         raise reject(400, "malformed JSON body: nested too deeply") from None
 
 
-def to_documents(request: AddDocumentsRequest, settings: ServeSettings) -> list[Document]:
-    """The CLI's corpus rules (string or integer id, non-empty text, no repeated id)."""
-    items = request.documents
-    if not items:
-        raise reject(422, "invalid request: documents: give at least one document")
-    if len(items) > settings.max_documents:
-        raise reject(422, f"invalid request: documents: at most {settings.max_documents} "
-                           f"documents per request, got {len(items)}")
+def to_documents(request: AddDocumentsBase) -> list[Document]:
+    """The validated body as documents. Its model already holds the limits; an id repeated
+    in one request is a conflict (409), since JSON Schema cannot state that ids are unique."""
     docs, seen = [], {}
-    for i, item in enumerate(items):
+    for i, item in enumerate(request.documents):  # type: ignore[attr-defined]
         doc_id = str(item.id)
         where = f"documents[{i}]"
-        if not doc_id.strip():
-            raise reject(422, f"invalid request: {where}.id is empty")
-        if len(doc_id) > settings.max_id_chars:
-            raise reject(422, f"invalid request: {where}.id is longer than "
-                               f"{settings.max_id_chars} characters")
-        if not item.text.strip():
-            raise reject(422, f"invalid request: {where}: document {doc_id!r} has empty text")
-        if len(item.text) > settings.max_text_chars:
-            raise reject(422, f"invalid request: {where}.text is longer than "
-                               f"{settings.max_text_chars} characters")
         if doc_id in seen:
-            raise reject(422, f"invalid request: {where}: document id {doc_id!r} repeats "
-                               f"documents[{seen[doc_id]}]")
+            raise reject(409, f"invalid request: {where}: document id {doc_id!r} repeats "
+                              f"documents[{seen[doc_id]}]")
         seen[doc_id] = i
         metadata = {**item.metadata, **(item.model_extra or {})}
         docs.append(Document(id=doc_id, text=item.text, metadata=metadata, source=where))
