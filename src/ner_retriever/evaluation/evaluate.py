@@ -169,6 +169,52 @@ def hybrid_settings(opts: EvalOptions) -> dict:
                 feedback_weight=cfg.feedback_weight if cfg.feedback_docs else None)
 
 
+@dataclass
+class HybridInputs:
+    """What the hybrid ranking of an evaluation reads: the mention side (vectors, spans, type
+    queries), the loaded dense model, the per-type dense queries and the :class:`ArraySource`
+    over all of it. Built by :func:`hybrid_inputs`, so other measurements
+    (:mod:`ner_retriever.evaluation.features`) rank exactly what :func:`evaluate` ranks."""
+
+    side: MentionSide
+    dense: object  # the DenseEncoder the document, name and query vectors came from
+    dense_queries: np.ndarray
+    source: ArraySource
+
+
+def dense_side(eval_set: EvalSet, cache_root: Path | None, dense=None
+               ) -> tuple[object, np.ndarray, np.ndarray]:
+    """``(dense encoder, document vectors, per-type dense queries)``; MiniLM is loaded once
+    for the document and the name side unless ``dense`` is given."""
+    from ner_retriever.models.dense import DenseEncoder
+
+    dense = DenseEncoder() if dense is None else dense
+    return dense, dense_document_vectors(eval_set, cache_root, dense), dense_queries(eval_set,
+                                                                                       dense)
+
+
+def array_source(eval_set: EvalSet, side: MentionSide, documents: np.ndarray, dense,
+                 cache_root: Path | None, names: bool) -> ArraySource:
+    """The hybrid index's vectors in memory: mentions, documents and (``names``) mention
+    names of the side's spans."""
+    name_vecs, name_docs = name_vectors(eval_set, side.spans, cache_root, dense) if names \
+        else (None, None)
+    return ArraySource(side.vectors, side.doc_index, documents, name_vecs, name_docs)
+
+
+def hybrid_inputs(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
+                  progress: Progress | None = None, dense=None) -> HybridInputs:
+    """The hybrid ranking's inputs for ``opts`` (mention source, head, names side), as
+    :func:`evaluate` builds them; vectors come from the cache when ``opts.cache``."""
+    opts = opts or EvalOptions()
+    _check_options(opts)
+    cache_root = default_cache_root() if opts.cache else None
+    side = mention_side(eval_set, opts, encoder or build_encoder(opts), cache_root, progress)
+    dense, documents, queries_d = dense_side(eval_set, cache_root, dense)
+    return HybridInputs(side, dense, queries_d,
+                        array_source(eval_set, side, documents, dense, cache_root, opts.names))
+
+
 def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
              progress: Progress | None = None) -> dict:
     """Run every requested method on the same documents; returns the JSON-able report."""
@@ -186,20 +232,14 @@ def evaluate(eval_set: EvalSet, opts: EvalOptions | None = None, encoder=None,
                                                           side.doc_index, len(eval_set.docs))
         settings.update(side.settings)
     if {"dense", "hybrid"} & set(methods):
-        from ner_retriever.models.dense import DenseEncoder
-
-        dense = DenseEncoder()  # loaded once for the document and the name side
-        documents = dense_document_vectors(eval_set, cache_root, dense)
-        queries_d = dense_queries(eval_set, dense)
+        dense, documents, queries_d = dense_side(eval_set, cache_root)
         scores["dense"] = queries_d @ documents.T
     if "bm25" in methods:
         scores["bm25"] = bm25_document_scores(eval_set)
     if "dense-mpnet" in methods:
         scores["dense-mpnet"] = dense_document_scores(eval_set, cache_root, MPNET_MODEL)
     if "hybrid" in methods:
-        names, name_docs = name_vectors(eval_set, side.spans, cache_root, dense) if opts.names \
-            else (None, None)
-        source = ArraySource(side.vectors, side.doc_index, documents, names, name_docs)
+        source = array_source(eval_set, side, documents, dense, cache_root, opts.names)
         scores["hybrid"] = hybrid_rank(eval_set, source, side.queries, queries_d, opts.fusion())
         settings.update(hybrid_settings(opts))
     return {"dataset": eval_set.name, "documents": len(eval_set.docs),
