@@ -46,6 +46,22 @@ class CatalogReads:
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
 
+    def select_keys(self, condition: str, params: Sequence = ()) -> np.ndarray:
+        """Sorted keys of the documents meeting an SQL ``condition`` on the documents table
+        (built by ``indexes/filters.py`` from a parsed filter, never from user text)."""
+        rows = self._db.execute(f"SELECT key FROM documents WHERE {condition} ORDER BY key",
+                                list(params)).fetchall()
+        return np.array([r[0] for r in rows], np.int64)
+
+    def document_stamp(self) -> tuple[int, int]:
+        """``(documents, highest key)``: changes whenever a document is added or removed."""
+        return tuple(self._db.execute("SELECT COUNT(*), COALESCE(MAX(key), 0) "
+                                      "FROM documents").fetchone())
+
+    def document_texts(self, keys: Iterable[int]) -> list[tuple[int, str]]:
+        """``(key, text)`` of the given documents (for derived tables such as the keyword one)."""
+        return self._select_in("SELECT key, text FROM documents WHERE key IN ({in})", keys)
+
     def num_mentions(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM mentions").fetchone()[0]
 
@@ -103,13 +119,10 @@ class CatalogReads:
         return out
 
     def mention_rows(self, rows: Sequence[int]) -> dict[int, tuple[int, int, str]]:
-        if not rows:
-            return {}
-        q = (f"SELECT row, doc_key, start, end, text, label, checksum FROM mentions "
-             f"WHERE row IN ({','.join('?' * len(rows))})")
         wanted = [int(x) for x in rows]
         out = {}
-        for row in self._db.execute(q, wanted):
+        for row in self._select_in("SELECT row, doc_key, start, end, text, label, checksum "
+                                   "FROM mentions WHERE row IN ({in})", wanted):
             self._check_mention(*row)
             out[row[0]] = (row[2], row[3], row[4])
         lost = set(wanted) - out.keys()

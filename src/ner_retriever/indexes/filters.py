@@ -6,7 +6,6 @@ ranking may return (``hybrid_rank(..., allowed=)``)."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -101,10 +100,9 @@ def condition_sql(condition: Condition) -> tuple[str, list]:
             f"AND {value} = ?))", [condition.value, number])
 
 
-def matching_keys(db: sqlite3.Connection, conditions: Sequence[Condition]) -> np.ndarray:
-    """Sorted keys of the documents whose metadata meets every condition."""
+def matching_keys(index, conditions: Sequence[Condition]) -> np.ndarray:
+    """Sorted keys of the documents (of an index's catalog) whose metadata meets every
+    condition."""
     parts, params = zip(*(condition_sql(c) for c in conditions)) if conditions else ((), ())
-    where = " AND ".join(parts) if parts else "1"
-    sql = f"SELECT key FROM documents WHERE {where} ORDER BY key"
-    rows = db.execute(sql, [p for group in params for p in group]).fetchall()
-    return np.array([r[0] for r in rows], np.int64)
+    return index.select_keys(" AND ".join(parts) if parts else "1",
+                             [p for group in params for p in group])

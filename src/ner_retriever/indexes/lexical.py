@@ -75,13 +75,11 @@ class LexicalIndex:
 
     def _sync(self, db: sqlite3.Connection) -> None:
         """Add the catalog's documents the table lacks, drop those the catalog lost."""
-        catalog = self.index._db
         with self.index.lock:
-            stamp = catalog.execute("SELECT COUNT(*), COALESCE(MAX(key), 0) "
-                                    "FROM documents").fetchone()
+            stamp = self.index.document_stamp()
             if stamp == self._synced:
                 return
-            wanted = {r[0] for r in catalog.execute("SELECT key FROM documents")}
+            wanted = set(self.index.select_keys("1").tolist())
             db.execute("BEGIN IMMEDIATE")
             try:
                 have = {r[0] for r in db.execute("SELECT rowid FROM doc_text")}
@@ -89,9 +87,7 @@ class LexicalIndex:
                 db.executemany("DELETE FROM doc_text WHERE rowid = ?", [(k,) for k in gone])
                 new = sorted(wanted - have)
                 for i in range(0, len(new), SYNC_CHUNK):
-                    rows = self.index._select_in(
-                        "SELECT key, text FROM documents WHERE key IN ({in})",
-                        new[i:i + SYNC_CHUNK])
+                    rows = self.index.document_texts(new[i:i + SYNC_CHUNK])
                     db.executemany("INSERT INTO doc_text (rowid, text) VALUES (?, ?)", rows)
                 db.execute("COMMIT")
             except BaseException:

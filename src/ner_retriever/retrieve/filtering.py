@@ -49,7 +49,7 @@ class Filterer:
         keys = None
         if flt.where:
             with self.index.lock:
-                keys = matching_keys(self.index._db, flt.where)
+                keys = matching_keys(self.index, flt.where)
         if flt.must is not None:
             if self._lexical is None:
                 self._lexical = LexicalIndex(self.index)

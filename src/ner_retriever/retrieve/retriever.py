@@ -44,7 +44,6 @@ from ner_retriever.retrieve.threads import ranking_threads
 from ner_retriever.types import Document, MentionHit, SearchResult
 
 HEAD_DIR = "head"
-ROW_CHUNK = 10_000  # mention rows read per catalog query
 SearchMode = Literal["auto", "hybrid", "mentions"]
 
 
@@ -328,17 +327,9 @@ class Retriever:
             ranked = rank_all(self.source, Queries(vector[:dim], vector[dim:], vector[dim:]),
                               req.fusion(), self.threshold, allowed)
             passing = ranked.rows[ranked.row_fused >= self.threshold]
-            texts = {row: t for row, (_, _, t) in self._mention_rows(passing).items()}
+            texts = {row: t for row, (_, _, t) in self.index.mention_rows(passing).items()}
             return inventory(ranked, texts, self.threshold, top, lambda keys: {
                 k: d.id for k, d in self.index.documents_by_key(keys).items()})
-
-    def _mention_rows(self, rows: Sequence[int]) -> dict[int, tuple[int, int, str]]:
-        """``index.mention_rows`` in chunks (SQLite bounds the parameters of one query)."""
-        rows = [int(r) for r in rows]
-        out: dict[int, tuple[int, int, str]] = {}
-        for i in range(0, len(rows), ROW_CHUNK):
-            out.update(self.index.mention_rows(rows[i:i + ROW_CHUNK]))
-        return out
 
     def _hybrid(self, mode: SearchMode) -> bool:
         if mode not in SEARCH_MODES:
@@ -351,7 +342,7 @@ class Retriever:
     def _results(self, grouped: list[DocumentHits], labels: Sequence[str] | None = None
                  ) -> list[SearchResult]:
         docs = self.index.documents_by_key([g.doc_key for g in grouped])
-        rows = self._mention_rows([r for g in grouped for r, _ in g.hits])
+        rows = self.index.mention_rows([r for g in grouped for r, _ in g.hits])
         results = []
         for g in grouped:
             doc = docs[g.doc_key]
