@@ -99,10 +99,11 @@ def tables(rows: list[dict], label: str) -> str:
             f"{e['returned']:.1f} | {e['relevant']:.1f} |"
             for r in rows for e in [r["exhaustive"]]]
     out += [f"\n### Two types per document ({label}): R-Precision, relevant = documents "
-            "with both\n", "| split | pairs | T | **R-Precision** | returned / pair | "
-            "relevant / pair |", "|---|--:|--:|--:|--:|--:|"]
+            "with both\n", "| split | pairs | T | **R-Precision** | no cut-off | returned / pair | "
+            "relevant / pair |", "|---|--:|--:|--:|--:|--:|--:|"]
     out += [f"| {r['split']} | {p['pairs']} | {r['threshold']:.2f} | **{p['r_precision']:.3f}**"
-            f" | {p['returned']:.1f} | {p['relevant']:.1f} |" for r in rows for p in [r["pairs"]]]
+            f" | {p['uncut']:.3f} | {p['returned']:.1f} | {p['relevant']:.1f} |"
+            for r in rows for p in [r["pairs"]]]
     out += [f"\n### Entity inventory ({label}): precision of the top {F.TOP_ENTITIES} "
             "entities against the type's gold mention texts\n",
             "| split | types | T | **precision** | entities listed / type | types listing none |",

@@ -96,6 +96,11 @@ def test_a_pair_ranks_documents_past_both_cut_offs_by_the_lower_score():
     out = pair_precision(es, [a, b], 2.0, [("a", "b")])  # both: documents 1 and 3
     assert out["per_pair"] == {"a & b": 0.5} and out["r_precision"] == 0.5
     assert out["returned"] == 2 and out["relevant"] == 2
+    # without the cut-off: lower scores 2.2, 0.5, 1.0, 2.0, -inf -> top 2 = {0, 3}: also 1/2
+    assert out["uncut"] == 0.5
+    b_low = candidates([0, 1, 2, 3], [2.2, 2.15, 3.0, 2.0])  # now 1 beats 3 and passes
+    assert pair_precision(es, [a, b_low], 2.0, [("a", "b")])["r_precision"] == 0.5
+    assert pair_precision(es, [a, b_low], 2.2, [("a", "b")])["r_precision"] == 0.0
 
 
 # ---- entity inventory ------------------------------------------------------------------------

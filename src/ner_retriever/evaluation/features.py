@@ -141,19 +141,23 @@ def pair_scores(a: Candidates, b: Candidates, threshold: float, n_docs: int) -> 
 def pair_precision(eval_set: EvalSet, ranked: Sequence[Candidates], threshold: float,
                    pairs: Sequence[tuple[str, str]]) -> dict:
     """R-Precision of each pair's combined ranking against the documents with both types;
-    macro over pairs (NaN without any pair)."""
+    macro over pairs (NaN without any pair). ``uncut``: the same lower-score ranking over
+    every document, no cut-off, to tell the cut-off's loss from the ranking's."""
     at = {t: i for i, t in enumerate(eval_set.types)}
     n = len(eval_set.docs)
-    per_pair, returned, relevant = {}, [], []
+    full = fused_matrix(ranked, n)
+    per_pair, uncut, returned, relevant = {}, {}, [], []
     for a, b in pairs:
         both = np.intersect1d(eval_set.relevant[a], eval_set.relevant[b])
         scores = pair_scores(ranked[at[a]], ranked[at[b]], threshold, n)
         per_pair[f"{a} & {b}"] = strict_r_precision(scores, both)
+        uncut[f"{a} & {b}"] = r_precision(np.minimum(full[at[a]], full[at[b]]), both)
         returned.append(int(np.isfinite(scores).sum()))
         relevant.append(len(both))
     return {"threshold": threshold, "pairs": len(pairs), "r_precision": macro(per_pair),
-            "returned": float(np.mean(returned)) if pairs else 0.0,
-            "relevant": float(np.mean(relevant)) if pairs else 0.0, "per_pair": per_pair}
+            "uncut": macro(uncut), "returned": float(np.mean(returned)) if pairs else 0.0,
+            "relevant": float(np.mean(relevant)) if pairs else 0.0, "per_pair": per_pair,
+            "per_pair_uncut": uncut}
 
 
 # ---- c. entity inventory --------------------------------------------------------------------
