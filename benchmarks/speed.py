@@ -119,8 +119,9 @@ def lm_tokens(texts: list[str]) -> int:
     return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
-def replicate(source: Path, target: Path, n_docs: int) -> None:
-    """An index of ``n_docs`` documents made of copies of ``source``'s (vectors reused)."""
+def replicate(source: Path, target: Path, n_docs: int, metadata=None) -> None:
+    """An index of ``n_docs`` documents made of copies of ``source``'s (vectors reused);
+    ``metadata(i)``, when given, is copy ``i``'s metadata."""
     import numpy as np
     from ner_retriever import Document
     from ner_retriever.indexes.index import Index
@@ -141,7 +142,8 @@ def replicate(source: Path, target: Path, n_docs: int) -> None:
         for start in range(0, n_docs, REPLICATE_BATCH):
             picks = [i % len(keys) for i in range(start, min(n_docs, start + REPLICATE_BATCH))]
             ids = [f"c{start + j}" for j in range(len(picks))]
-            index.add([Document(d, docs[keys[i]].text) for d, i in zip(ids, picks)],
+            meta = [metadata(start + j) if metadata else {} for j in range(len(picks))]
+            index.add([Document(d, docs[keys[i]].text, m) for d, i, m in zip(ids, picks, meta)],
                       [[Mention(d, m.start, m.end, m.text, m.label) for m in mentions[i]]
                        for d, i in zip(ids, picks)],
                       [vectors[cut[i]:cut[i + 1]] for i in picks], doc_vectors=dense[picks],

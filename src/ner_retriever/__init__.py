@@ -22,6 +22,8 @@ _LAZY = {
     "Index": "ner_retriever.indexes.index",
     "FaissStore": "ner_retriever.indexes.faiss",
     "FusionConfig": "ner_retriever.config",
+    "Entity": "ner_retriever.retrieve.inventory",
+    "SearchFilter": "ner_retriever.retrieve.filtering",
 }
 
 __all__ = [

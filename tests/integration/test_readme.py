@@ -13,7 +13,7 @@ PUBLIC = ("Retriever", "Document", "Span", "Mention", "MentionHit", "SearchResul
           "ConfigError", "CorpusError", "DuplicateDocumentError", "IndexStateError",
           "NerRetrieverError", "read_corpus", "build_detector", "TransformerEncoder",
           "EncoderConfig", "ProjectionHead", "DenseEncoder", "Index", "FaissStore",
-          "FusionConfig")
+          "FusionConfig", "Entity", "SearchFilter")
 
 
 def python_blocks() -> list[str]:
