@@ -18,7 +18,6 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="times out on current main (ReadTimeout under the int8 query pass + delete route changes); open in issue 20")
 def test_soak_short(tmp_path):
     sys.path.insert(0, str(BENCH))
     try:
