@@ -362,7 +362,8 @@ def check_served_folders(app) -> None:
         assert [Path(d).resolve() for d in static.all_directories] == [folder], mount.path
         assert static.follow_symlink is False, mount.path
     api = {r.path for r in app.routes if isinstance(r, APIRoute)}
-    assert api == {"/", "/docs", "/health", "/stats", "/search", "/documents/{doc_id:anytext}",
+    assert api == {"/", "/docs", "/health", "/stats", "/search", "/entities",
+                   "/documents/{doc_id:anytext}",
                    "/documents"}  # none of them opens a file named by the request
 
 

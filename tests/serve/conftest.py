@@ -1,6 +1,7 @@
 """Fixtures of the fast HTTP tests: a small index built with the tiny random encoder (no real
 model), served in-process (``tiny_app``) or by uvicorn
-(``tests.serve.serve_support.live_server``)."""
+(``tests.serve.serve_support.live_server``); ``tiny_hybrid`` is the same corpus with gold
+mentions and MiniLM document vectors (tests using it are marked slow)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 from collections.abc import Callable
 
 import pytest
-from tests.serve.serve_support import TINY_CORPUS, TINY_TOKEN
+from tests.serve.serve_support import TINY_CORPUS, TINY_TOKEN, with_gold_spans
 
 from ner_retriever.retrieve.retriever import Retriever
 from ner_retriever.serve.app import create_app
@@ -35,6 +36,35 @@ def tiny_app(tiny_index, tmp_path) -> Callable:
         retriever = Retriever.open(path, writable=True, encoder=tiny_index["encoder"])
         retriever.detector = tiny_index["detector"]  # spaCy loaded once per session
         return create_app(retriever, ServeSettings(write_token=TINY_TOKEN, **settings),
+                          owns_retriever=True)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_hybrid(tmp_path_factory, tiny_encoder):
+    """TINY_CORPUS with gold mentions on a hybrid index (tiny encoder, no head, MiniLM)."""
+    path = tmp_path_factory.mktemp("tiny-hybrid") / "index"
+    with Retriever.create(path, encoder=tiny_encoder, detector="gold", head=None) as r:
+        r.add([with_gold_spans(d) for d in TINY_CORPUS])
+    return path
+
+
+@pytest.fixture()
+def hybrid_app(tiny_hybrid, tiny_index, tmp_path) -> Callable:
+    """``hybrid_app(threshold, writable, **settings)``: an app over the hybrid index whose
+    exhaustive cut-off is ``threshold`` (low: every document passes); ``writable``: over a
+    copy with the write token, documents added through spaCy (gold spans need a corpus)."""
+    def build(threshold: float = -10.0, writable: bool = False, **settings):
+        path, token = tiny_hybrid, None
+        if writable:
+            path, token = tmp_path / f"hybrid-{len(list(tmp_path.iterdir()))}", TINY_TOKEN
+            shutil.copytree(tiny_hybrid, path, ignore=shutil.ignore_patterns("write.lock"))
+        retriever = Retriever.open(path, writable=writable, encoder=tiny_index["encoder"])
+        retriever.threshold = threshold
+        if writable:
+            retriever.detector = tiny_index["detector"]
+        return create_app(retriever, ServeSettings(write_token=token, **settings),
                           owns_retriever=True)
 
     return build

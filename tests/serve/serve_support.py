@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ner_retriever.types import Document
+from ner_retriever.types import Document, Span
 
 TINY_TOKEN = "tiny-token-0123456789abcdef"
 TINY_AUTH = {"Authorization": f"Bearer {TINY_TOKEN}"}
@@ -52,3 +52,23 @@ def live_server(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+# The gold mentions of TINY_CORPUS (text, label) for the hybrid index (gold detector): the
+# several-types, exhaustive and entity tests need fused scores, hence document vectors.
+TINY_MENTIONS = {
+    "merkel": [("Angela Merkel", "person"), ("Emmanuel Macron", "person"), ("Paris", "city")],
+    "danube": [("Danube", "river"), ("Vienna", "city"), ("Bratislava", "city"),
+               ("Budapest", "city")],
+    "toyota": [("Toyota", "company"), ("Corolla", "car"), ("Tokyo", "city")],
+    "curie": [("Marie Curie", "person"), ("Nobel Prize in Physics", "award"), ("Paris", "city")],
+    "lakers": [("Los Angeles Lakers", "team"), ("Boston Celtics", "team"), ("NBA", "league")],
+}
+
+
+def with_gold_spans(doc: Document) -> Document:
+    spans = []
+    for text, label in TINY_MENTIONS[doc.id]:
+        start = doc.text.index(text)
+        spans.append(Span(start, start + len(text), label))
+    return Document(doc.id, doc.text, doc.metadata, tuple(spans))

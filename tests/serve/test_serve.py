@@ -247,7 +247,8 @@ def test_unknown_document_is_404(client):
 
 
 @pytest.mark.parametrize(("params", "expected"), [
-    ({}, "query parameter 'q': Field required"),
+    ({}, "give q (an entity type, repeatable) or like (an example mention)"),
+    ({"q": ["city", " "]}, "query parameter 'q' (value 2): must hold a character other than"),
     ({"q": ""}, "query parameter 'q': String should have at least 1 character"),
     ({"q": "   "}, "query parameter 'q': must hold a character other than whitespace"),
     ({"q": "x" * 257}, "query parameter 'q': String should have at most 256 characters"),

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from ner_retriever import __version__
 from ner_retriever.errors import ConfigError
 from ner_retriever.retrieve.retriever import Retriever
-from ner_retriever.serve import deletes, routes
+from ner_retriever.serve import deletes, routes, searching
 from ner_retriever.serve.http import SecurityHeaders
 from ner_retriever.serve.schemas import add_documents_model
 from ner_retriever.serve.service import SearchService
@@ -61,7 +61,8 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
     routes.register_page(app, Path(str(package / "static")))
     routes.register_docs(app, Path(str(package / "serve" / "docs_assets")))  # vendored Swagger UI
     routes.register_service_routes(app, service)
-    routes.register_search(app, service, settings)
+    searching.register_search(app, service, settings)
+    searching.register_entities(app, service, settings)
     routes.register_documents(app, service)
     deletes.register_deletes(app, service, settings)
     body_model = add_documents_model(settings)

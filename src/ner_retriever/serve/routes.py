@@ -5,14 +5,12 @@ Each ``register_*`` function adds one group to an app, closing over its service 
 
 # No "from __future__ import annotations": FastAPI must evaluate the route signatures, which
 # refer to these functions' closures (the limits in ServeSettings).
-import asyncio
 import hmac
 import sqlite3
-import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -34,16 +32,14 @@ from ner_retriever.errors import (
     NerRetrieverError,
 )
 from ner_retriever.serve.schemas import (
-    NON_BLANK,
     AddDocumentsBase,
     AddDocumentsResponse,
     DocumentOut,
     ErrorOut,
     HealthOut,
-    SearchOut,
     StatsOut,
 )
-from ner_retriever.serve.service import MS_PER_S, SearchService
+from ner_retriever.serve.service import SearchService
 from ner_retriever.serve.settings import ServeSettings
 from ner_retriever.serve.validation import (parse_json, public_errors, read_body, reject,
                                             to_documents, validation_message)
@@ -161,37 +157,6 @@ def register_service_routes(app: FastAPI, service: SearchService) -> None:
     async def stats() -> dict:
         """What the index holds and how it was built, plus the server's limits and cache."""
         return await run_in_threadpool(service.stats)
-
-
-def register_search(app: FastAPI, service: SearchService, settings: ServeSettings) -> None:
-    """``GET /search``, its parameters bounded by the settings."""
-
-    @app.get("/search", response_model=SearchOut, responses=ERRORS, tags=["search"])
-    async def search(
-        q: Annotated[str, Query(min_length=1, max_length=settings.max_query_chars,
-                                pattern=NON_BLANK,
-                                description='an entity type in your words, e.g. "politician"')],
-        k: Annotated[int, Query(ge=1, le=settings.max_k, description="results per page")] = 10,
-        offset: Annotated[int, Query(ge=0, le=settings.max_offset,
-                                     description="skip this many results (for 'more')")] = 0,
-        per_doc: Annotated[int, Query(ge=1, le=settings.max_per_doc,
-                                      description="matching mentions shown per document")] = 3,
-        mode: Annotated[Literal["auto", "mentions"], Query(
-            description="auto: hybrid on a hybrid index (mention and document scores fused), "
-                        "else best mention; mentions: best-mention cosine only")] = "auto",
-    ) -> dict:
-        """Rank documents by their mentions (fused with a document score on a hybrid index);
-        mentions carry document offsets."""
-        query = q.strip()
-        started = time.perf_counter()
-        future, cached = service.embedder.submit(query)
-        # shielded: a client hanging up must not cancel a vector other requests may share
-        vector = await asyncio.shield(asyncio.wrap_future(future))
-        results, has_more = await run_in_threadpool(service.search, vector, k, offset, per_doc,
-                                                    mode)
-        return {"query": query, "k": k, "offset": offset, "has_more": has_more,
-                "cached": cached, "took_ms": round((time.perf_counter() - started) * MS_PER_S, 2),
-                "results": results}
 
 
 def register_documents(app: FastAPI, service: SearchService) -> None:

@@ -18,21 +18,21 @@ from pydantic import (
 from ner_retriever.serve.settings import ServeSettings
 
 
-def _not_only(chars: list[str]) -> str:
-    """A regex character class matching any character but ``chars``, spelled with explicit
-    ``\\xHH``/``\\uHHHH`` escapes: Python's ``re``, pydantic's Rust regex and a browser's
-    ECMAScript regex then agree exactly (their ``\\s`` classes differ)."""
+def char_class(chars: list[str], negate: bool = False) -> str:
+    """A regex character class matching ``chars`` (any character but them when ``negate``),
+    spelled with explicit ``\\xHH``/``\\uHHHH`` escapes: Python's ``re``, pydantic's Rust regex
+    and a browser's ECMAScript regex then agree exactly (their ``\\s`` classes differ)."""
     def escape(c: str) -> str:
         return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
 
     ranges: list[list[str]] = []
-    for c in chars:
+    for c in sorted(set(chars)):
         if ranges and ord(c) == ord(ranges[-1][1]) + 1:
             ranges[-1][1] = c
         else:
             ranges.append([c, c])
-    return "[^" + "".join(escape(a) if a == b else f"{escape(a)}-{escape(b)}"
-                          for a, b in ranges) + "]"
+    return ("[^" if negate else "[") + "".join(
+        escape(a) if a == b else f"{escape(a)}-{escape(b)}" for a, b in ranges) + "]"
 
 
 # What ``str.strip()`` removes: a query, id or text with nothing else is refused, and the
@@ -40,7 +40,7 @@ def _not_only(chars: list[str]) -> str:
 # Unicode has no whitespace outside the BMP (a test scans all of it).
 BMP = 0x10000
 WHITESPACE = [chr(c) for c in range(BMP) if chr(c).isspace()]
-NON_BLANK = _not_only(WHITESPACE)
+NON_BLANK = char_class(WHITESPACE, negate=True)
 BLANK_MESSAGE = "must hold a character other than whitespace"
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # integer ids: what every JSON client can send
 ID_TAGS = ("string", "integer")  # the two forms of an id, named in validation error locations
@@ -111,6 +111,8 @@ class MentionHitOut(BaseModel):
     end: int
     text: str
     score: float
+    query: str | None = Field(None, description="the description this mention matched; only "
+                                                "when a search has several q")
 
 
 class ContextOut(BaseModel):
@@ -134,13 +136,32 @@ class ResultOut(BaseModel):
 
 
 class SearchOut(BaseModel):
-    query: str
+    query: str = Field(description='the descriptions joined by " & ", or the example (like)')
+    queries: list[str] = Field(description="each description (or the example) on its own")
+    threshold: float | None = Field(None, description="the fused-score cut-off documents "
+                                                      "passed; only with all=true or several q")
+    total: int | None = Field(None, description="documents past the cut-off; only with "
+                                                "all=true")
     k: int
     offset: int
     has_more: bool
     cached: bool = Field(description="the query vector came from the cache")
     took_ms: float
     results: list[ResultOut]
+
+
+class EntityOut(BaseModel):
+    text: str = Field(description="the most frequent surface form of the entity")
+    documents: int = Field(description="documents naming it")
+    mentions: int = Field(description="its mentions past the cut-off")
+    score: float = Field(description="its best mention's fused score")
+    examples: list[str] = Field(description="ids of the documents of its best mentions")
+
+
+class EntitiesOut(BaseModel):
+    query: str
+    threshold: float = Field(description="the fused-score cut-off each mention passed")
+    entities: list[EntityOut] = Field(description="best first")
 
 
 class MentionOut(BaseModel):

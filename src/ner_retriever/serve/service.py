@@ -19,12 +19,13 @@ import numpy as np
 
 from ner_retriever import __version__
 from ner_retriever.retrieve.info import index_info
+from ner_retriever.retrieve.requests import SearchRequest
 from ner_retriever.retrieve.retriever import Retriever
 from ner_retriever.retrieve.snippets import context_window
 from ner_retriever.retrieve.snippets import snippet as make_snippet
 from ner_retriever.serve.embedder import LockedEncoder, QueryEmbedder
 from ner_retriever.serve.settings import ServeSettings
-from ner_retriever.types import Document
+from ner_retriever.types import Document, SearchResult
 
 CONTEXT_CHARS = 220
 MS_PER_S = 1000
@@ -70,30 +71,48 @@ class SearchService:
             self.retriever.close()
 
     # -- reads ---------------------------------------------------------------------------------
-    def search(self, vector: np.ndarray, k: int, offset: int, per_doc: int,
-               mode: str = "auto") -> tuple[list, bool]:
+    def search(self, req: SearchRequest, vectors: np.ndarray, k: int, offset: int
+               ) -> tuple[list[dict], bool, int]:
+        """One page of the ranking of ``req`` (``retriever.run``, the one ranking) with the
+        rows of ``request_vectors``: (results, whether more follow, documents ranked). ``req``
+        asks for ``offset + k + 1`` documents, or all of them when exhaustive."""
         index = self.retriever.index
-        if mode == "mentions":  # the cached row also holds the dense part: drop it
-            vector = vector[:index.config.dim]
+        if vectors.shape[1] != index.config.dim and not self.hybrid(req.mode):
+            vectors = vectors[:, :index.config.dim]  # a cached row also holds the dense part
         with self.reading():
-            ranked = self.retriever.search_vector(vector, k=offset + k + 1, per_doc=per_doc)
+            ranked = self.retriever.run(req, vectors)
             page = ranked[offset: offset + k]
             docs = {r.doc_id: index.get_document(r.doc_id) for r in page}
-        results = []
-        for rank, r in enumerate(page, offset + 1):
-            text = docs[r.doc_id].text
-            # a hybrid result can rank on its document vector alone: no mention to centre on
-            start, end = (r.mentions[0].start, r.mentions[0].end) if r.mentions else (0, 0)
-            lo, hi = context_window(text, start, end, CONTEXT_CHARS)
-            results.append({
-                "rank": rank, "doc_id": r.doc_id, "score": r.score,
-                "mentions": [{"start": m.start, "end": m.end, "text": m.text, "score": m.score}
-                             for m in r.mentions],
-                "snippet": make_snippet(text, start, end),
-                "context": {"start": lo, "end": hi, "text": text[lo:hi],
-                            "doc_length": len(text)},
-            })
-        return results, len(ranked) > offset + k
+        return ([self._result(rank, r, docs[r.doc_id].text)
+                 for rank, r in enumerate(page, offset + 1)],
+                len(ranked) > offset + k, len(ranked))
+
+    def hybrid(self, mode: str) -> bool:
+        """Whether a search in ``mode`` fuses document scores (what a cut-off needs)."""
+        return mode != "mentions" and self.retriever.index.config.dense is not None
+
+    def like_vectors(self, req: SearchRequest) -> np.ndarray:
+        """The example's row, encoded like an indexed mention through the locked encoder."""
+        return self.retriever.request_vectors(req)
+
+    def entities(self, query: str, top: int, where: list[str] | None, must: str | None
+                 ) -> list[dict]:
+        """The entity inventory (``Retriever.entities``: ranked under the index mutex)."""
+        found = self.retriever.entities(query, top=top, where=where, must=must)
+        return [e.to_dict() for e in found]
+
+    @staticmethod
+    def _result(rank: int, r: SearchResult, text: str) -> dict:
+        # a hybrid result can rank on its document vector alone: no mention to centre on
+        start, end = (r.mentions[0].start, r.mentions[0].end) if r.mentions else (0, 0)
+        lo, hi = context_window(text, start, end, CONTEXT_CHARS)
+        return {
+            "rank": rank, "doc_id": r.doc_id, "score": r.score,
+            "mentions": [{"start": m.start, "end": m.end, "text": m.text, "score": m.score,
+                          "query": m.query} for m in r.mentions],
+            "snippet": make_snippet(text, start, end),
+            "context": {"start": lo, "end": hi, "text": text[lo:hi], "doc_length": len(text)},
+        }
 
     def document(self, doc_id: str) -> dict | None:
         index = self.retriever.index

@@ -23,6 +23,7 @@ class ServeSettings:
     max_k: int = 100
     max_offset: int = 1000
     max_per_doc: int = 20
+    max_entities: int = 1000  # GET /entities?top=
     max_body_bytes: int = 8 * 1024 * 1024
     max_documents: int = 1000
     max_text_chars: int = 200_000

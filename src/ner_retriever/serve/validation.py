@@ -23,7 +23,11 @@ def _where(loc: Sequence[Any]) -> str:
     """An error's location as a client wrote it: ``query parameter 'k'``, ``documents[0].id``."""
     loc = list(loc)
     if loc and loc[0] in ("query", "path", "header"):
-        return f"{loc[0]} parameter {'.'.join(str(p) for p in loc[1:])!r}"
+        # a repeated parameter (q=a&q=b): its values count from 1, the first one unnamed
+        names = [str(p) for p in loc[1:] if not isinstance(p, int)]
+        values = [p for p in loc[1:] if isinstance(p, int)]
+        nth = f" (value {values[0] + 1})" if values and values[0] > 0 else ""
+        return f"{loc[0]} parameter {'.'.join(names)!r}{nth}"
     if loc and loc[0] == "body":
         loc = loc[1:]
     if len(loc) >= 2 and loc[-2] == "id" and loc[-1] in ID_TAGS:  # the form an id took
