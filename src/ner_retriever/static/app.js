@@ -17,7 +17,14 @@
   const intro = $("intro");
   const dialog = $("doc-view");
 
-  const state = { query: "", offset: 0, token: 0, shown: 0 };
+  const whereInput = $("where");
+  const mustInput = $("must");
+  const entitiesButton = $("entities-go");
+  const entityView = $("entity-view");
+  const entityList = $("entity-list");
+
+  // req: {q: [descriptions], like: example or null, mention: its name, where: [...], must}
+  const state = { req: null, offset: 0, token: 0, shown: 0 };
 
   // -- small DOM helpers (all text goes in as text) ---------------------------------------
   function el(tag, className, text) {
@@ -60,6 +67,47 @@
       throw new Error(detail || `HTTP ${response.status}`);
     }
     return body;
+  }
+
+  // -- requests and the address bar -----------------------------------------------------------
+  // "politician & city": several types (documents mentioning an entity of each)
+  const descriptions = (text) => text.split(/\s+&\s+/).map((t) => t.trim()).filter(Boolean);
+  const conditions = (text) => text.split(";").map((t) => t.trim()).filter(Boolean);
+
+  function formRequest() {
+    return { q: descriptions(input.value), like: null, mention: null,
+      where: conditions(whereInput.value), must: mustInput.value.trim() || null };
+  }
+
+  function requestParams(req) {
+    const params = new URLSearchParams();
+    if (req.like !== null) params.append("like", req.like);
+    else for (const q of req.q) params.append("q", q);
+    for (const w of req.where) params.append("where", w);
+    if (req.must) params.append("must", req.must);
+    return params;
+  }
+
+  function label(req) {
+    return req.like !== null ? `like \u201c${req.mention}\u201d` : `for \u201c${req.q.join(" & ")}\u201d`;
+  }
+
+  function fillForm(req) {
+    if (req.like === null) input.value = req.q.join(" & ");
+    whereInput.value = req.where.join("; ");
+    mustInput.value = req.must || "";
+  }
+
+  // "more like this": the mention marked in its context window, brackets elsewhere made
+  // round so that the one [[mark]] is the only one
+  function likeText(ctx, m) {
+    const round = (t) => t.replace(/\[/g, "(").replace(/\]/g, ")");
+    const chars = Array.from(ctx.text);
+    const start = m.start - ctx.start;
+    const end = m.end - ctx.start;
+    const name = round(m.text).replace(/\n/g, " ");
+    if (start < 0 || end > chars.length) return name.trim();
+    return `${round(chars.slice(0, start).join(""))}[[${name}]]${round(chars.slice(end).join(""))}`;
   }
 
   // -- highlighting -------------------------------------------------------------------------
@@ -118,7 +166,7 @@
     highlight(context, ctx.text, ctx.start, result.mentions.map((m, i) => ({
       start: m.start, end: m.end,
       className: i === 0 ? "hit best" : "hit",
-      title: `${m.text} \u2014 score ${formatScore(m.score)}`,
+      title: `${m.text}${m.query ? ` (${m.query})` : ""} \u2014 score ${formatScore(m.score)}`,
     })));
     if (ctx.end < ctx.doc_length) context.append("\u2026");
     item.append(context);
@@ -127,25 +175,35 @@
     hits.append(el("span", "muted", "matched"));
     for (const m of result.mentions) {
       const chip = el("span", "chip");
-      chip.append(el("span", "chip-text", m.text), el("span", "chip-score", formatScore(m.score)));
+      chip.append(el("span", "chip-text", m.text));
+      if (m.query) chip.append(el("span", "chip-label", m.query));
+      chip.append(el("span", "chip-score", formatScore(m.score)));
+      const like = el("button", "like", "more like this");
+      like.type = "button";
+      like.setAttribute("aria-label", `More like \u201c${m.text}\u201d`);
+      like.addEventListener("click", () => submit({ q: [], like: likeText(ctx, m), mention: m.text,
+        where: state.req.where, must: state.req.must }, true));
+      chip.append(like);
       hits.append(chip);
     }
     item.append(hits);
     return item;
   }
 
-  async function runSearch(query, append) {
+  async function runSearch(append) {
     const token = ++state.token;
     if (!append) {
-      state.query = query;
       state.offset = 0;
       state.shown = 0;
     }
-    const params = new URLSearchParams({ q: state.query, k: String(PAGE), offset: String(state.offset) });
+    const params = requestParams(state.req);
+    params.set("k", String(PAGE));
+    params.set("offset", String(state.offset));
     go.disabled = true;
     moreButton.disabled = true;
     list.setAttribute("aria-busy", "true");
-    setStatus(append ? "Loading more\u2026" : `Searching for \u201c${state.query}\u201d\u2026`);
+    const what = label(state.req);
+    setStatus(append ? "Loading more\u2026" : `Searching ${what}\u2026`);
     try {
       const data = await getJSON(`/search?${params}`);
       if (token !== state.token) return; // a newer search started meanwhile
@@ -158,8 +216,8 @@
       const plural = state.shown === 1 ? "" : "s";
       const how = data.cached ? "cached query" : "query embedded";
       setStatus(state.shown
-        ? `${state.shown} document${plural} for \u201c${data.query}\u201d \u00b7 ${data.took_ms} ms (${how})`
-        : `No documents for \u201c${data.query}\u201d.`);
+        ? `${state.shown} document${plural} ${what} \u00b7 ${data.took_ms} ms (${how})`
+        : `No documents ${what}.`);
     } catch (error) {
       if (token !== state.token) return;
       if (!append) list.replaceChildren();
@@ -174,28 +232,106 @@
     }
   }
 
-  function submit(query, push) {
-    query = query.trim();
-    if (!query) {
+  function pushUrl(params, push) {
+    const url = `?${params}`;
+    if (push && url !== window.location.search) history.pushState(null, "", url);
+  }
+
+  // keepEntities: a search started from the entity list leaves the list in view
+  function submit(req, push, keepEntities) {
+    if (req.like === null && req.q.length === 0) {
       setStatus("Type an entity type first, e.g. \u201cpolitician\u201d.", true);
       input.focus();
       return;
     }
-    input.value = query;
-    const url = `?q=${encodeURIComponent(query)}`;
-    if (push && url !== window.location.search) history.pushState({ q: query }, "", url);
-    runSearch(query, false);
+    if (!keepEntities) entityView.hidden = true;
+    fillForm(req);
+    state.req = req;
+    pushUrl(requestParams(req), push);
+    runSearch(false);
+  }
+
+  // -- entity inventory -------------------------------------------------------------------
+  function renderEntity(entity, req) {
+    const item = el("li");
+    const button = el("button", "entity");
+    button.type = "button";
+    button.title = `Documents that name ${entity.text}`;
+    const docs = entity.documents === 1 ? "1 document" : `${entity.documents} documents`;
+    const mentions = entity.mentions === 1 ? "1 mention" : `${entity.mentions} mentions`;
+    button.append(el("span", "entity-text", entity.text),
+      el("span", "entity-counts", `${docs} \u00b7 ${mentions}`));
+    button.addEventListener("click", () => submit({ ...req, must: entity.text }, true, true));
+    item.append(button);
+    return item;
+  }
+
+  async function runEntities(req, push) {
+    if (req.q.length !== 1) {
+      setStatus(req.q.length ? "Entities lists one type at a time." :
+        "Type an entity type first, e.g. \u201criver\u201d.", true);
+      input.focus();
+      return;
+    }
+    const token = ++state.token;
+    fillForm(req);
+    const params = requestParams(req);
+    params.delete("q");
+    params.set("entities", req.q[0]);
+    pushUrl(params, push);
+    const query = new URLSearchParams({ q: req.q[0], top: "50" });
+    for (const w of req.where) query.append("where", w);
+    if (req.must) query.append("must", req.must);
+    entitiesButton.disabled = true;
+    setStatus(`Listing entities of \u201c${req.q[0]}\u201d\u2026`);
+    try {
+      const data = await getJSON(`/entities?${query}`);
+      if (token !== state.token) return;
+      list.replaceChildren();
+      moreButton.hidden = true;
+      intro.hidden = true;
+      $("entity-title").textContent = `Entities of \u201c${data.query}\u201d`;
+      entityList.replaceChildren(...data.entities.map((e) => renderEntity(e, { ...req, must: null })));
+      entityView.hidden = false;
+      const n = data.entities.length;
+      setStatus(n ? `${n} entit${n === 1 ? "y" : "ies"} of \u201c${data.query}\u201d`
+        : `No entities of \u201c${data.query}\u201d.`);
+    } catch (error) {
+      if (token !== state.token) return;
+      entityView.hidden = true;
+      setStatus(error.message, true);
+    } finally {
+      entitiesButton.disabled = false;
+    }
+  }
+
+  // the address bar: ?q=..&q=..&where=..&must=.., ?like=.., or ?entities=..
+  function fromUrl() {
+    const params = new URLSearchParams(window.location.search);
+    const req = { q: params.getAll("q"), like: params.get("like"), mention: null,
+      where: params.getAll("where"), must: params.get("must") };
+    if (params.has("entities")) {
+      req.q = [params.get("entities")];
+      runEntities(req, false);
+    } else if (req.like !== null) {
+      const marked = /\[\[([\s\S]*?)\]\]/.exec(req.like);
+      req.mention = marked ? marked[1] : req.like;
+      submit(req, false);
+    } else if (req.q.length) {
+      submit(req, false);
+    } else {
+      return false;
+    }
+    return true;
   }
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    submit(input.value, true);
+    submit(formRequest(), true);
   });
-  moreButton.addEventListener("click", () => runSearch(state.query, true));
-  window.addEventListener("popstate", () => {
-    const q = new URLSearchParams(window.location.search).get("q");
-    if (q) submit(q, false);
-  });
+  entitiesButton.addEventListener("click", () => runEntities(formRequest(), true));
+  moreButton.addEventListener("click", () => runSearch(true));
+  window.addEventListener("popstate", fromUrl);
   document.addEventListener("keydown", (event) => {
     if (event.key === "/" && document.activeElement !== input && !dialog.open) {
       event.preventDefault();
@@ -293,7 +429,10 @@
       for (const example of examples) {
         const chip = el("button", "example", example);
         chip.type = "button";
-        chip.addEventListener("click", () => submit(example, true));
+        chip.addEventListener("click", () => {
+          input.value = example;
+          submit(formRequest(), true);
+        });
         box.append(chip);
       }
       box.hidden = examples.length === 0;
@@ -303,7 +442,5 @@
   }
 
   loadStats();
-  const initial = new URLSearchParams(window.location.search).get("q");
-  if (initial) submit(initial, false);
-  else input.focus();
+  if (!fromUrl()) input.focus();
 })();
