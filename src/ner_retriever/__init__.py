@@ -6,6 +6,7 @@ from ner_retriever.errors import (
     DuplicateDocumentError,
     IndexStateError,
     NerRetrieverError,
+    UnsupportedRequestError,
 )
 from ner_retriever.types import Document, Mention, MentionHit, SearchResult, Span
 
@@ -37,6 +38,7 @@ __all__ = [
     "NerRetrieverError",
     "SearchResult",
     "Span",
+    "UnsupportedRequestError",
     *_LAZY,
 ]
 __version__ = "0.1.0"

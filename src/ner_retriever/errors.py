@@ -23,6 +23,10 @@ class ConfigError(NerRetrieverError):
     """An option (model, block, component, detector, head, k, ...) is invalid."""
 
 
+class UnsupportedRequestError(ConfigError):
+    """A valid request this index cannot answer (a cut-off feature on a mention-only index)."""
+
+
 class IndexStateError(NerRetrieverError):
     """The index directory is missing, locked, corrupt or incompatible."""
 

@@ -326,6 +326,7 @@ def test_no_request_path_reaches_the_file_system(live, retriever):
                 data.lower(), (target, data[:200])
 
 
+@pytest.mark.slow  # the live server fixture loads the real default models
 def test_docs_assets_refuses_path_traversal(live):
     """``/docs-assets`` serves its own files and nothing above them: not the package's code
     next to it, not the index, not the system's files."""

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +23,7 @@ from ner_retriever.config import (CONFIDENCE_WEIGHT, EXHAUSTIVE_THRESHOLD, FEEDB
 from ner_retriever.choices import SEARCH_MODES
 from ner_retriever.detect.base import Detector
 from ner_retriever.detect.registry import DEFAULT_DETECTOR, build_detector
-from ner_retriever.errors import ConfigError, IndexStateError
+from ner_retriever.errors import ConfigError, IndexStateError, UnsupportedRequestError
 from ner_retriever.indexes.deletion import CompactStats, DeleteStats, delete_documents
 from ner_retriever.indexes.index import Index, IndexConfig
 from ner_retriever.indexes.base import store_settings
@@ -274,14 +276,25 @@ class Retriever:
                                weight=weight, feedback=feedback)
         return self.run(req, np.asarray(vector, np.float32)[None])
 
+    def check_request(self, req: SearchRequest, what: str | None = None) -> bool:
+        """Whether ``req`` ranks hybrid; :class:`UnsupportedRequestError` when it needs a
+        cut-off (several types, exhaustive, entities) that only fused scores have. ``what``
+        names the feature in the message."""
+        hybrid = self._hybrid(req.mode)
+        if (req.exhaustive or req.combined) and not hybrid:
+            what = what or ("several types" if req.combined else "exhaustive mode")
+            if self.index.config.dense is None:
+                raise UnsupportedRequestError(
+                    f"{what} needs a hybrid index (fused scores have a cut-off); index "
+                    f"{self.index.path} ranks mentions only")
+            raise UnsupportedRequestError(f"{what} needs mode=auto (fused scores have a "
+                                          f"cut-off), not mode=mentions")
+        return hybrid
+
     def request_vectors(self, req: SearchRequest) -> np.ndarray:
         """One row per query of ``req`` (see :meth:`embed_search_queries`); checks first that
         the index can answer it."""
-        hybrid = self._hybrid(req.mode)
-        if (req.exhaustive or req.combined) and not hybrid:
-            what = "several types" if req.combined else "exhaustive mode"
-            raise ConfigError(f"{what} needs a hybrid index (fused scores have a cut-off); "
-                              f"index {self.index.path} ranks mentions only")
+        hybrid = self.check_request(req)
         if req.like is None:
             return self.embed_search_queries(list(req.queries), req.mode)
         ex = req.like
@@ -294,6 +307,8 @@ class Retriever:
     def run(self, req: SearchRequest, vectors: np.ndarray) -> list[SearchResult]:
         """Rank with the rows of :meth:`request_vectors` (the one ranking, retrieve/fusion.py)."""
         dim = self.index.config.dim
+        if vectors.shape[1] == dim:  # mention-space rows only: refuse what needs a cut-off
+            self.check_request(dataclasses.replace(req, mode="mentions"))
         with self.index.lock, ranking_threads():  # retrieve/threads.py: why one BLAS thread
             allowed = self._filterer.allowed(req.where)
             if vectors.shape[1] == dim:

@@ -30,6 +30,7 @@ from ner_retriever.errors import (
     DuplicateDocumentError,
     IndexStateError,
     NerRetrieverError,
+    UnsupportedRequestError,
 )
 from ner_retriever.serve.schemas import (
     AddDocumentsBase,
@@ -53,7 +54,8 @@ WRITE_ERRORS = {**ERRORS,
                                                          "repeated in the request"},
                 413: {"model": ErrorOut, "description": "body too large"}}
 BEARER = "bearer"  # the security scheme of writes in the OpenAPI schema
-STATUS_OF_ERROR = {CorpusError: 422, ConfigError: 422, IndexStateError: 503}
+STATUS_OF_ERROR = {CorpusError: 422, ConfigError: 422, UnsupportedRequestError: 409,
+                   IndexStateError: 503}
 
 
 class _AnyText(Convertor):

@@ -19,6 +19,7 @@ from pydantic import StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from ner_retriever.config import INVENTORY_TOP
+from ner_retriever.errors import UnsupportedRequestError
 from ner_retriever.retrieve.requests import SearchRequest
 from ner_retriever.serve import params
 from ner_retriever.serve.schemas import NON_BLANK, EntitiesOut, ErrorOut, SearchOut
@@ -50,14 +51,12 @@ def _filters(settings: ServeSettings):
 
 
 def check_capability(service: SearchService, req: SearchRequest, what: str) -> None:
-    """A cut-off needs fused scores: 409 on a mention-only index or with mode=mentions."""
-    if service.hybrid(req.mode):
-        return
-    if service.retriever.index.config.dense is None:
-        raise reject(409, f"{what} needs a hybrid index (fused scores have a cut-off); this "
-                          f"index ranks mentions only")
-    raise reject(409, f"{what} needs mode=auto (fused scores have a cut-off), not "
-                      f"mode=mentions")
+    """A cut-off needs fused scores: 409 on a mention-only index or with mode=mentions (the
+    retriever's own check, ``Retriever.check_request``)."""
+    try:
+        service.retriever.check_request(req, what)
+    except UnsupportedRequestError as exc:
+        raise reject(409, str(exc).replace(f" {service.retriever.index.path}", "")) from None
 
 
 async def _vectors(service: SearchService, req: SearchRequest) -> tuple[np.ndarray, bool]:
