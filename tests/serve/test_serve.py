@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import copy
 import shutil
 import threading
 import time
@@ -545,6 +546,21 @@ def test_index_is_writable_only_when_writes_are_enabled(built, tmp_path):
     finally:
         writable.state.service.close()
         read_only.state.service.close()
+
+
+def test_the_query_precision_is_chosen_at_start_up(built, tmp_path):
+    path = tmp_path / "index"
+    shutil.copytree(built["path"], path, ignore=shutil.ignore_patterns("write.lock"))
+    encoder = copy.copy(built["encoder"])  # the shared fixture keeps its own precision
+    app = open_app(path, encoder=encoder, precision="fp32")
+    try:
+        retriever = app.state.service.retriever
+        retriever.embed_queries(["a city"])  # the query pass resolves its precision on use
+        assert retriever.encoder.query_pass.precision == "fp32"
+    finally:
+        app.state.service.close()
+    with pytest.raises(ConfigError, match="precision"):
+        open_app(path, encoder=copy.copy(built["encoder"]), precision="fp8")
 
 
 def test_weak_tokens_and_read_only_writes_are_refused(built):

@@ -30,6 +30,7 @@ def serve(
     body_timeout: Annotated[float, typer.Option(
         help="seconds a client has to send a request body (then 408)")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    precision: Annotated[Optional[str], typer.Option(help="query pass: fp32, int8, or auto (int8 where a start-up probe measures it faster; the default on hybrid indexes)")] = None,
 ) -> None:
     """Serve an index over HTTP: JSON API (OpenAPI docs at /docs) and a search page at /."""
     import uvicorn
@@ -44,7 +45,7 @@ def serve(
                              examples=tuple(example) if example else DEFAULT_EXAMPLES,
                              cache_size=cache_size, max_batch=max_batch,
                              body_timeout_s=body_timeout)
-    application = open_app(index_dir, settings)
+    application = open_app(index_dir, settings, precision=precision)
     mode = "writes enabled with a bearer token" if settings.write_token else "read-only"
     if settings.write_token and host not in LOOPBACK_HOSTS:
         err.print(f"warning: listening on {host} without TLS: the write token crosses the "

@@ -72,11 +72,12 @@ def create_app(retriever: Retriever, settings: ServeSettings | None = None,
 
 
 def open_app(index_dir: str | Path, settings: ServeSettings | None = None,
-             encoder: Any = None) -> FastAPI:
-    """Open the index (writable only when writes are enabled) and build the app around it."""
+             encoder: Any = None, precision: str | None = None) -> FastAPI:
+    """Open the index (writable only when writes are enabled) and build the app around it;
+    ``precision``: the query pass's (``Retriever.open``)."""
     settings = settings or ServeSettings()
     retriever = Retriever.open(index_dir, writable=settings.write_token is not None,
-                               encoder=encoder)
+                               encoder=encoder, precision=precision)
     try:
         return create_app(retriever, settings, owns_retriever=True)
     except BaseException:
