@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ner_retriever.config import FusionConfig
-from ner_retriever.retrieve.combine import all_types
+from ner_retriever.retrieve.combine import all_types, rank_types
 from ner_retriever.retrieve.fusion import Candidates, Queries, hybrid_rank, rank_all
 from ner_retriever.retrieve.inventory import inventory, normalise_name
 from ner_retriever.retrieve.sources import ArraySource, IndexSource
@@ -96,3 +96,18 @@ def test_the_inventory_groups_normalised_names_past_the_cut_off():
         ("Danube", 3, 3, 3.0, ["a", "b", "c"]), ("Rhine", 1, 1, 2.5, ["b"])]
     assert [e.text for e in inventory(ranked, texts, 2.0, 1, lambda k: ids)] == ["Danube"]
     assert normalise_name("Río\tGrande ") == "río grande"
+
+
+def test_later_types_ranked_among_the_passing_documents_give_the_same_answer(tmp_path):
+    index, arrays, q = sources(tmp_path)
+    rng = np.random.default_rng(7)
+    other = Queries(unit(rng.normal(size=DIM)), unit(rng.normal(size=DENSE)),
+                    unit(rng.normal(size=DENSE)))
+    cfg = FusionConfig(feedback_docs=5)
+    with index:
+        for source in (arrays, IndexSource(index)):
+            each = [rank_all(source, x, cfg, 0.3) for x in (q, other)]
+            chained = rank_types(source, [q, other], cfg, 0.3)
+            want = [(g.doc_key, round(g.score, 6)) for g in all_types(each, None, 2)]
+            assert want and [(g.doc_key, round(g.score, 6))
+                             for g in all_types(chained, None, 2)] == want

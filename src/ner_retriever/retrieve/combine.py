@@ -5,6 +5,11 @@ document past the cut-off), a document must pass for every type, and its score i
 **lowest** of its per-type fused scores: a document is as good an answer as its weakest type,
 so one strong type cannot carry a document that barely mentions the other. Each hit says which
 type it matched.
+
+Each type's queries are final (feedback included) before any type is ranked, over the documents
+the search allows, so a type's scores do not depend on the other types; the later types are
+then ranked only among the documents the earlier ones passed, which gives the same answer as
+ranking every type over the whole corpus at the cost of one exhaustive ranking.
 """
 
 from __future__ import annotations
@@ -13,8 +18,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ner_retriever.retrieve.fusion import Candidates
+from ner_retriever.config import FusionConfig
+from ner_retriever.retrieve.fusion import (Candidates, Queries, RankingSource, final_queries,
+                                           rank_all)
 from ner_retriever.retrieve.pooling import DocumentHits
+
+
+def rank_types(source: RankingSource, queries: Sequence[Queries], cfg: FusionConfig,
+               threshold: float, allowed: np.ndarray | None = None) -> list[Candidates]:
+    """Each type's documents past ``threshold``, among those every earlier type passed."""
+    finals = [final_queries(source, q, cfg, allowed) for q in queries]
+    ranked: list[Candidates] = []
+    for q in finals:
+        ranked.append(rank_all(source, q, cfg, threshold, allowed, final=True))
+        allowed = ranked[-1].keys
+        if not len(allowed):
+            break
+    return ranked
 
 
 def all_types(ranked: Sequence[Candidates], k: int | None, per_doc: int) -> list[DocumentHits]:

@@ -24,8 +24,11 @@ from ner_retriever.errors import ConfigError
 from ner_retriever.retrieve.pooling import (DocumentHits, best_rows, document_max,
                                             document_softmax)
 
-# Exhaustive mode's first k; doubled while the k-th document still passes the cut-off.
-ALL_START = 100
+# Exhaustive mode's first k (a plain search's default, so a type few documents pass costs what a
+# plain search does); multiplied by ALL_WIDEN while the k-th document still passes the cut-off
+# (each pass re-reads its candidates' vectors: few large steps beat many small ones).
+ALL_START = 10
+ALL_WIDEN = 4
 
 
 @dataclass(frozen=True)
@@ -259,19 +262,21 @@ def hybrid_rank(source: RankingSource, q: Queries, k: int, cfg: FusionConfig,
 
 
 def rank_all(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: float,
-             allowed: np.ndarray | None = None) -> Candidates:
+             allowed: np.ndarray | None = None, final: bool = False) -> Candidates:
     """Every (allowed) document whose fused score is at least ``threshold`` (exhaustive mode):
-    the ranking of :func:`hybrid_rank`, its ``k`` doubled from ALL_START until the k-th
-    document falls below the cut-off or the corpus runs out."""
+    the ranking of :func:`hybrid_rank`, its ``k`` widened from ALL_START until the k-th
+    document falls below the cut-off or the corpus runs out. ``final``: ``q`` already holds
+    the final pass's queries (:func:`final_queries`), so no feedback pass runs."""
     allowed = check_allowed(allowed)
-    q = final_queries(source, q, cfg, allowed)
+    if not final:
+        q = final_queries(source, q, cfg, allowed)
     k = ALL_START
     while True:
         ranked = fused_candidates(source, q, k, cfg, allowed)
         passing = ranked.fused >= threshold
         if int(passing.sum()) < k or len(ranked.keys) < cfg.candidates(k):
             return ranked.select(passing)
-        k *= 2
+        k *= ALL_WIDEN
 
 
 def feedback_queries(source: RankingSource, q: Queries, keys: np.ndarray,

@@ -34,7 +34,7 @@ from ner_retriever.models.shipped import resolve_head
 from ner_retriever.pipeline import AddStats, BatchEmbedder, add_documents
 from ner_retriever.retrieve.appending import check_append_settings
 from ner_retriever.retrieve.filtering import Filterer, SearchFilter
-from ner_retriever.retrieve.combine import all_types
+from ner_retriever.retrieve.combine import all_types, rank_types
 from ner_retriever.retrieve.fusion import Queries, hybrid_rank, rank_all
 from ner_retriever.retrieve.inventory import DEFAULT_TOP, Entity, inventory
 from ner_retriever.retrieve.requests import SearchRequest
@@ -317,8 +317,9 @@ class Retriever:
             cfg = req.fusion()
             queries = [Queries(v[:dim], v[dim:], v[dim:]) for v in vectors]
             if req.combined:
-                ranked = [rank_all(self.source, q, cfg, self.threshold, allowed)
-                          for q in queries]
+                ranked = rank_types(self.source, queries, cfg, self.threshold, allowed)
+                if len(ranked) < len(queries):  # a type nobody passes
+                    return []
                 return self._results(all_types(ranked, req.limit, req.per_doc), req.labels)
             if req.exhaustive:
                 ranked = rank_all(self.source, queries[0], cfg, self.threshold, allowed)
