@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ import pytest
 from ner_retriever.retrieve.retriever import Retriever
 from ner_retriever.serve.app import create_app
 from ner_retriever.types import Document
+from tests.serve.serve_support import live_server
 
 pytestmark = pytest.mark.slow
 
@@ -72,32 +70,13 @@ def browser() -> Iterator:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, in a background thread."""
-    import uvicorn
-
     path = tmp_path_factory.mktemp("browser") / "index"
     retriever = Retriever.create(path, detector="spacy")
     retriever.add(CORPUS)
     retriever.close()
     app = create_app(Retriever.open(path, encoder=retriever.encoder), owns_retriever=True)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with live_server(app) as url:
+        yield url
 
 
 def api(url: str) -> dict:
