@@ -63,9 +63,8 @@ def search(
         results = retriever.run(req, retriever.request_vectors(req))
         threshold = retriever.threshold
     if as_json:
-        cut = {"threshold": threshold} if req.exhaustive or req.combined else {}
-        print(json.dumps({"query": like if like is not None else req.query,
-                          "queries": [like] if like is not None else list(req.queries),
+        cut = {"threshold": threshold} if req.cut_off else {}
+        print(json.dumps({"query": req.query, "queries": req.labels,
                           **cut, "results": [r.to_dict() for r in results]},
                          ensure_ascii=False))
     else:

@@ -19,11 +19,13 @@ MAX_EXAMPLE_CHARS = 2000
 
 @dataclass(frozen=True)
 class Example:
-    """An example mention ``text[start:end]`` in its context."""
+    """An example mention ``text[start:end]`` in its context; ``source``: the example as
+    given (brackets included), which is how results name it."""
 
     text: str
     start: int
     end: int
+    source: str = ""
 
     @property
     def mention(self) -> str:
@@ -49,7 +51,7 @@ def parse_example(like: str) -> Example:
         if "[[" in like or "]]" in like:
             raise ConfigError(f"the example (like=) has an unclosed [[ ]] mark: {like!r}")
         bare = like.strip()
-        return Example(bare, 0, len(bare))
+        return Example(bare, 0, len(bare), like)
     if len(marks) > 1:
         raise ConfigError(f"the example (like=) marks {len(marks)} mentions with [[ ]]; "
                           f"mark one")
@@ -62,4 +64,4 @@ def parse_example(like: str) -> Example:
         raise ConfigError(f"the example (like=) has an unclosed [[ ]] mark: {like!r}")
     lead = len(inner) - len(inner.lstrip())
     start = mark.start() + lead
-    return Example(text, start, start + len(inner.strip()))
+    return Example(text, start, start + len(inner.strip()), like)

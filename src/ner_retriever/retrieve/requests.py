@@ -54,13 +54,18 @@ class SearchRequest:
 
     @property
     def labels(self) -> list[str]:
-        """One label per query vector: the descriptions, or the example's text."""
-        return list(self.queries) if self.queries else [self.like.text]
+        """One label per query vector: the descriptions, or the example as given."""
+        return list(self.queries) if self.queries else [self.like.source]
 
     @property
     def query(self) -> str:
         """The request as one string (several descriptions joined by QUERY_JOIN)."""
         return QUERY_JOIN.join(self.labels)
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the answer is every document past the cut-off (exhaustive, several types)."""
+        return self.exhaustive or self.combined
 
     @property
     def combined(self) -> bool:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -281,7 +280,7 @@ class Retriever:
         cut-off (several types, exhaustive, entities) that only fused scores have. ``what``
         names the feature in the message."""
         hybrid = self._hybrid(req.mode)
-        if (req.exhaustive or req.combined) and not hybrid:
+        if req.cut_off and not hybrid:
             what = what or ("several types" if req.combined else "exhaustive mode")
             if self.index.config.dense is None:
                 raise UnsupportedRequestError(
@@ -315,7 +314,7 @@ class Retriever:
                 return self._results(self.source.mention_ranking(vectors[0], req.k, req.per_doc,
                                                                  allowed))
             cfg = req.fusion()
-            queries = [Queries(v[:dim], v[dim:], v[dim:]) for v in vectors]
+            queries = [self._queries(v) for v in vectors]
             if req.combined:
                 ranked = rank_types(self.source, queries, cfg, self.threshold, allowed)
                 if len(ranked) < len(queries):  # a type nobody passes
@@ -336,16 +335,20 @@ class Retriever:
         if not 1 <= top <= MAX_K:
             raise ConfigError(f"top must be between 1 and {MAX_K}, not {top}")
         req = SearchRequest.of(query, None, where, must, exhaustive=True)
-        vector = self.request_vectors(req)[0]
-        dim = self.index.config.dim
+        query = self._queries(self.request_vectors(req)[0])
         with self.index.lock, ranking_threads():
             allowed = self._filterer.allowed(req.where)
-            ranked = rank_all(self.source, Queries(vector[:dim], vector[dim:], vector[dim:]),
-                              req.fusion(), self.threshold, allowed)
+            ranked = rank_all(self.source, query, req.fusion(), self.threshold, allowed)
             passing = ranked.rows[ranked.row_fused >= self.threshold]
             texts = {row: t for row, (_, _, t) in self.index.mention_rows(passing).items()}
             return inventory(ranked, texts, self.threshold, top, lambda keys: {
                 k: d.id for k, d in self.index.documents_by_key(keys).items()})
+
+    def _queries(self, vector: np.ndarray) -> Queries:
+        """A hybrid row of :meth:`request_vectors` as the ranking's queries (the dense part
+        serves the document and the names side)."""
+        dim = self.index.config.dim
+        return Queries(vector[:dim], vector[dim:], vector[dim:])
 
     def _hybrid(self, mode: SearchMode) -> bool:
         if mode not in SEARCH_MODES:

@@ -107,15 +107,13 @@ def register_search(app: FastAPI, service: SearchService, settings: ServeSetting
         req = SearchRequest.of(q or None, params.check_like(like), params.check_where(where),
                                params.check_must(must), k=offset + k + 1, per_doc=per_doc,
                                mode=mode, exhaustive=exhaustive)
-        if req.exhaustive or req.combined:
+        if req.cut_off:
             check_capability(service, req, "several types" if req.combined else "all=true")
         vectors, cached = await _vectors(service, req)
         results, has_more, ranked = await run_in_threadpool(service.search, req, vectors, k,
                                                             offset)
-        cut = req.exhaustive or req.combined
-        return {"query": like if like is not None else req.query,
-                "queries": [like] if like is not None else list(req.queries),
-                "threshold": service.retriever.threshold if cut else None,
+        return {"query": req.query, "queries": req.labels,
+                "threshold": service.retriever.threshold if req.cut_off else None,
                 "total": ranked if req.exhaustive else None,
                 "k": k, "offset": offset, "has_more": has_more, "cached": cached,
                 "took_ms": round((time.perf_counter() - started) * MS_PER_S, 2),

@@ -77,7 +77,7 @@ class SearchService:
         rows of ``request_vectors``: (results, whether more follow, documents ranked). ``req``
         asks for ``offset + k + 1`` documents, or all of them when exhaustive."""
         index = self.retriever.index
-        if vectors.shape[1] != index.config.dim and not self.hybrid(req.mode):
+        if vectors.shape[1] != index.config.dim and not self.retriever.check_request(req):
             vectors = vectors[:, :index.config.dim]  # a cached row also holds the dense part
         with self.reading():
             ranked = self.retriever.run(req, vectors)
@@ -86,10 +86,6 @@ class SearchService:
         return ([self._result(rank, r, docs[r.doc_id].text)
                  for rank, r in enumerate(page, offset + 1)],
                 len(ranked) > offset + k, len(ranked))
-
-    def hybrid(self, mode: str) -> bool:
-        """Whether a search in ``mode`` fuses document scores (what a cut-off needs)."""
-        return mode != "mentions" and self.retriever.index.config.dense is not None
 
     def like_vectors(self, req: SearchRequest) -> np.ndarray:
         """The example's row, encoded like an indexed mention through the locked encoder."""
