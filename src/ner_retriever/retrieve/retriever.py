@@ -40,6 +40,7 @@ from ner_retriever.retrieve.requests import SearchRequest
 from ner_retriever.retrieve.info import index_info
 from ner_retriever.retrieve.pooling import DocumentHits
 from ner_retriever.retrieve.snippets import snippet
+from ner_retriever.retrieve.memo import RequestSource
 from ner_retriever.retrieve.sources import IndexSource
 from ner_retriever.retrieve.threads import ranking_threads
 from ner_retriever.types import Document, MentionHit, SearchResult
@@ -313,17 +314,17 @@ class Retriever:
             if vectors.shape[1] == dim:
                 return self._results(self.source.mention_ranking(vectors[0], req.k, req.per_doc,
                                                                  allowed))
-            cfg = req.fusion()
+            cfg, source = req.fusion(), RequestSource(self.source)  # retrieve/memo.py
             queries = [self._queries(v) for v in vectors]
             if req.combined:
-                ranked = rank_types(self.source, queries, cfg, self.threshold, allowed)
+                ranked = rank_types(source, queries, cfg, self.threshold, allowed)
                 if len(ranked) < len(queries):  # a type nobody passes
                     return []
                 return self._results(all_types(ranked, req.limit, req.per_doc), req.labels)
             if req.exhaustive:
-                ranked = rank_all(self.source, queries[0], cfg, self.threshold, allowed)
+                ranked = rank_all(source, queries[0], cfg, self.threshold, allowed)
                 return self._results(ranked.top(len(ranked.keys), req.per_doc))
-            ranked = hybrid_rank(self.source, queries[0], req.k, cfg, allowed)
+            ranked = hybrid_rank(source, queries[0], req.k, cfg, allowed)
             return self._results(ranked.top(req.k, req.per_doc))
 
     def entities(self, query: str, top: int = DEFAULT_TOP, where: str | Sequence[str] | None = None,
@@ -338,7 +339,8 @@ class Retriever:
         query = self._queries(self.request_vectors(req)[0])
         with self.index.lock, ranking_threads():
             allowed = self._filterer.allowed(req.where)
-            ranked = rank_all(self.source, query, req.fusion(), self.threshold, allowed)
+            ranked = rank_all(RequestSource(self.source), query, req.fusion(), self.threshold,
+                              allowed)
             passing = ranked.rows[ranked.row_fused >= self.threshold]
             texts = {row: t for row, (_, _, t) in self.index.mention_rows(passing).items()}
             return inventory(ranked, texts, self.threshold, top, lambda keys: {
