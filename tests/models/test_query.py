@@ -79,3 +79,30 @@ def test_index_records_precision_and_open_switches_it(tmp_path, tiny_encoder):
             Retriever.open(tmp_path / "idx", encoder=tiny_encoder, precision="fast")
     finally:
         tiny_encoder.set_query_precision("fp32")
+
+
+EXAMPLES = [("They sailed down the Danube to Vienna.", 21, 27),
+            ("Paris is in France.", 0, 5), ("a", 0, 1)]
+
+
+def test_an_example_mention_is_its_document_pass_vector(tiny_encoder):
+    tiny_encoder.set_query_precision("fp32")
+    for text, start, end in EXAMPLES:
+        want = tiny_encoder.encode_spans([text], [[(start, end)]])[0][0]
+        np.testing.assert_array_equal(tiny_encoder.encode_example(text, start, end), want)
+
+
+@pytest.mark.skipif(not int8_available(__import__("torch").device("cpu")),
+                    reason="no int8 engine on this CPU")
+def test_an_int8_example_is_close_to_the_document_pass(tiny_encoder):
+    try:
+        tiny_encoder.set_query_precision("int8")
+        for text, start, end in EXAMPLES:
+            exact = tiny_encoder.encode_spans([text], [[(start, end)]])[0][0]
+            got = tiny_encoder.encode_example(text, start, end)
+            assert not np.allclose(got, exact, atol=1e-6)  # the int8 layers ran
+            cos = float(got @ exact / np.linalg.norm(got) / np.linalg.norm(exact))
+            assert cos > 0.9
+            np.testing.assert_array_equal(tiny_encoder.encode_example(text, start, end), got)
+    finally:
+        tiny_encoder.set_query_precision("fp32")

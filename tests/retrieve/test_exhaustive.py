@@ -111,3 +111,24 @@ def test_later_types_ranked_among_the_passing_documents_give_the_same_answer(tmp
             want = [(g.doc_key, round(g.score, 6)) for g in all_types(each, None, 2)]
             assert want and [(g.doc_key, round(g.score, 6))
                              for g in all_types(chained, None, 2)] == want
+
+
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_a_top_k_of_several_types_is_the_exhaustive_answers_top_k(tmp_path, k):
+    from ner_retriever.retrieve.combine import top_types
+    index, arrays, q = sources(tmp_path)
+    rng = np.random.default_rng(7)
+    cfg = FusionConfig(feedback_docs=5)
+    with index:
+        for trial in range(6):
+            types = [q] + [Queries(unit(rng.normal(size=DIM)), unit(rng.normal(size=DENSE)),
+                                   unit(rng.normal(size=DENSE))) for _ in range(1 + trial % 2)]
+            for threshold in (-1.0, 0.0, 0.8):
+                for source in (arrays, IndexSource(index)):
+                    ranked = rank_types(source, types, cfg, threshold)
+                    want = all_types(ranked, k, 2) if len(ranked) == len(types) else []
+                    got = top_types(source, types, cfg, threshold, k, 2) or []
+                    assert [(h.doc_key, h.hits, h.queries) for h in got] == \
+                        [(h.doc_key, h.hits, h.queries) for h in want]
+                    np.testing.assert_allclose([h.score for h in got],
+                                               [h.score for h in want], atol=1e-9)

@@ -69,6 +69,8 @@ class Encoder(Protocol):
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 16) -> np.ndarray: ...
 
+    def encode_example(self, text: str, start: int, end: int) -> np.ndarray: ...
+
 
 
 class TransformerEncoder:
@@ -290,6 +292,11 @@ class TransformerEncoder:
         if not all(stripped):
             raise ConfigError("query is empty")
         return self.query_pass.encode(stripped, batch_size)
+
+    def encode_example(self, text: str, start: int, end: int) -> np.ndarray:
+        """One mention in its text as a query (query by example): ``encode_spans``' vector,
+        through the query pass's precision."""
+        return self.query_pass.encode_example(text, start, end)
 
     def _check_targets(self, targets: Sequence[tuple[int, str]]) -> None:
         """Refuse a (block, component) pair this model does not have."""

@@ -121,14 +121,29 @@ class QueryPass:
             out[rest] = np.stack([v[0] for v in self.enc.encode_spans(texts, spans)])
         return out
 
+    def encode_example(self, text: str, start: int, end: int) -> np.ndarray:
+        """The vector of the mention ``text[start:end]`` in its text (query by example), as
+        ``encode_spans`` gives it, through this pass's precision (int8 where chosen)."""
+        if self.precision is None:
+            self._choose()
+        enc = self.enc
+        ids, starts, ends = tokenize(enc.tokenizer, text)
+        pos = int(last_tokens(starts, ends, np.array([end], np.int64))[0])
+        if self.precision != "int8" or not enc.causal or pos >= enc.window:
+            return enc.encode_spans([text], [[(start, end)]])[0][0]
+        todo = [(list(enc._prefix) + ids[:pos + 1].tolist(), len(enc._prefix) + pos)]
+        return self._run(self._model, todo, cached=False)[0]
+
     def _cached(self, ids: list[int]) -> bool:
         n = len(self._stable)
         return self._past is not None and len(ids) > n and ids[:n] == self._stable
 
-    def _run(self, model: torch.nn.Module, todo: list[tuple[list[int], int]]) -> np.ndarray:
-        """One batch after the cached prefix: right-padded rest tokens, the component read at
-        each query's last token."""
-        enc, n, p = self.enc, len(todo), len(self._stable)
+    def _run(self, model: torch.nn.Module, todo: list[tuple[list[int], int]],
+             cached: bool = True) -> np.ndarray:
+        """One batch after the cached prefix (``cached=False``: from the first token):
+        right-padded rest tokens, the component read at each query's last token."""
+        enc, n = self.enc, len(todo)
+        p = len(self._stable) if cached else 0
         rest = [ids[p:] for ids, _ in todo]
         longest = max(len(r) for r in rest)
         input_ids = torch.full((n, longest), enc._pad_id, dtype=torch.long)
@@ -138,7 +153,7 @@ class QueryPass:
             input_ids[i, :len(r)] = torch.tensor(r)
             mask[i, p:p + len(r)] = 1
         cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))
-                                             for k, v in self._past])
+                                             for k, v in self._past]) if cached else DynamicCache()
         blocks = enc._blocks if model is enc.model else transformer_blocks(model)
         module, slot = component_module(blocks[enc.config.block], enc.config.component)
         captured: list[torch.Tensor] = []

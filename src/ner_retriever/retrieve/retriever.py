@@ -33,7 +33,7 @@ from ner_retriever.models.shipped import resolve_head
 from ner_retriever.pipeline import AddStats, BatchEmbedder, add_documents
 from ner_retriever.retrieve.appending import check_append_settings
 from ner_retriever.retrieve.filtering import Filterer, SearchFilter
-from ner_retriever.retrieve.combine import all_types, rank_types
+from ner_retriever.retrieve.combine import all_types, rank_types, top_types
 from ner_retriever.retrieve.fusion import Queries, hybrid_rank, rank_all
 from ner_retriever.retrieve.inventory import DEFAULT_TOP, Entity, inventory
 from ner_retriever.retrieve.requests import SearchRequest
@@ -298,8 +298,8 @@ class Retriever:
         if req.like is None:
             return self.embed_search_queries(list(req.queries), req.mode)
         ex = req.like
-        raw = self.encoder.encode_spans([ex.text], [[(ex.start, ex.end)]])[0]
-        vector = to_index_space(self.head, raw)
+        vector = to_index_space(self.head,
+                                self.encoder.encode_example(ex.text, ex.start, ex.end)[None])
         if hybrid:
             vector = np.hstack([vector, self.dense.encode([ex.mention])])
         return vector.astype(np.float32)
@@ -316,11 +316,15 @@ class Retriever:
                                                                  allowed))
             cfg, source = req.fusion(), RequestSource(self.source)  # retrieve/memo.py
             queries = [self._queries(v) for v in vectors]
+            if req.combined and not req.exhaustive:
+                hits = top_types(source, queries, cfg, self.threshold, req.k, req.per_doc,
+                                 allowed)
+                return self._results(hits or [], req.labels)
             if req.combined:
                 ranked = rank_types(source, queries, cfg, self.threshold, allowed)
                 if len(ranked) < len(queries):  # a type nobody passes
                     return []
-                return self._results(all_types(ranked, req.limit, req.per_doc), req.labels)
+                return self._results(all_types(ranked, None, req.per_doc), req.labels)
             if req.exhaustive:
                 ranked = rank_all(source, queries[0], cfg, self.threshold, allowed)
                 return self._results(ranked.top(len(ranked.keys), req.per_doc))
