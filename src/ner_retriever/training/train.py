@@ -25,8 +25,11 @@ import numpy as np
 
 from ner_retriever.errors import ConfigError, CorpusError
 from ner_retriever.evaluation.descriptions import is_other_tag
+from ner_retriever.training.datasets import (LeaveOut, merge_datasets, parse_datasets,
+                                             parse_description_maps)
 from ner_retriever.training.fit import fit_head
 from ner_retriever.training.mentions import MentionSet, extract_mentions
+from ner_retriever.training.type_mapping import TypeMapping
 from ner_retriever.training.validation import encode_descriptions, load_descriptions
 
 LOSSES = ("infonce", "triplet")
@@ -212,15 +215,37 @@ def _sample_sizes(max_sentences, n_files: int) -> list[int | None]:
     return sizes
 
 
+def _as_list(descriptions) -> list[str]:
+    if descriptions is None:
+        return []
+    return [str(descriptions)] if isinstance(descriptions, (str, Path)) else \
+        [str(d) for d in descriptions]
+
+
+def _one_map(descriptions) -> str | None:
+    """The single descriptions map of a one-dataset run."""
+    maps = _as_list(descriptions)
+    if len(maps) > 1:
+        raise ConfigError("give one --descriptions map (several need --datasets and "
+                          "DATASET=MAP each)")
+    return maps[0] if maps else None
+
+
 def run_training(data: Sequence[str | Path], out: str | Path, model: str | None = None,
                  block: int | None = None, component: str = "value",
-                 descriptions: str | Path | None = None,
+                 descriptions: str | Path | Sequence[str] | None = None,
                  max_sentences: int | Sequence[int | None] | None = None,
                  data_seed: int = 0, config: TrainConfig | None = None, progress: bool = True,
                  log: Callable[[str], None] | None = None, encoder=None,
                  query_template: str | None = None, negatives: str | None = None,
-                 negatives_partial: bool = False) -> dict:
+                 negatives_partial: bool = False, datasets: Sequence[str] | None = None,
+                 leave_out: LeaveOut | None = None, mapping: str | Path | None = None) -> dict:
     """Extract (cached) mention vectors from BIO files, train a head, save it to ``out``.
+
+    ``datasets``: each file's dataset name (``training/datasets.py``): types become
+    ``dataset:tag``, merged where the type ``mapping`` (default: the shipped one) says
+    'same'; ``descriptions`` is then a list of ``DATASET=MAP``; ``leave_out`` drops a judged
+    dataset's types and every type related to them (a leave-one-dataset-out head).
 
     ``negatives``: a detector name (``default`` = ``DEFAULT_DETECTOR``) run on the same files
     and samples; the spans it finds that match no gold mention (and partial overlaps, with
@@ -240,10 +265,22 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
     sizes = _sample_sizes(max_sentences, len(data))
     sets = [extract_mentions(p, encoder, max_sentences=n, seed=data_seed, progress=progress)
             for p, n in zip(data, sizes)]
+    merged = None
+    if datasets:
+        names = parse_datasets(datasets, len(data))
+        maps = parse_description_maps(_as_list(descriptions), names)
+        sets, desc, dropped = merge_datasets(sets, names, maps, TypeMapping.load(mapping),
+                                             leave_out)
+        merged = {"datasets": names, "descriptions": maps, "left_out_types": dropped,
+                  "leave_out": None if leave_out is None else leave_out.summary(),
+                  "mapping": str(mapping) if mapping else "shipped"}
+    elif leave_out is not None:
+        raise ConfigError("leaving a dataset out needs the dataset of each file (--datasets)")
     train = MentionSet.concat(sets)
     if len(train) == 0:
         raise CorpusError("holds no gold mentions", ", ".join(str(p) for p in data))
-    desc = load_descriptions(descriptions, train.types)
+    if merged is None:
+        desc = load_descriptions(_one_map(descriptions), train.types)
     desc_vectors = encode_descriptions(encoder, desc)
     neg_vectors, neg_summary = (None, None) if not negatives else training_negatives(
         data, sizes, encoder, negatives, negatives_partial, data_seed, log or (lambda _m: None))
@@ -261,7 +298,8 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
         "data_seed": data_seed,
         "encoder": ecfg.identity(), "descriptions": {t: desc[t] for t in
                                                      result.train_types + result.val_types},
-        "config": asdict(cfg), "negatives": neg_summary, **result.summary(),
+        "config": asdict(cfg), "negatives": neg_summary, "multi_dataset": merged,
+        **result.summary(),
     }
     (out / "training.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
