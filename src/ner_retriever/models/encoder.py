@@ -27,7 +27,7 @@ from ner_retriever.models.windows import detect_pieces, first_window, last_token
 Component = Literal["query", "key", "value", "hidden"]
 
 # Block chosen for the packaged models (see docs/PROBE.md); other models default to the middle.
-DEFAULT_BLOCKS = {"smollm2-135m": 22, "minilm-l6": 5}
+DEFAULT_BLOCKS = {"smollm2-135m": 22, "gemma3-270m": 15, "minilm-l6": 5}
 
 
 class EncoderConfig(BaseModel):
