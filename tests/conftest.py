@@ -50,7 +50,16 @@ _guard_real_models()
 
 @pytest.fixture(scope="session")
 def smol_encoder():
-    """The real offline default (SmolLM2-135M, block 22, value)."""
+    """The real offline SmolLM2-135M (block 22, value): the smallest real model, which most
+    model tests use (the default model has tests of its own: ``default_encoder``)."""
+    from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
+
+    return TransformerEncoder(EncoderConfig(model="smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def default_encoder():
+    """The real offline default encoder (Gemma 3 270M, block 15, value)."""
     from ner_retriever.models.encoder import TransformerEncoder
 
     return TransformerEncoder()

@@ -127,7 +127,7 @@ def test_token_labels_round_trip(encoder) -> None:
 
 @pytest.mark.slow
 def test_overlapping_windows_and_joint_vectors(encoder) -> None:
-    small = TransformerEncoder(EncoderConfig(max_length=16, overlap=6), model=encoder.model,
+    small = TransformerEncoder(EncoderConfig(model="smollm2-135m", max_length=16, overlap=6), model=encoder.model,
                                tokenizer=encoder.tokenizer)
     width, step = small.window, small.window - 6  # 15 tokens a window, a new one every 9
     text = ("Marie Curie was born in Warsaw and moved to Paris, where she studied physics at "
@@ -546,7 +546,7 @@ def test_the_tagger_head_splits_where_the_language_model_runs(encoder) -> None:
     """The joint pass runs the head's per-token part next to the language model (on a GPU:
     192 numbers per token leave it, not the 576-d state) and the convolutions on whole
     documents: the same probabilities as the head on the states, windows and all."""
-    small = TransformerEncoder(EncoderConfig(max_length=64, overlap=16), model=encoder.model,
+    small = TransformerEncoder(EncoderConfig(model="smollm2-135m", max_length=64, overlap=16), model=encoder.model,
                                tokenizer=encoder.tokenizer)
     det = LearnedDetector(encoder=encoder)
     texts = [" ".join(["Angela Merkel met Emmanuel Macron in Paris.", "Bill is here."] * 20),
@@ -580,7 +580,7 @@ def test_the_tagger_head_splits_where_the_language_model_runs(encoder) -> None:
 def test_confidences_do_not_depend_on_how_a_long_document_is_cut(encoder) -> None:
     """A long document goes through the joint pass in pieces; each span keeps the confidence
     of a pass over the whole document, spaCy's spans included, and gold labels survive."""
-    small = TransformerEncoder(EncoderConfig(max_length=64, overlap=16), model=encoder.model,
+    small = TransformerEncoder(EncoderConfig(model="smollm2-135m", max_length=64, overlap=16), model=encoder.model,
                                tokenizer=encoder.tokenizer)
     text = " ".join(["Angela Merkel met Emmanuel Macron in Paris before the summit.",
                      "The Danube flows through Vienna and Budapest.",

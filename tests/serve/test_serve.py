@@ -105,9 +105,9 @@ def test_stats_describe_the_index(client):
     stats = client.get("/stats").json()
     assert stats["documents"] == len(CORPUS)
     assert stats["mentions"] >= len(CORPUS)
-    assert stats["model"] == "smollm2-135m"
+    assert stats["model"] == "gemma3-270m"
     assert isinstance(stats["block"], int) and stats["component"] == "value"
-    assert stats["head"]["model"] == "smollm2-135m"  # the shipped trained head
+    assert stats["head"]["model"] == "gemma3-270m"  # the shipped trained head
     assert stats["detector"]["name"] == "spacy"
     assert stats["size_bytes"] > 0
     assert "path" not in stats and "config" not in stats  # no file-system layout

@@ -314,3 +314,27 @@ def test_detector_training_sentences_left_out(bio_file, tmp_path):
     other = tmp_path / "elsewhere.bio"
     other.write_text(bio_file.read_text())
     assert detector_training_texts([other], f"learned:{folder}") == set()  # not its file
+
+
+@pytest.mark.slow
+def test_the_default_model_ships_its_head_and_detector(default_encoder):
+    """Gemma 3 270M (the default): its head matches the encoder's settings and was trained on
+    Few-NERD INTER train types only; its learned detector reads an early block of the same
+    model, so the two share one forward pass."""
+    from ner_retriever.detect.registry import build_detector
+    from ner_retriever.models.shipped import packaged_head
+
+    cfg = default_encoder.config
+    assert (cfg.model, cfg.block, cfg.component) == ("gemma3-270m", 15, "value")
+    head = packaged_head(cfg)
+    assert head is not None and head.config.input_dim == default_encoder.dim == 256
+    folder = resources.files("ner_retriever") / "data" / "heads" / "gemma3-270m"
+    with resources.as_file(folder) as path:
+        training = json.loads((path / "training.json").read_text())
+    assert [Path(d["file"]).name for d in training["data"]] == ["dev.txt", "test.txt"]
+    assert training["encoder"]["model"] == "gemma3-270m"
+    assert not {"person_actor", "event_election", "product_car"} & set(training["train_types"])
+    union = build_detector("learned+spacy", encoder=default_encoder)
+    learned = union.detectors[0]
+    assert learned.tagger.model == "gemma3-270m" and learned.supports(default_encoder)
+    assert learned.tagger.input_dim == default_encoder.model.config.hidden_size

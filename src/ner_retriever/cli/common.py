@@ -47,7 +47,7 @@ MentionsOpt = _choices("MentionsOpt", MENTION_SOURCES)
 
 # Options that several commands declare with the same name, type and help.
 ModelOption = Annotated[Optional[str], typer.Option(
-    help="HF id, local path, .gguf or packaged alias (default smollm2-135m)")]
+    help="HF id, local path, .gguf or packaged alias (default gemma3-270m)")]
 LayerOption = Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")]
 COMPONENT_HELP = "attention component or block output"
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]

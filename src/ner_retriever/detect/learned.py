@@ -42,11 +42,22 @@ def packaged_detector_path(model: str = DEFAULT_MODEL) -> Path:
 
 
 
+def _shipped_for(encoder: Any) -> Path:
+    """The weights shipped for the encoder's packaged model, else for the default model."""
+    model = getattr(getattr(encoder, "config", None), "model", None)
+    if isinstance(model, str) and "/" not in model and "\\" not in model:
+        folder = packaged_detector_path(model)
+        if (folder / "detector.json").is_file():
+            return folder
+    return packaged_detector_path()
+
+
 class LearnedDetector:
     """Type-agnostic BIO tagger on the language model's early-block states.
 
     ``path`` is a folder with ``detector.json`` + ``detector.safetensors`` (default: the weights
-    shipped for ``smollm2-135m``); ``threshold`` overrides the one chosen at training time
+    shipped for the encoder's packaged model, e.g. ``data/detectors/gemma3-270m/``, else for
+    the default model); ``threshold`` overrides the one chosen at training time
     (lower finds more, less precisely).  ``detect`` runs the language model up to the feature
     block only; ``detect_and_encode`` shares the pass with the encoder."""
 
@@ -57,7 +68,7 @@ class LearnedDetector:
         # absolute, so an index stores a config that works from any working directory
         # (not resolved: a link to the current weights stays a link)
         self.path = None if path is None else str(Path(path).expanduser().absolute())
-        folder = packaged_detector_path() if self.path is None else Path(self.path)
+        folder = _shipped_for(encoder) if self.path is None else Path(self.path)
         self.head = TaggerHead.load(folder)
         self.tagger = self.head.config
         if threshold is not None and not (isinstance(threshold, (int, float))

