@@ -215,6 +215,23 @@ def _sample_sizes(max_sentences, n_files: int) -> list[int | None]:
     return sizes
 
 
+def _label_datasets(sets: list[MentionSet], datasets, descriptions, leave_out, mapping):
+    """With ``datasets``: the sets relabelled to merged ``dataset:tag`` types, their
+    descriptions and what ``training.json`` records (``training/datasets.py``); without:
+    the sets unchanged and no descriptions yet."""
+    if not datasets:
+        if leave_out is not None:
+            raise ConfigError("leaving a dataset out needs the dataset of each file "
+                              "(--datasets)")
+        return sets, None, None
+    names = parse_datasets(datasets, len(sets))
+    maps = parse_description_maps(_as_list(descriptions), names)
+    sets, desc, dropped = merge_datasets(sets, names, maps, TypeMapping.load(mapping), leave_out)
+    return sets, desc, {"datasets": names, "descriptions": maps, "left_out_types": dropped,
+                        "leave_out": None if leave_out is None else leave_out.summary(),
+                        "mapping": str(mapping) if mapping else "shipped"}
+
+
 def _as_list(descriptions) -> list[str]:
     if descriptions is None:
         return []
@@ -242,10 +259,8 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
                  leave_out: LeaveOut | None = None, mapping: str | Path | None = None) -> dict:
     """Extract (cached) mention vectors from BIO files, train a head, save it to ``out``.
 
-    ``datasets``: each file's dataset name (``training/datasets.py``): types become
-    ``dataset:tag``, merged where the type ``mapping`` (default: the shipped one) says
-    'same'; ``descriptions`` is then a list of ``DATASET=MAP``; ``leave_out`` drops a judged
-    dataset's types and every type related to them (a leave-one-dataset-out head).
+    ``datasets``, ``leave_out``, ``mapping``: several datasets, ``descriptions`` then a list
+    of ``DATASET=MAP`` (``training/datasets.py``, :func:`_label_datasets`).
 
     ``negatives``: a detector name (``default`` = ``DEFAULT_DETECTOR``) run on the same files
     and samples; the spans it finds that match no gold mention (and partial overlaps, with
@@ -265,21 +280,11 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
     sizes = _sample_sizes(max_sentences, len(data))
     sets = [extract_mentions(p, encoder, max_sentences=n, seed=data_seed, progress=progress)
             for p, n in zip(data, sizes)]
-    merged = None
-    if datasets:
-        names = parse_datasets(datasets, len(data))
-        maps = parse_description_maps(_as_list(descriptions), names)
-        sets, desc, dropped = merge_datasets(sets, names, maps, TypeMapping.load(mapping),
-                                             leave_out)
-        merged = {"datasets": names, "descriptions": maps, "left_out_types": dropped,
-                  "leave_out": None if leave_out is None else leave_out.summary(),
-                  "mapping": str(mapping) if mapping else "shipped"}
-    elif leave_out is not None:
-        raise ConfigError("leaving a dataset out needs the dataset of each file (--datasets)")
+    sets, desc, merged = _label_datasets(sets, datasets, descriptions, leave_out, mapping)
     train = MentionSet.concat(sets)
     if len(train) == 0:
         raise CorpusError("holds no gold mentions", ", ".join(str(p) for p in data))
-    if merged is None:
+    if desc is None:
         desc = load_descriptions(_one_map(descriptions), train.types)
     desc_vectors = encode_descriptions(encoder, desc)
     neg_vectors, neg_summary = (None, None) if not negatives else training_negatives(
