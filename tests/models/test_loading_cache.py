@@ -36,3 +36,10 @@ def test_tokenizers_that_differ_are_not_the_same():
             return {"input_ids": [len(text) + self.shift], "offset_mapping": [(0, len(text))]}
 
     assert loading._same_tokens(Tok(0), Tok(0)) and not loading._same_tokens(Tok(0), Tok(1))
+
+
+def test_a_tokenizer_without_tokenizer_json_keeps_its_own_class(tmp_path):
+    assert not loading._fast_equivalent(object(), tmp_path)  # nothing to check: no marker
+    (tmp_path / "tokenizer.json").write_text("not json")
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    assert not loading._fast_equivalent(object(), tmp_path)  # unloadable on its own

@@ -15,14 +15,17 @@ from ner_retriever.retrieve.sources import ArraySource, IndexSource
 from tests.retrieve.test_fusion import DENSE, DIM, build_index, corpus, unit
 
 
+def random_queries(rng) -> Queries:
+    return Queries(unit(rng.normal(size=DIM)), unit(rng.normal(size=DENSE)),
+                   unit(rng.normal(size=DENSE)))
+
+
 def sources(tmp_path, n_docs=300):
     rng = np.random.default_rng(1)
     counts, mentions, docs, documents, names = corpus(rng, n_docs)
     names16 = names.astype(np.float16).astype(np.float32)
     index = build_index(tmp_path / "idx", counts, mentions, documents, names)
-    queries = Queries(unit(rng.normal(size=DIM)), unit(rng.normal(size=DENSE)),
-                      unit(rng.normal(size=DENSE)))
-    return index, ArraySource(mentions, docs, documents, names16, docs), queries
+    return index, ArraySource(mentions, docs, documents, names16, docs), random_queries(rng)
 
 
 @pytest.mark.parametrize("threshold", [-0.5, 0.5, 1.5, 9.0])
@@ -101,8 +104,7 @@ def test_the_inventory_groups_normalised_names_past_the_cut_off():
 def test_later_types_ranked_among_the_passing_documents_give_the_same_answer(tmp_path):
     index, arrays, q = sources(tmp_path)
     rng = np.random.default_rng(7)
-    other = Queries(unit(rng.normal(size=DIM)), unit(rng.normal(size=DENSE)),
-                    unit(rng.normal(size=DENSE)))
+    other = random_queries(rng)
     cfg = FusionConfig(feedback_docs=5)
     with index:
         for source in (arrays, IndexSource(index)):
@@ -121,8 +123,7 @@ def test_a_top_k_of_several_types_is_the_exhaustive_answers_top_k(tmp_path, k):
     cfg = FusionConfig(feedback_docs=5)
     with index:
         for trial in range(6):
-            types = [q] + [Queries(unit(rng.normal(size=DIM)), unit(rng.normal(size=DENSE)),
-                                   unit(rng.normal(size=DENSE))) for _ in range(1 + trial % 2)]
+            types = [q] + [random_queries(rng) for _ in range(1 + trial % 2)]
             for threshold in (-1.0, 0.0, 0.8):
                 for source in (arrays, IndexSource(index)):
                     ranked = rank_types(source, types, cfg, threshold)

@@ -8,11 +8,10 @@ import pytest
 
 from ner_retriever.config import FusionConfig
 from ner_retriever.retrieve.combine import rank_types
-from ner_retriever.retrieve.fusion import Queries, hybrid_rank, rank_all
+from ner_retriever.retrieve.fusion import hybrid_rank, rank_all
 from ner_retriever.retrieve.memo import RequestSource
 from ner_retriever.retrieve.sources import IndexSource
-from tests.retrieve.test_exhaustive import sources
-from tests.retrieve.test_fusion import DENSE, DIM, unit
+from tests.retrieve.test_exhaustive import random_queries, sources
 
 
 def same(a, b):
@@ -38,8 +37,7 @@ def test_reads_come_back_in_the_wrapped_sources_order(tmp_path):
 def test_rankings_are_bit_identical(tmp_path, threshold):
     index, arrays, q = sources(tmp_path)
     rng = np.random.default_rng(4)
-    other = Queries(unit(rng.normal(size=DIM)), unit(rng.normal(size=DENSE)),
-                    unit(rng.normal(size=DENSE)))
+    other = random_queries(rng)
     cfg = FusionConfig(feedback_docs=5)
     with index:
         for source in (arrays, IndexSource(index)):

@@ -29,7 +29,7 @@ from ner_retriever.detect.tagger import (TaggerHead, span_confidences, spans_fro
                                          tags_from_probs)
 from ner_retriever.errors import ConfigError
 from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
-from ner_retriever.models.loading import DEFAULT_MODEL
+from ner_retriever.models.loading import DEFAULT_MODEL, PACKAGED_MODELS
 from ner_retriever.types import Document, Span
 
 __all__ = ["JointUnionDetector", "LearnedDetector", "build_learned", "packaged_detector_path"]
@@ -45,7 +45,7 @@ def packaged_detector_path(model: str = DEFAULT_MODEL) -> Path:
 def _shipped_for(encoder: Any) -> Path:
     """The weights shipped for the encoder's packaged model, else for the default model."""
     model = getattr(getattr(encoder, "config", None), "model", None)
-    if isinstance(model, str) and "/" not in model and "\\" not in model:
+    if model in PACKAGED_MODELS:
         folder = packaged_detector_path(model)
         if (folder / "detector.json").is_file():
             return folder

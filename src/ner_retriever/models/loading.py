@@ -147,6 +147,17 @@ def _plain_fast(folder: Path):
     return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **special)
 
 
+def _fast_equivalent(tokenizer, folder: Path) -> bool:
+    """Whether ``folder``'s tokenizer.json alone tokenises as ``tokenizer`` (False without one)."""
+    if not (folder / "tokenizer.json").is_file():
+        return False
+    try:
+        fast = _plain_fast(folder)
+    except Exception:  # noqa: BLE001 - not loadable on its own: keep the model's class
+        return False
+    return _same_tokens(tokenizer, fast)
+
+
 def _same_tokens(a, b) -> bool:
     def ids(tok, text, special):
         out = tok(text, add_special_tokens=special, return_offsets_mapping=True)
@@ -162,7 +173,7 @@ def _same_tokens(a, b) -> bool:
 def _cached_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
-    if (folder / FAST_MARKER).is_file() and (folder / "tokenizer.json").is_file():
+    if (folder / FAST_MARKER).is_file():  # written only where tokenizer.json was checked
         return _plain_fast(folder)
     return AutoTokenizer.from_pretrained(folder)
 
@@ -180,7 +191,7 @@ def _write_cache(model, tokenizer, target: Path) -> None:
         config.pop("quantization_config", None)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save_pretrained(tmp)
-        if _same_tokens(tokenizer, _plain_fast(tmp)):
+        if _fast_equivalent(tokenizer, tmp):
             (tmp / FAST_MARKER).write_text("tokenizer.json alone tokenises as the model's class\n")
         try:
             os.replace(tmp, target)

@@ -127,10 +127,13 @@ class QueryPass:
         if self.precision is None:
             self._choose()
         enc = self.enc
+        exact = lambda: enc.encode_spans([text], [[(start, end)]])[0][0]  # noqa: E731
+        if self.precision != "int8" or not enc.causal:
+            return exact()
         ids, starts, ends = tokenize(enc.tokenizer, text)
         pos = int(last_tokens(starts, ends, np.array([end], np.int64))[0])
-        if self.precision != "int8" or not enc.causal or pos >= enc.window:
-            return enc.encode_spans([text], [[(start, end)]])[0][0]
+        if pos >= enc.window:
+            return exact()
         todo = [(list(enc._prefix) + ids[:pos + 1].tolist(), len(enc._prefix) + pos)]
         return self._run(self._model, todo, cached=False)[0]
 
