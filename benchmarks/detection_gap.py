@@ -40,7 +40,8 @@ from ner_retriever.evaluation.data import load_eval_set
 from ner_retriever.evaluation.evaluate import EvalOptions, build_encoder
 from ner_retriever.evaluation.metrics import evaluate_scores
 from ner_retriever.evaluation.scoring import dense_queries, embed_queries, hybrid_rank
-from ner_retriever.evaluation.vectors import (dense_document_vectors, detect_spans, index_vectors,
+from ner_retriever.evaluation.vectors import (dense_document_vectors, detect_spans, encoder_vectors,
+                                              index_vectors,
                                               mention_vectors_for, name_vectors)
 from ner_retriever.retrieve.sources import ArraySource
 from ner_retriever.models.shipped import resolve_head
@@ -95,7 +96,7 @@ def main() -> None:
     for name, (spans, confidences) in variants(eval_set.gold_spans, found, conf).items():
         source = {"variant": name, "detector": recall["detector"]}
         vectors, doc_index = mention_vectors_for(eval_set, encoder, spans, cache, source)
-        raw = vectors[(encoder.config.block, encoder.config.component)]
+        raw = encoder_vectors(vectors, encoder.config)
         mentions = index_vectors(head, raw, confidences, CONFIDENCE_WEIGHT)
         names, name_docs = name_vectors(eval_set, spans, cache, dense)
         sides = ArraySource(mentions, doc_index, documents, names, name_docs)

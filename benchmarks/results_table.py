@@ -38,7 +38,8 @@ from ner_retriever.evaluation.evaluate import EvalOptions, build_encoder, evalua
 from ner_retriever.evaluation.metrics import evaluate_scores
 from ner_retriever.evaluation.scoring import (dense_queries, embed_queries, hybrid_rank,
                                               mention_document_scores)
-from ner_retriever.evaluation.vectors import dense_document_vectors, mention_vectors_for
+from ner_retriever.evaluation.vectors import (dense_document_vectors, encoder_vectors,
+                                              mention_vectors_for)
 from ner_retriever.io.cache import default_cache_root
 from ner_retriever.models.dense import DenseEncoder
 from ner_retriever.models.head import normalize
@@ -73,7 +74,7 @@ def train_type_choices(root: Path, opts: EvalOptions, encoder, sample: int) -> d
     es = load_eval_set([path], load_descriptions("fewnerd"), sample=sample, seed=0)
     out["documents"], out["types"] = len(es.docs), len(es.types)
     vectors, doc_index = mention_vectors_for(es, encoder, es.gold_spans, cache, "gold")
-    raw = vectors[(encoder.config.block, encoder.config.component)]
+    raw = encoder_vectors(vectors, encoder.config)
     mentions = normalize(raw)
     n = len(es.docs)
     rows, variants = [], {}

@@ -231,7 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--feedback-weight", type=float, default=FEEDBACK_WEIGHT)
     ap.add_argument("--query-template", default=None, help="default: the encoder's")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--block", type=int, default=None)
+    ap.add_argument("--block", default=None, help="block, or blocks joined by + (15+7)")
     ap.add_argument("--component", default="value")
     ap.add_argument("--fewnerd-sample", type=int, default=FEWNERD_SAMPLE)
     ap.add_argument("--sample", type=int, default=None,

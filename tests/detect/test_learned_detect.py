@@ -293,6 +293,18 @@ DOCS = [
 ]
 
 
+def test_a_recorded_config_rebuilds_the_weights_of_its_model() -> None:
+    """Without a path or an encoder (a Ray actor reading the index's detector config), the
+    weights shipped for the recorded model run, not the default model's."""
+    from ner_retriever.detect.learned import packaged_detector_path
+
+    for model in ("smollm2-135m", "gemma3-270m"):
+        shipped = LearnedDetector(path=packaged_detector_path(model)).config()
+        rebuilt = build_detector({"name": "learned", "model": model})
+        assert rebuilt.config()["checksum"] == shipped["checksum"]
+        assert rebuilt.config()["model"] == model
+
+
 @pytest.mark.slow
 def test_packaged_detector_finds_names(encoder) -> None:
     det = build_detector("learned", encoder=encoder)

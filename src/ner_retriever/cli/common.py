@@ -48,7 +48,9 @@ MentionsOpt = _choices("MentionsOpt", MENTION_SOURCES)
 # Options that several commands declare with the same name, type and help.
 ModelOption = Annotated[Optional[str], typer.Option(
     help="HF id, local path, .gguf or packaged alias (default gemma3-270m)")]
-LayerOption = Annotated[Optional[int], typer.Option("--layer", "--block", help="0-based block")]
+LayerOption = Annotated[Optional[str], typer.Option(
+    "--layer", "--block", help="0-based block, or blocks joined by + whose vectors are "
+    "concatenated (e.g. 15+7)")]
 COMPONENT_HELP = "attention component or block output"
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 SeedOption = Annotated[int, typer.Option(help="seed of the sample")]

@@ -65,7 +65,7 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def run_index(corpus: Path, index_dir: Path, fmt: str = "auto", model: str | None = None,
-              block: int | None = None, component: str | None = None,
+              block: int | str | None = None, component: str | None = None,
               detector: str | None = None,
               head: str = "auto", batch_size: int = 256, if_exists: str = "error",
               max_length: int = 512, engine: str = "local", address: str | None = None,

@@ -34,7 +34,7 @@ def delete(
         print(json.dumps(stats.to_dict(), ensure_ascii=False))
         return
     out.print(f"deleted {stats.deleted} document{'s' * (stats.deleted != 1)} from {index_dir}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     if stats.missing:
         out.print(f"not in the index: {', '.join(stats.missing)}", highlight=False)
 
@@ -56,4 +56,4 @@ def compact(
     out.print(f"compacted {index_dir}: {stats.bytes_before / BYTES_PER_MB:.2f} MB -> "
               f"{stats.bytes_after / BYTES_PER_MB:.2f} MB, mention rows {stats.rows_before} -> "
               f"{stats.rows_after} ({stats.documents} documents, {stats.seconds:.2f} s)",
-              highlight=False)
+              highlight=False, soft_wrap=True)

@@ -42,9 +42,10 @@ def packaged_detector_path(model: str = DEFAULT_MODEL) -> Path:
 
 
 
-def _shipped_for(encoder: Any) -> Path:
-    """The weights shipped for the encoder's packaged model, else for the default model."""
-    model = getattr(getattr(encoder, "config", None), "model", None)
+def _shipped_for(encoder: Any, recorded: str | None = None) -> Path:
+    """The weights shipped for the encoder's packaged model (without an encoder: for the
+    ``recorded`` model of a detector's config), else for the default model."""
+    model = getattr(getattr(encoder, "config", None), "model", None) or recorded
     if model in PACKAGED_MODELS:
         folder = packaged_detector_path(model)
         if (folder / "detector.json").is_file():
@@ -64,11 +65,13 @@ class LearnedDetector:
     name = "learned"
 
     def __init__(self, path: str | Path | None = None, threshold: float | None = None,
-                 batch_size: int = 16, encoder: Any = None) -> None:
+                 batch_size: int = 16, encoder: Any = None, model: str | None = None) -> None:
+        """``model``: without ``path`` or ``encoder``, the packaged model whose shipped weights
+        run (what a detector's recorded config names)."""
         # absolute, so an index stores a config that works from any working directory
         # (not resolved: a link to the current weights stays a link)
         self.path = None if path is None else str(Path(path).expanduser().absolute())
-        folder = _shipped_for(encoder) if self.path is None else Path(self.path)
+        folder = _shipped_for(encoder, model) if self.path is None else Path(self.path)
         self.head = TaggerHead.load(folder)
         self.tagger = self.head.config
         if threshold is not None and not (isinstance(threshold, (int, float))
@@ -236,11 +239,13 @@ _LEARNED_KEYS = {"path", "threshold", "batch_size", "model", "features", "checks
 def build_learned(cfg: dict[str, Any], encoder: Any = None) -> LearnedDetector:
     """``build_detector`` hook: a ``LearnedDetector`` from the options of its ``config()``.
 
-    ``model``, ``features`` and ``checksum`` are recorded for information; the weights found at
-    ``path`` (or the packaged ones) are what runs, as with the spaCy detector's rules."""
+    ``features`` and ``checksum`` are recorded for information; the weights found at ``path``
+    (or those shipped for the encoder's model, else for the recorded ``model``) are what runs,
+    as with the spaCy detector's rules."""
     unknown = set(cfg) - _LEARNED_KEYS
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)} for detector 'learned'; valid: "
                           f"{sorted(_LEARNED_KEYS)}")
     return LearnedDetector(path=cfg.get("path"), threshold=cfg.get("threshold"),
-                           batch_size=cfg.get("batch_size", 16), encoder=encoder)
+                           batch_size=cfg.get("batch_size", 16), encoder=encoder,
+                           model=cfg.get("model"))

@@ -58,7 +58,8 @@ from ner_retriever.evaluation.scoring import (bm25_document_scores, dense_docume
                                               dense_queries, embed_queries, hybrid_rank,
                                               mention_document_scores)
 from ner_retriever.evaluation.vectors import (Progress, dense_document_vectors, detect_spans,
-                                              index_vectors, mention_vectors_for, name_vectors)
+                                              encoder_vectors, index_vectors, mention_vectors_for,
+                                              name_vectors)
 from ner_retriever.retrieve.sources import ArraySource
 
 DEFAULT_METHODS = ("ner-retriever", "bm25", "dense", "hybrid")
@@ -72,7 +73,7 @@ class EvalOptions:
     mentions: str = "gold"
     detector: str | dict = DEFAULT_DETECTOR
     model: str | None = None
-    block: int | None = None
+    block: int | str | None = None  # "15+7": two blocks concatenated (EncoderConfig)
     component: str = "value"
     head: str | Path | None = "auto"  # "auto": the shipped head for these encoder settings
     query_template: str | None = None  # None: the encoder's default (EncoderConfig)
@@ -150,9 +151,10 @@ def mention_side(eval_set: EvalSet, opts: EvalOptions, encoder, cache_root: Path
         source = detection["detector"]
     vectors, doc_index = mention_vectors_for(eval_set, encoder, spans, cache_root, source,
                                              batch_size=opts.batch_size, progress=progress)
-    raw = vectors[(encoder.config.block, encoder.config.component)]
+    raw = encoder_vectors(vectors, encoder.config)
     cfg = encoder.config
     settings = dict(model=cfg.model, block=cfg.block, component=cfg.component,
+                    **({"extra_blocks": list(cfg.extra_blocks)} if cfg.extra_blocks else {}),
                     query_template=cfg.query_template,
                     head=None if head is None else head.config.model_dump(mode="json"),
                     confidence_weight=None if opts.mentions == "gold"

@@ -138,12 +138,19 @@ def mention_vectors_for(eval_set: EvalSet, encoder, spans, cache_root: Path | No
            "overlap": cfg.overlap, "bos": cfg.prepend_bos}
     check = digest([list(map(list, s)) for s in spans])
     cache = VectorCache(cache_root, key, check) if cache_root is not None else None
-    targets = targets or [(cfg.block, cfg.component)]
+    targets = targets or cfg.targets
     vectors = encode_mentions(encoder, eval_set.texts, spans, targets, cache, batch_size,
                               progress=progress, save=save)
     doc_index = np.repeat(np.arange(len(spans)), [len(s) for s in spans])
     return vectors, doc_index
 
+
+
+def encoder_vectors(vectors: dict, config) -> np.ndarray:
+    """The encoder's own vectors out of ``mention_vectors_for``'s per-target arrays: its
+    targets side by side (``EncoderConfig.targets``), as ``encode_spans`` gives them."""
+    parts = [vectors[t] for t in config.targets]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
 
 def index_vectors(head: ProjectionHead | None, raw: np.ndarray,

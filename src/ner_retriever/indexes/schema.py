@@ -47,6 +47,9 @@ class EncoderRecord(BaseModel):
 
     model: str
     block: int | None = None
+    # concatenated after ``block``'s; left out of the file when there are none (older indexes
+    # round-trip byte for byte)
+    extra_blocks: list[int] | None = Field(default=None, exclude_if=lambda v: not v)
     component: Literal[COMPONENTS] | None = None  # type: ignore[valid-type]
     prepend_bos: bool | None = None
     query_template: str | None = None

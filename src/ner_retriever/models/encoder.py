@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ner_retriever.choices import COMPONENTS
 from ner_retriever.errors import ConfigError
@@ -28,6 +28,9 @@ Component = Literal["query", "key", "value", "hidden"]
 
 # Block chosen for the packaged models (see docs/PROBE.md); other models default to the middle.
 DEFAULT_BLOCKS = {"smollm2-135m": 22, "gemma3-270m": 15, "minilm-l6": 5}
+# Blocks whose same component is appended to the main block's for the packaged models when
+# neither is given (two-block concatenation, docs/PROBE.md); none elsewhere.
+DEFAULT_EXTRA_BLOCKS: dict[str, tuple[int, ...]] = {}
 
 
 class EncoderConfig(BaseModel):
@@ -37,6 +40,9 @@ class EncoderConfig(BaseModel):
 
     model: str = DEFAULT_MODEL
     block: int | None = Field(default=None, description="0-based block; None = model default")
+    # The same component of further blocks, concatenated after the main block's (one forward
+    # pass reads them all). None: the model's default when ``block`` is None too, else none.
+    extra_blocks: tuple[int, ...] | None = None
     component: Component = "value"
     max_length: int = Field(default=512, ge=16, description="tokens per window")
     overlap: int = Field(default=128, ge=0, description="left context shared by windows")
@@ -45,6 +51,24 @@ class EncoderConfig(BaseModel):
     # context roughly doubles R-Precision (docs/RESULTS.md, chosen on training types).
     query_template: str = "mentions of {}"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _block_list(cls, data):
+        """``block="15+7"`` (the CLI's ``--layer 15+7``): block 15, extra_blocks (7,)."""
+        block = data.get("block") if isinstance(data, dict) else None
+        if isinstance(block, str):
+            parts = block.split("+")
+            if not all(p.strip().isdigit() for p in parts):
+                raise ValueError(f"block must be a block number or numbers joined by '+' "
+                                 f"(e.g. 15 or 15+7), not {block!r}")
+            if data.get("extra_blocks") is not None and len(parts) > 1:
+                raise ValueError("give the extra blocks once: in block ('15+7') or in "
+                                 "extra_blocks")
+            data = {**data, "block": int(parts[0])}
+            if len(parts) > 1:
+                data["extra_blocks"] = tuple(int(p) for p in parts[1:])
+        return data
+
     @field_validator("query_template")
     @classmethod
     def _one_slot(cls, value: str) -> str:
@@ -52,9 +76,32 @@ class EncoderConfig(BaseModel):
             raise ValueError("query_template must contain exactly one '{}'")
         return value
 
+    @field_validator("extra_blocks")
+    @classmethod
+    def _distinct(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (len(set(value)) != len(value) or min(value, default=0) < 0):
+            raise ValueError("extra_blocks must be distinct block numbers from 0")
+        return value
+
+    @property
+    def targets(self) -> list[tuple[int, str]]:
+        """The (block, component) activations a vector concatenates, main block first
+        (resolved configs only: ``block`` set)."""
+        return [(b, self.component) for b in (self.block, *(self.extra_blocks or ()))]
+
+    @property
+    def deepest(self) -> int:
+        """The last block a vector needs (a pass stops there)."""
+        return max(b for b, _ in self.targets)
+
     def identity(self) -> dict:
-        """The fields that must match between an index and the encoder that queries it."""
-        return self.model_dump(include={"model", "block", "component", "prepend_bos", "query_template"})
+        """The fields that must match between an index and the encoder that queries it
+        (``extra_blocks`` only where there are some, so older records still match)."""
+        out = self.model_dump(include={"model", "block", "component", "prepend_bos",
+                                       "query_template"})
+        if self.extra_blocks:
+            out["extra_blocks"] = list(self.extra_blocks)
+        return out
 
 
 class Encoder(Protocol):
@@ -73,6 +120,30 @@ class Encoder(Protocol):
 
 
 
+def _resolved(config: EncoderConfig, n_blocks: int) -> EncoderConfig:
+    """``config`` with its block and extra blocks filled in and checked against the model."""
+    block, extra = config.block, config.extra_blocks
+    if extra is None:
+        extra = DEFAULT_EXTRA_BLOCKS.get(config.model, ()) if block is None else ()
+    if block is None:
+        block = DEFAULT_BLOCKS.get(config.model, n_blocks // 2)
+    for b in (block, *extra):
+        if not 0 <= b < n_blocks:
+            raise ConfigError(f"block {b} is out of range: model {config.model!r} has "
+                              f"{n_blocks} blocks (0..{n_blocks - 1})")
+    if block in extra:
+        raise ConfigError(f"extra_blocks repeat the main block {block}")
+    return config.model_copy(update={"block": block, "extra_blocks": tuple(extra)})
+
+
+def join_targets(per_target: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Per-document vectors of several targets (``[target][doc] -> (n, d)``) side by side:
+    ``[doc] -> (n, sum of d)``; one target is returned as it is."""
+    if len(per_target) == 1:
+        return list(per_target[0])
+    return [np.concatenate(parts, axis=-1) for parts in zip(*per_target)]
+
+
 class TransformerEncoder:
     """Encoder over any Hugging Face model (causal LM or bidirectional encoder)."""
 
@@ -85,16 +156,7 @@ class TransformerEncoder:
             model, tokenizer = load_model(config.model)
         self.model, self.tokenizer = model, tokenizer
         blocks = transformer_blocks(model)
-        block = config.block
-        if block is None:
-            block = DEFAULT_BLOCKS.get(config.model, len(blocks) // 2)
-            config = config.model_copy(update={"block": block})
-        if not 0 <= block < len(blocks):
-            raise ConfigError(
-                f"block {block} is out of range: model {config.model!r} has {len(blocks)} blocks "
-                f"(0..{len(blocks) - 1})"
-            )
-        self.config = config
+        self.config = config = _resolved(config, len(blocks))
         self._blocks = blocks
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
@@ -229,8 +291,8 @@ class TransformerEncoder:
         return [captured[key] for key in targets]
 
     def _probe_dim(self) -> int:
-        return self._capture([self._prefix + [self._pad_id] + self._suffix],
-                             [(self.config.block, self.config.component)])[0].shape[-1]
+        probe = self._capture([self._prefix + [self._pad_id] + self._suffix], self.config.targets)
+        return sum(t.shape[-1] for t in probe)
 
     def _probe_causal(self) -> bool:
         """Whether a token's state ignores the tokens after it (decoder LMs, not BERT).
@@ -249,7 +311,7 @@ class TransformerEncoder:
         try:  # the block's output: it has seen every earlier block's attention
             states = self._capture([self._prefix + a + self._suffix,
                                     self._prefix + b + self._suffix],
-                                   [(self.config.block, "hidden")])[0]
+                                   [(self.config.deepest, "hidden")])[0]
         except Exception:  # noqa: BLE001 - a model we cannot probe: whole windows, as before
             return False
         same = states[:, : len(self._prefix) + n]
@@ -276,15 +338,14 @@ class TransformerEncoder:
                     for t_idx, tensor in enumerate(tensors):
                         out[t_idx][doc][span] = tensor[row, pos].numpy()
         if dims is None:  # no spans at all
-            dims = [self.dim] * len(targets)
+            dims = self._dims(targets)
             out = [[np.zeros((len(sp), d), np.float32) for sp in spans] for d in dims]
         return out
 
     def encode_spans(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
                      batch_size: int = 16) -> list[np.ndarray]:
         """One ``(n_spans, dim)`` float32 array per document (not normalised)."""
-        target = (self.config.block, self.config.component)
-        return self.encode_targets(texts, spans, [target], batch_size)[0]
+        return join_targets(self.encode_targets(texts, spans, self.config.targets, batch_size))
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 16) -> np.ndarray:
         """A type description is embedded like a mention spanning the whole (templated) text."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
 from torch import nn
 
@@ -34,6 +34,8 @@ class HeadConfig(BaseModel):
     skip_bias: bool = False  # residual skip path has a bias (centring: identity init minus mean)
     model: str | None = None
     block: int | None = None
+    # further blocks concatenated (EncoderConfig); not written for a single-block head
+    extra_blocks: tuple[int, ...] | None = Field(default=None, exclude_if=lambda v: not v)
     component: str | None = None
     query_bias: bool = False  # queries get a learned offset first (closes the query/mention gap)
     query_template: str | None = None  # the template the head's queries were trained with

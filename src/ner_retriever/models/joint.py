@@ -62,13 +62,13 @@ def resume_block(enc: Any, features: Sequence[tuple[int, str]]) -> int | None:
     early blocks only. Checked once on a probe text against a plain pass; a model the
     trick does not reproduce exactly keeps the single pass."""
     last = max(block for block, _ in features)
-    if not enc.causal or last >= enc.config.block:
+    if not enc.causal or last >= min(block for block, _ in enc.config.targets):
         return None
     cache = enc.__dict__.setdefault("_resume_ok", {})
     if last not in cache:
         ids = enc._prefix + enc.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
-        target = (enc.config.block, enc.config.component)
-        plain, hidden = enc._capture([ids], [target, (last, "hidden")])
+        *parts, hidden = enc._capture([ids], [*enc.config.targets, (last, "hidden")])
+        plain = torch.cat(parts, dim=-1)
         got: dict = {}
         try:
             resume(enc, last, {(0, 0): hidden[0]},
@@ -90,7 +90,6 @@ def resume(enc: Any, block: int, states: dict, wanted: dict, batch_size: int) ->
     The first blocks are swapped for stand-ins that hand back the stored output, so they
     cost nothing; the model's own code runs the rest."""
     shift = len(enc._prefix)
-    target = (enc.config.block, enc.config.component)
     keys = sorted(wanted, key=lambda k: max(pos for _, _, pos in wanted[k]))
     blocks = enc._blocks
     originals = [blocks[i] for i in range(block + 1)]
@@ -104,7 +103,8 @@ def resume(enc: Any, block: int, states: dict, wanted: dict, batch_size: int) ->
                 stored[row, : len(x)] = x
             for i, module in enumerate(originals):
                 blocks[i] = _Replay(module, stored if i == block else None)
-            out = enc._capture([[enc._pad_id] * len(x) for x in cut], [target])[0]
+            out = torch.cat(enc._capture([[enc._pad_id] * len(x) for x in cut],
+                                         enc.config.targets), dim=-1)
             for row, k in enumerate(chunk):
                 for array, idx, pos in wanted[k]:
                     array[idx] = out[row, shift + pos].numpy()
@@ -124,11 +124,11 @@ class JointPass:
         self.enc, self.decide, self.vectors = enc, decide, vectors
         self.batch_size, self.token_head = batch_size, token_head
         self.feats = list(dict.fromkeys(features))
-        target = (enc.config.block, enc.config.component)
         self.resume = resume_block(enc, self.feats) if vectors else None
-        keep = target if self.resume is None else (self.resume, "hidden")  # kept per window
-        self.targets = self.feats + ([keep] if vectors and keep not in self.feats else [])
-        self.slot = self.targets.index(keep) if vectors else -1
+        # kept per window: the vector's activations, or the state to resume from
+        keep = enc.config.targets if self.resume is None else [(self.resume, "hidden")]
+        self.targets = self.feats + ([k for k in keep if k not in self.feats] if vectors else [])
+        self.slots = [self.targets.index(k) for k in keep] if vectors else []
         self.width, self.step, self.p = enc.window, enc._step, len(enc._prefix)
         self.tokens = [enc._tokenize(text) for text in texts]  # compact, 12 bytes a token
         self.pieces = [piece for d, (ids, _, _) in enumerate(self.tokens)
@@ -216,7 +216,7 @@ class JointPass:
             x = self.token_head(x, torch.tensor(counts, device=x.device))
         feat = x.float().cpu().numpy()
         # the encoder's vectors, one copy per batch (resuming keeps states where they are)
-        vecs = (tensors[self.slot][:, p:].float().cpu().numpy()
+        vecs = (torch.cat([tensors[i][:, p:] for i in self.slots], dim=-1).float().cpu().numpy()
                 if self.vectors and self.resume is None else None)
         for row, (q, start, chunk_ids) in enumerate(chunk):
             d, first, end = self.pieces[q][:3]
@@ -235,7 +235,7 @@ class JointPass:
             feat_rows[q][glob[take]] = feat[row, local[take]]
             if self.vectors:  # the encoder's vectors, or the states to resume from
                 states[(q, start)] = (vecs[row, :n_tok] if vecs is not None
-                                      else tensors[self.slot][row, : p + n_tok])
+                                      else tensors[self.slots[0]][row, : p + n_tok])
 
     def _keep(self, q: int, sp: Sequence[tuple[int, int]], states: dict, wanted: dict) -> None:
         """Keep the spans of piece ``q`` whose last token it owns, with their vectors (read

@@ -68,9 +68,10 @@ class QueryPass:
         return a[0][:n]
 
     def _prefix_states(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Keys and values of the stable prefix in blocks ``0..block`` (fp32 model)."""
+        """Keys and values of the stable prefix in blocks up to the deepest one a vector
+        reads (fp32 model)."""
         enc, cache = self.enc, DynamicCache()
-        handle = enc._blocks[enc.config.block].register_forward_hook(_stop)
+        handle = enc._blocks[enc.config.deepest].register_forward_hook(_stop)
         ids = torch.tensor([self._stable], device=enc.device)
         try:
             with torch.inference_mode():
@@ -89,9 +90,10 @@ class QueryPass:
         self.precision = "fp32"
         if self.requested == "fp32" or self._past is None or not int8_available(enc.device):
             return
-        target = component_module(enc._blocks[enc.config.block], enc.config.component)[0]
-        int8 = int8_copy(enc.model, enc._blocks, enc.config.block,
-                         lambda _name, module: module is target)
+        names = {id(m): name for name, m in enc.model.named_modules()}
+        read = {names[id(component_module(enc._blocks[b], c)[0])] for b, c in enc.config.targets}
+        int8 = int8_copy(enc.model, enc._blocks, enc.config.deepest,
+                         lambda name, _module: name in read)  # what is read stays fp32
         if self.requested == "auto":
             probe = [self._ids(w) for w in PROBE_WORDS]
             win, t32, t8 = faster(lambda: self._run(enc.model, probe),
@@ -158,15 +160,20 @@ class QueryPass:
         cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))
                                              for k, v in self._past]) if cached else DynamicCache()
         blocks = enc._blocks if model is enc.model else transformer_blocks(model)
-        module, slot = component_module(blocks[enc.config.block], enc.config.component)
-        captured: list[torch.Tensor] = []
+        targets = enc.config.targets
+        captured: dict[int, torch.Tensor] = {}
 
-        def hook(_module, _inputs, output):
-            out = output[0] if isinstance(output, tuple) else output
-            captured.append(out if slot is None else out.chunk(3, dim=-1)[slot])
-            raise Stop
+        def make_hook(i: int, slot: int | None):
+            def hook(_module, _inputs, output):
+                out = output[0] if isinstance(output, tuple) else output
+                captured[i] = out if slot is None else out.chunk(3, dim=-1)[slot]
+                if len(captured) == len(targets):
+                    raise Stop
+            return hook
 
-        handle = module.register_forward_hook(hook)
+        handles = [module.register_forward_hook(make_hook(i, slot))
+                   for i, (module, slot) in enumerate(component_module(blocks[b], c)
+                                                      for b, c in targets)]
         try:
             with torch.inference_mode():
                 model(input_ids=input_ids.to(enc.device), attention_mask=mask.to(enc.device),
@@ -174,9 +181,11 @@ class QueryPass:
         except Stop:
             pass
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         last = torch.tensor([pos - p for _, pos in todo])
-        return captured[0][torch.arange(n), last].float().cpu().numpy()
+        out = torch.cat([captured[i] for i in range(len(targets))], dim=-1)
+        return out[torch.arange(n), last].float().cpu().numpy()
 
 
 def _stop(*_args) -> None:

@@ -32,5 +32,8 @@ def packaged_head(config: EncoderConfig) -> ProjectionHead | None:
     with resources.as_file(folder) as path:
         head = ProjectionHead.load(path)
     cfg = head.config
-    wanted = (config.model, config.block, config.component, config.query_template)
-    return head if (cfg.model, cfg.block, cfg.component, cfg.query_template) == wanted else None
+    wanted = (config.model, config.block, tuple(config.extra_blocks or ()), config.component,
+              config.query_template)
+    have = (cfg.model, cfg.block, tuple(cfg.extra_blocks or ()), cfg.component,
+            cfg.query_template)
+    return head if have == wanted else None

@@ -113,7 +113,8 @@ class Retriever:
         head = resolve_head(head, encoder.config)
         if head is not None and head.config.input_dim != encoder.dim:
             raise ConfigError(f"head expects {head.config.input_dim}-d vectors but "
-                              f"{encoder.config.model} block {encoder.config.block} "
+                              f"{encoder.config.model} blocks "
+                              f"{'+'.join(str(b) for b, _ in encoder.config.targets)} "
                               f"{encoder.config.component} gives {encoder.dim}-d")
         if Index.exists(path):
             raise IndexStateError(f"{path} already holds an index")

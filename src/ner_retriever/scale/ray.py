@@ -79,8 +79,8 @@ class MentionWorker:
             from ner_retriever.models.dense import DenseEncoder
 
             dense_encoder = DenseEncoder(dense.model, dense.max_length)
-        self.embed = BatchEmbedder(build_detector(detector),
-                                   TransformerEncoder(EncoderConfig(**encoder)), head, dim,
+        lm = TransformerEncoder(EncoderConfig(**encoder))
+        self.embed = BatchEmbedder(build_detector(detector, encoder=lm), lm, head, dim,
                                    dense_encoder, names, confidence_weight)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

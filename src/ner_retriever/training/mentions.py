@@ -4,6 +4,7 @@ block, component, window settings and sentence sample), so training reruns skip 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Sequence
@@ -142,26 +143,32 @@ def extract_mentions(path: str | Path, encoder, max_sentences: int | None = None
     if not path.is_file():
         raise CorpusError("no such file", str(path))
     cfg = encoder.config
-    main = (cfg.block, cfg.component)
-    targets = [main] + [t for t in dict.fromkeys(extra_targets) if t != main]
+    own = cfg.targets  # the encoder's vector: these side by side
+    targets = own + [t for t in dict.fromkeys(extra_targets) if t not in own]
     files = {t: mention_cache_file(path, cfg, t[0], t[1], max_sentences, seed) for t in targets}
-    if use_cache and files[main].is_file():
-        return _load_npz(files[main])
+    if use_cache and all(files[t].is_file() for t in own):
+        return _joined([_load_npz(files[t]) for t in own])
 
     docs = sample_documents(path, max_sentences, seed)
     labels, doc_ids, texts, spans = _gold(docs)
     vectors = _encode(encoder, docs, spans, targets, batch_size, f"encoding {path.name}", progress)
-    result = None
+    sets = {}
     for t in targets:
-        dim = encoder.dim if t == main else None
-        arr = np.concatenate(vectors[t]) if vectors[t] else np.zeros((0, dim or 0), np.float32)
-        ms = MentionSet(arr.astype(np.float32), np.array(labels, dtype=str),
-                        np.array(doc_ids, dtype=np.int64), len(docs), np.array(texts, dtype=str))
+        dim = encoder._dims([t])[0]
+        arr = np.concatenate(vectors[t]) if vectors[t] else np.zeros((0, dim), np.float32)
+        sets[t] = MentionSet(arr.astype(np.float32), np.array(labels, dtype=str),
+                             np.array(doc_ids, dtype=np.int64), len(docs),
+                             np.array(texts, dtype=str))
         if use_cache:
-            _save_npz(files[t], ms)
-        if t == main:
-            result = ms
-    return result
+            _save_npz(files[t], sets[t])
+    return _joined([sets[t] for t in own])
+
+
+def _joined(sets: list[MentionSet]) -> MentionSet:
+    """One target's mentions, or several targets' vectors side by side."""
+    if len(sets) == 1:
+        return sets[0]
+    return dataclasses.replace(sets[0], vectors=np.concatenate([s.vectors for s in sets], axis=1))
 
 
 def progress_bar(**kwargs):

@@ -64,7 +64,8 @@ def detected_spans(paths: Sequence[str | Path], encoder, detector: str | dict,
     gold mentions of ``training.mentions.sample_documents`` come from), e.g. those the learned
     detector was trained on (:func:`detector_training_texts`)."""
     from ner_retriever.evaluation.data import load_eval_set
-    from ner_retriever.evaluation.vectors import detect_spans, mention_vectors_for
+    from ner_retriever.evaluation.vectors import (detect_spans, encoder_vectors,
+                                                  mention_vectors_for)
     from ner_retriever.io.cache import digest
 
     eval_set = load_eval_set(paths, sample=sample, seed=seed, include_other=True)
@@ -83,7 +84,7 @@ def detected_spans(paths: Sequence[str | Path], encoder, detector: str | dict,
         gold = list(doc.spans or ())
         kinds += [match_kind(s, gold) for s in found]
         texts += [doc.text[s:e] for s, e in found]
-    return DetectedSpans(vectors[(cfg.block, cfg.component)], np.array(kinds, dtype=str),
+    return DetectedSpans(encoder_vectors(vectors, cfg), np.array(kinds, dtype=str),
                          doc_index.astype(np.int64), np.array(texts, dtype=str),
                          len(eval_set.docs), sampled - len(eval_set.docs))
 

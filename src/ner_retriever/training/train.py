@@ -189,7 +189,7 @@ def _held_out(usable: list[str], cfg: TrainConfig, fit, log) -> TrainResult:
 
 
 # -- end to end --------------------------------------------------------------------------------
-def _build_encoder(model: str | None, block: int | None, component: str,
+def _build_encoder(model: str | None, block: int | str | None, component: str,
                    query_template: str | None):
     from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
 
@@ -249,7 +249,7 @@ def _one_map(descriptions) -> str | None:
 
 
 def run_training(data: Sequence[str | Path], out: str | Path, model: str | None = None,
-                 block: int | None = None, component: str = "value",
+                 block: int | str | None = None, component: str = "value",
                  descriptions: str | Path | Sequence[str] | None = None,
                  max_sentences: int | Sequence[int | None] | None = None,
                  data_seed: int = 0, config: TrainConfig | None = None, progress: bool = True,
@@ -292,6 +292,7 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
     ecfg = encoder.config
     result = train_head(train, desc_vectors, cfg, progress=progress, log=log,
                         head_meta={"model": ecfg.model, "block": ecfg.block,
+                                   "extra_blocks": ecfg.extra_blocks or None,
                                    "component": ecfg.component,
                                    "query_template": ecfg.query_template},
                         negatives=neg_vectors)
