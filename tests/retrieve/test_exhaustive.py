@@ -133,3 +133,21 @@ def test_a_top_k_of_several_types_is_the_exhaustive_answers_top_k(tmp_path, k):
                         [(h.doc_key, h.hits, h.queries) for h in want]
                     np.testing.assert_allclose([h.score for h in got],
                                                [h.score for h in want], atol=1e-9)
+
+
+def test_the_calibration_sample_counts_the_passing_documents(tmp_path):
+    """Where exhaustive rankings start (``passing_estimate``): exact when the sample is the
+    whole corpus, the sample's count scaled to the corpus otherwise."""
+    from ner_retriever.retrieve.fusion import fused_candidates, passing_estimate, start_size
+    index, arrays, q = sources(tmp_path)
+    cfg = FusionConfig(feedback_docs=0)
+    with index:
+        for source in (arrays, IndexSource(index)):
+            every = fused_candidates(source, q, 300, cfg)  # 300 documents: all candidates
+            assert len(every.keys) == 300
+            for threshold in (-0.5, 0.5, 1.5):
+                passing = int((every.fused >= threshold).sum())
+                assert passing_estimate(source, q, cfg, threshold) == passing
+                assert start_size(source, q, cfg, threshold) >= passing
+            third = FusionConfig(feedback_docs=0, calibration_docs=100)
+            assert passing_estimate(source, q, third, 0.5) % 3 == 0  # 100 of 300 documents

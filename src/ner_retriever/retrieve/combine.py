@@ -7,11 +7,12 @@ so one strong type cannot carry a document that barely mentions the other. Each 
 type it matched.
 
 Each type's queries are final (feedback included) before any type is ranked, over the documents
-the search allows, so a type's scores do not depend on the other types; the later types are
-then ranked only among the documents the earlier ones passed, which gives the same answer as
-ranking every type over the whole corpus at the cost of one exhaustive ranking. A top ``k``
-(:func:`top_types`) stops earlier: the first type's ranking widens only until ``k`` documents
-score at least its n-th document on every type (no document outside its top n can then enter).
+the search allows, so a type's scores do not depend on the other types. The type the
+calibration sample expects fewest documents to pass is ranked first, the others only among the
+documents it passed, which gives the same answer as ranking every type over the whole corpus at
+the cost of one (small) exhaustive ranking. A top ``k`` (:func:`top_types`) stops earlier: the
+first type's ranking widens only until ``k`` documents score at least its n-th document on
+every type (no document outside its top n can then enter).
 """
 
 from __future__ import annotations
@@ -21,20 +22,37 @@ from collections.abc import Sequence
 import numpy as np
 
 from ner_retriever.config import FusionConfig
-from ner_retriever.retrieve.fusion import (ALL_START, ALL_WIDEN, Candidates, Queries,
-                                           RankingSource, final_queries, fused_candidates,
-                                           rank_all)
+from ner_retriever.retrieve.fusion import (ALL_WIDEN, Candidates, Queries, RankingSource,
+                                           final_queries, fused_candidates, rank_all,
+                                           start_size)
 from ner_retriever.retrieve.pooling import DocumentHits
 
 
 def rank_types(source: RankingSource, queries: Sequence[Queries], cfg: FusionConfig,
-               threshold: float, allowed: np.ndarray | None = None,
-               first: Candidates | None = None) -> list[Candidates]:
-    """Each type's documents past ``threshold``, among those every earlier type passed.
-    ``first``: the first type's ranking already made (:func:`top_types`), ``queries`` then
-    the later types' final queries."""
-    finals = queries if first is not None else \
-        [final_queries(source, q, cfg, allowed) for q in queries]
+               threshold: float, allowed: np.ndarray | None = None) -> list[Candidates]:
+    """Each type's documents past ``threshold``, in the order of ``queries``; fewer than
+    ``len(queries)`` when some type passes none of the documents the others pass."""
+    finals = [final_queries(source, q, cfg, allowed) for q in queries]
+    order = _rarest_first(source, finals, cfg, threshold, allowed)
+    ranked = _among_passing(source, [finals[t] for t in order], cfg, threshold, allowed)
+    return _in_query_order(ranked, order)
+
+
+def _rarest_first(source: RankingSource, finals: Sequence[Queries], cfg: FusionConfig,
+                  threshold: float, allowed: np.ndarray | None) -> list[int]:
+    """Type positions, the type the calibration sample expects fewest documents to pass
+    first: the later types are ranked among the documents it passes, so the fewer the
+    cheaper (the answer does not depend on the order)."""
+    sizes = [start_size(source, f, cfg, threshold, allowed) for f in finals]
+    return sorted(range(len(finals)), key=lambda t: sizes[t])
+
+
+def _among_passing(source: RankingSource, finals: Sequence[Queries], cfg: FusionConfig,
+                   threshold: float, allowed: np.ndarray | None,
+                   first: Candidates | None = None) -> list[Candidates]:
+    """Each of ``finals`` (final queries) ranked exhaustively among the documents every
+    earlier one passed; ``first``: the first type's ranking already made, ``finals`` then
+    the later types'. Stops at a type that passes nothing."""
     ranked: list[Candidates] = [] if first is None else [first]
     if first is not None:
         allowed = first.keys
@@ -46,23 +64,38 @@ def rank_types(source: RankingSource, queries: Sequence[Queries], cfg: FusionCon
     return ranked
 
 
+def _in_query_order(ranked: list[Candidates], order: list[int]) -> list[Candidates]:
+    """``ranked`` (one per type of ``order``) back in the order of the queries; unchanged
+    (and short) when a type passed nothing."""
+    if len(ranked) < len(order):
+        return ranked
+    out: list[Candidates] = [Candidates.empty()] * len(order)
+    for r, t in zip(ranked, order):
+        out[t] = r
+    return out
+
+
 def top_types(source: RankingSource, queries: Sequence[Queries], cfg: FusionConfig,
               threshold: float, k: int, per_doc: int, allowed: np.ndarray | None = None
               ) -> list[DocumentHits] | None:
-    """The ``k`` best documents of :func:`all_types` over :func:`rank_types`, the first type's
-    ranking widened from ALL_START only while fewer than ``k`` documents reach its n-th score
-    on every type (as :func:`rank_all` assumes, a document outside the first type's top n
-    scores below that). None when a type passes no document."""
+    """The ``k`` best documents of :func:`all_types` over :func:`rank_types`. The rarest type
+    (:func:`_rarest_first`) is ranked first, to the size its calibration sample expects, and
+    widened only while fewer than ``k`` documents reach its n-th score on every type (as
+    :func:`rank_all` assumes, a document outside its top n scores below that). None when a
+    type passes no document."""
     finals = [final_queries(source, q, cfg, allowed) for q in queries]
-    n = ALL_START
+    order = _rarest_first(source, finals, cfg, threshold, allowed)
+    lead, later = finals[order[0]], [finals[t] for t in order[1:]]
+    n = start_size(source, lead, cfg, threshold, allowed)
     while True:
-        first = fused_candidates(source, finals[0], n, cfg, allowed)
+        first = fused_candidates(source, lead, n, cfg, allowed)
         passing = first.fused >= threshold
         exhausted = int(passing.sum()) < n or len(first.keys) < cfg.candidates(n)
-        ranked = rank_types(source, finals[1:], cfg, threshold, first=first.select(passing))
+        ranked = _among_passing(source, later, cfg, threshold, None, first.select(passing))
         if len(ranked) < len(queries) and exhausted:
             return None
-        hits = all_types(ranked, k, per_doc) if len(ranked) == len(queries) else []
+        hits = all_types(_in_query_order(ranked, order), k, per_doc) \
+            if len(ranked) == len(queries) else []
         bound = first.fused[first.order(n)[-1]] if len(first.keys) else threshold
         if exhausted or (len(hits) == k and hits[-1].score >= bound):
             return hits

@@ -51,6 +51,12 @@ class Calibration:
     mention_docs: np.ndarray
     mention_vectors: np.ndarray
     names: tuple[np.ndarray, np.ndarray] | None
+    population: int = 0  # live documents the sample was drawn from (0: the sample's size)
+
+    @property
+    def scale(self) -> float:
+        """Documents of the corpus per document of the sample."""
+        return max(self.population, len(self.keys)) / max(len(self.keys), 1)
 
 
 class RankingSource(Protocol):
@@ -219,25 +225,46 @@ def fused_candidates(source: RankingSource, q: Queries, k: int, cfg: FusionConfi
     rows, doc_index, vectors = source.mentions(candidates)
     sims = vectors @ np.asarray(q.mention, np.float32)
     pooled = pooled_mention_scores(sims, doc_index, len(candidates), cfg.mention_temperature)
-    cal = source.calibration(cfg.calibration_docs)
-    mention_stats = score_stats(pooled_mention_scores(
-        cal.mention_vectors @ np.asarray(q.mention, np.float32), cal.mention_docs,
-        len(cal.keys), cfg.mention_temperature))
-    dense_q = np.asarray(q.dense, np.float32)
-    dense, dense_stats = source.document_vectors(candidates) @ dense_q, score_stats(
-        cal.documents @ dense_q)
+    sample = calibration_scores(source, q, cfg)
+    mention_stats, dense_stats = score_stats(sample[0]), score_stats(sample[1])
+    dense = source.document_vectors(candidates) @ np.asarray(q.dense, np.float32)
     names = row_names = name_stats = None
-    if cal.names is not None:
+    if sample[2] is not None:
         name_docs, name_vectors = source.names(candidates)
         name_sims = name_vectors @ np.asarray(q.names, np.float32)
         names = document_max(name_sims[None], name_docs, len(candidates))[0]
         row_names = name_sims if len(name_sims) == len(rows) else names[doc_index]
-        name_stats = score_stats(best_name_scores(q.names, *cal.names, len(cal.keys)))
+        name_stats = score_stats(sample[2])
     fused = fuse(pooled.astype(np.float64), dense, mention_stats, dense_stats, cfg.weight,
                  names, name_stats, cfg.name_weight)
     row_fused = fuse(sims.astype(np.float64), dense[doc_index], mention_stats, dense_stats,
                      cfg.weight, row_names, name_stats, cfg.name_weight)
     return Candidates(candidates, fused, rows, doc_index, sims, row_fused)
+
+
+def calibration_scores(source: RankingSource, q: Queries, cfg: FusionConfig
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each side's scores of the calibration sample's documents (mention: soft maximum, dense,
+    best name or None without names): what standardises each side."""
+    cal = source.calibration(cfg.calibration_docs)
+    mention = pooled_mention_scores(cal.mention_vectors @ np.asarray(q.mention, np.float32),
+                                    cal.mention_docs, len(cal.keys), cfg.mention_temperature)
+    dense = cal.documents @ np.asarray(q.dense, np.float32)
+    names = None if cal.names is None else best_name_scores(q.names, *cal.names, len(cal.keys))
+    return mention, dense, names
+
+
+def passing_estimate(source: RankingSource, q: Queries, cfg: FusionConfig,
+                     threshold: float) -> int:
+    """How many documents of the corpus pass ``threshold``, estimated from the calibration
+    sample (exact when the sample is the whole corpus): where an exhaustive ranking starts, so
+    that it rarely needs to widen."""
+    mention, dense, names = calibration_scores(source, q, cfg)
+    fused = fuse(mention.astype(np.float64), dense, score_stats(mention), score_stats(dense),
+                 cfg.weight, names, None if names is None else score_stats(names),
+                 cfg.name_weight)
+    return int(np.ceil(int((fused >= threshold).sum()) *
+                       source.calibration(cfg.calibration_docs).scale))
 
 
 def final_queries(source: RankingSource, q: Queries, cfg: FusionConfig,
@@ -270,13 +297,26 @@ def rank_all(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: fl
     allowed = check_allowed(allowed)
     if not final:
         q = final_queries(source, q, cfg, allowed)
-    k = ALL_START
+    k = start_size(source, q, cfg, threshold, allowed)
     while True:
         ranked = fused_candidates(source, q, k, cfg, allowed)
         passing = ranked.fused >= threshold
         if int(passing.sum()) < k or len(ranked.keys) < cfg.candidates(k):
             return ranked.select(passing)
         k *= ALL_WIDEN
+
+
+def start_size(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: float,
+               allowed: np.ndarray | None = None) -> int:
+    """The first ``k`` of an exhaustive ranking: ALL_START, or more when the calibration
+    sample expects more documents to pass (:func:`passing_estimate`, a filter's share of
+    them), plus an eighth for the sample's error."""
+    expected = passing_estimate(source, q, cfg, threshold)
+    if allowed is not None:
+        population = source.calibration(cfg.calibration_docs).population
+        expected = min(expected, len(allowed)) if not population else \
+            int(np.ceil(expected * min(1.0, len(allowed) / population)))
+    return max(ALL_START, expected + expected // 8)
 
 
 def feedback_queries(source: RankingSource, q: Queries, keys: np.ndarray,

@@ -108,7 +108,8 @@ class IndexSource:
             sample = live_keys[calibration_sample(len(live_keys), size)]
             _, doc_index, vectors = self.mentions(sample)
             self._calibration = (state, Calibration(sample, self.document_vectors(sample),
-                                                    doc_index, vectors, self.names(sample)))
+                                                    doc_index, vectors, self.names(sample),
+                                                    len(live_keys)))
         return self._calibration[1]
 
 
@@ -175,5 +176,5 @@ class ArraySource:
             sample = calibration_sample(self.n_docs, size)
             _, doc_index, vectors = self.mentions(sample)
             self._calibrated[size] = Calibration(sample, self.documents[sample], doc_index,
-                                                 vectors, self.names(sample))
+                                                 vectors, self.names(sample), self.n_docs)
         return self._calibrated[size]
