@@ -203,6 +203,12 @@ def _build_encoder(model: str | None, block: int | str | None, component: str,
     return TransformerEncoder(EncoderConfig(**settings))
 
 
+def _head_meta(ecfg) -> dict:
+    """The encoder settings a head records (``HeadConfig``): what its vectors are."""
+    return {"model": ecfg.model, "block": ecfg.block, "extra_blocks": ecfg.extra_blocks or None,
+            "component": ecfg.component, "query_template": ecfg.query_template}
+
+
 def _sample_sizes(max_sentences, n_files: int) -> list[int | None]:
     """One sentence budget per file (one value applies to all)."""
     sizes = list(max_sentences) if isinstance(max_sentences, (list, tuple)) else \
@@ -291,11 +297,7 @@ def run_training(data: Sequence[str | Path], out: str | Path, model: str | None 
         data, sizes, encoder, negatives, negatives_partial, data_seed, log or (lambda _m: None))
     ecfg = encoder.config
     result = train_head(train, desc_vectors, cfg, progress=progress, log=log,
-                        head_meta={"model": ecfg.model, "block": ecfg.block,
-                                   "extra_blocks": ecfg.extra_blocks or None,
-                                   "component": ecfg.component,
-                                   "query_template": ecfg.query_template},
-                        negatives=neg_vectors)
+                        head_meta=_head_meta(ecfg), negatives=neg_vectors)
     out = Path(out)
     result.head.save(out)
     summary = {
