@@ -88,7 +88,8 @@ def test_search_table_and_info(built_index):
     info = runner.invoke(app, ["info", str(built_index), "--json"])
     data = json.loads(info.stdout)
     assert data["documents"] == 3 and data["mentions"] >= 6
-    assert (data["model"], data["block"], data["component"]) == ("gemma3-270m", 15, "value")
+    assert (data["model"], data["block"], data["extra_blocks"], data["component"]) == \
+        ("gemma3-270m", 15, [7], "value")
     assert data["head"]["query_template"] == "mentions of {}" and data["dim"] == 500
     assert data["detector"]["name"] == "union"  # the default: learned + spacy
     assert [d["name"] for d in data["detector"]["detectors"]] == ["learned", "spacy"]

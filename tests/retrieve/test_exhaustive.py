@@ -148,6 +148,6 @@ def test_the_calibration_sample_counts_the_passing_documents(tmp_path):
             for threshold in (-0.5, 0.5, 1.5):
                 passing = int((every.fused >= threshold).sum())
                 assert passing_estimate(source, q, cfg, threshold) == passing
-                assert start_size(source, q, cfg, threshold) >= passing
+                assert start_size(passing_estimate(source, q, cfg, threshold)) >= passing
             third = FusionConfig(feedback_docs=0, calibration_docs=100)
             assert passing_estimate(source, q, third, 0.5) % 3 == 0  # 100 of 300 documents

@@ -325,9 +325,12 @@ def test_the_default_model_ships_its_head_and_detector(default_encoder):
     from ner_retriever.models.shipped import packaged_head
 
     cfg = default_encoder.config
-    assert (cfg.model, cfg.block, cfg.component) == ("gemma3-270m", 15, "value")
+    assert (cfg.model, cfg.block, cfg.extra_blocks, cfg.component) == \
+        ("gemma3-270m", 15, (7,), "value")  # blocks 15 and 7 side by side
     head = packaged_head(cfg)
-    assert head is not None and head.config.input_dim == default_encoder.dim == 256
+    assert head is not None and head.config.input_dim == default_encoder.dim == 512
+    assert head.config.extra_blocks == (7,)
+    assert packaged_head(cfg.model_copy(update={"extra_blocks": ()})) is None
     folder = resources.files("ner_retriever") / "data" / "heads" / "gemma3-270m"
     with resources.as_file(folder) as path:
         training = json.loads((path / "training.json").read_text())

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from ner_retriever.types import Document, Span
 
 DEMO_QUERIES = ["politician", "car model", "river", "sports team", "award"]
-INFO_ROWS = ("path", "documents", "mentions", "model", "block", "component", "dim", "store",
+INFO_ROWS = ("path", "documents", "mentions", "model", "block", "extra_blocks", "component",
+             "dim", "store",
              "created", "size_bytes")
 MIN_SECONDS = 1e-9  # a rate's divisor, so the first tick never divides by zero
 

@@ -17,7 +17,7 @@ Component = Literal["query", "key", "value", "hidden"]
 DEFAULT_BLOCKS = {"smollm2-135m": 22, "gemma3-270m": 15, "minilm-l6": 5}
 # Blocks whose same component is appended to the main block's for the packaged models when
 # neither is given (two-block concatenation, docs/PROBE.md); none elsewhere.
-DEFAULT_EXTRA_BLOCKS: dict[str, tuple[int, ...]] = {}
+DEFAULT_EXTRA_BLOCKS: dict[str, tuple[int, ...]] = {"gemma3-270m": (7,)}
 
 
 class EncoderConfig(BaseModel):

@@ -23,8 +23,8 @@ import numpy as np
 
 from ner_retriever.config import FusionConfig
 from ner_retriever.retrieve.fusion import (ALL_WIDEN, Candidates, Queries, RankingSource,
-                                           final_queries, fused_candidates, rank_all,
-                                           start_size)
+                                           allowed_estimate, final_queries, fused_candidates,
+                                           rank_all, start_size)
 from ner_retriever.retrieve.pooling import DocumentHits
 
 
@@ -33,18 +33,19 @@ def rank_types(source: RankingSource, queries: Sequence[Queries], cfg: FusionCon
     """Each type's documents past ``threshold``, in the order of ``queries``; fewer than
     ``len(queries)`` when some type passes none of the documents the others pass."""
     finals = [final_queries(source, q, cfg, allowed) for q in queries]
-    order = _rarest_first(source, finals, cfg, threshold, allowed)
+    order, _ = _rarest_first(source, finals, cfg, threshold, allowed)
     ranked = _among_passing(source, [finals[t] for t in order], cfg, threshold, allowed)
     return _in_query_order(ranked, order)
 
 
 def _rarest_first(source: RankingSource, finals: Sequence[Queries], cfg: FusionConfig,
-                  threshold: float, allowed: np.ndarray | None) -> list[int]:
+                  threshold: float, allowed: np.ndarray | None) -> tuple[list[int], int]:
     """Type positions, the type the calibration sample expects fewest documents to pass
-    first: the later types are ranked among the documents it passes, so the fewer the
-    cheaper (the answer does not depend on the order)."""
-    sizes = [start_size(source, f, cfg, threshold, allowed) for f in finals]
-    return sorted(range(len(finals)), key=lambda t: sizes[t])
+    first (the later types are ranked among the documents it passes, so the fewer the
+    cheaper; the answer does not depend on the order), and that type's expected count."""
+    expected = [allowed_estimate(source, f, cfg, threshold, allowed) for f in finals]
+    order = sorted(range(len(finals)), key=lambda t: expected[t])
+    return order, expected[order[0]]
 
 
 def _among_passing(source: RankingSource, finals: Sequence[Queries], cfg: FusionConfig,
@@ -84,9 +85,9 @@ def top_types(source: RankingSource, queries: Sequence[Queries], cfg: FusionConf
     :func:`rank_all` assumes, a document outside its top n scores below that). None when a
     type passes no document."""
     finals = [final_queries(source, q, cfg, allowed) for q in queries]
-    order = _rarest_first(source, finals, cfg, threshold, allowed)
+    order, expected = _rarest_first(source, finals, cfg, threshold, allowed)
     lead, later = finals[order[0]], [finals[t] for t in order[1:]]
-    n = start_size(source, lead, cfg, threshold, allowed)
+    n = start_size(expected)
     while True:
         first = fused_candidates(source, lead, n, cfg, allowed)
         passing = first.fused >= threshold

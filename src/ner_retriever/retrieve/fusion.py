@@ -297,7 +297,7 @@ def rank_all(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: fl
     allowed = check_allowed(allowed)
     if not final:
         q = final_queries(source, q, cfg, allowed)
-    k = start_size(source, q, cfg, threshold, allowed)
+    k = start_size(allowed_estimate(source, q, cfg, threshold, allowed))
     while True:
         ranked = fused_candidates(source, q, k, cfg, allowed)
         passing = ranked.fused >= threshold
@@ -306,16 +306,21 @@ def rank_all(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: fl
         k *= ALL_WIDEN
 
 
-def start_size(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: float,
-               allowed: np.ndarray | None = None) -> int:
-    """The first ``k`` of an exhaustive ranking: ALL_START, or more when the calibration
-    sample expects more documents to pass (:func:`passing_estimate`, a filter's share of
-    them), plus an eighth for the sample's error."""
+def allowed_estimate(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: float,
+                     allowed: np.ndarray | None = None) -> int:
+    """:func:`passing_estimate` among the ``allowed`` documents (their share of it)."""
     expected = passing_estimate(source, q, cfg, threshold)
-    if allowed is not None:
-        population = source.calibration(cfg.calibration_docs).population
-        expected = min(expected, len(allowed)) if not population else \
-            int(np.ceil(expected * min(1.0, len(allowed) / population)))
+    if allowed is None:
+        return expected
+    population = source.calibration(cfg.calibration_docs).population
+    return min(expected, len(allowed)) if not population else \
+        int(np.ceil(expected * min(1.0, len(allowed) / population)))
+
+
+def start_size(expected: int) -> int:
+    """The first ``k`` of an exhaustive ranking that expects ``expected`` documents to pass
+    (:func:`allowed_estimate`): ALL_START, or that many plus an eighth for the sample's
+    error."""
     return max(ALL_START, expected + expected // 8)
 
 

@@ -16,6 +16,7 @@ def index_info(index: Index) -> dict:
         "mentions": index.num_mentions(),
         "model": cfg.encoder.model,
         "block": cfg.encoder.block,
+        "extra_blocks": list(cfg.encoder.extra_blocks or []),  # concatenated after ``block``
         "component": cfg.encoder.component,
         "head": recorded["head"],
         "detector": recorded["detector"],
