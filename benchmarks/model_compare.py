@@ -4,6 +4,10 @@ same run (alternating rounds): what switching the encoder model costs on this ma
     .venv/bin/python benchmarks/model_compare.py [--models smollm2-135m,gemma3-270m]
         [--docs 300] [--rounds 2] [--queries 20]
 
+A model may name its blocks, ``gemma3-270m@15`` (``--layer 15``): then the shipped head runs
+only where it was trained for those blocks (raw vectors otherwise; the head is ~1% of
+indexing).
+
 Each model runs with its shipped head and learned detector (``learned+spacy``), hybrid with
 names; corpus: the first ``--docs`` sentences of Few-NERD INTER ``dev.txt`` of 12+ tokens.
 Queries: distinct descriptions, in-process ``Retriever.search``, k=10, default feedback."""
@@ -36,9 +40,10 @@ def one_round(model: str, docs, queries: list[str], folder: Path) -> dict:
     from ner_retriever import Retriever
     from ner_retriever.models.encoder import EncoderConfig
 
-    path = folder / f"{model}-{time.perf_counter_ns()}"
+    name, _, blocks = model.partition("@")
+    path = folder / f"{name}-{time.perf_counter_ns()}"
     start = time.perf_counter()
-    with Retriever.create(path, encoder=EncoderConfig(model=model)) as r:
+    with Retriever.create(path, encoder=EncoderConfig(model=name, block=blocks or None)) as r:
         r.add(docs)
     index_s = time.perf_counter() - start
     with Retriever.open(path) as r:

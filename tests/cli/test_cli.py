@@ -160,6 +160,8 @@ def test_bad_corpus_is_one_line_error_and_no_index(tmp_path, content, message):
 @pytest.mark.parametrize("args, message", [
     (["--model", "/no/such/model"], "no such folder"),
     (["--layer", "99"], "out of range"),
+    (["--layer", "15+40"], "block 40 is out of range"),
+    (["--layer", "15+x"], "numbers joined by '+'"),
 ])
 def test_bad_model_options(tmp_path, args, message):
     corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS[:1])

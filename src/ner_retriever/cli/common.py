@@ -14,6 +14,7 @@ from enum import Enum
 from functools import wraps
 from typing import Annotated, Optional
 
+import pydantic
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -66,6 +67,10 @@ def friendly_errors(func):
         except NerRetrieverError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
+        except pydantic.ValidationError as exc:  # a setting a config model refused
+            err.print(f"[red]error:[/red] {settings_error(exc)}", highlight=False, markup=True,
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
         except sqlite3.DatabaseError as exc:  # damage that the checks on open could not see
             err.print(f"[red]error:[/red] index file is corrupt: catalog.sqlite: {exc}",
                       highlight=False, markup=True, soft_wrap=True)
@@ -76,6 +81,16 @@ def friendly_errors(func):
             raise typer.Exit(INTERRUPTED_EXIT) from None
 
     return wrapper
+
+
+def settings_error(exc: pydantic.ValidationError) -> str:
+    """A refused setting as one line per field: ``block: ...``, without pydantic's links."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 def quiet_transformers() -> None:
