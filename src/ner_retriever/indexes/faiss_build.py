@@ -149,11 +149,15 @@ def prefetch_rows(mapped: np.ndarray, rows: np.ndarray) -> None:
     if isinstance(mapped, np.memmap) and hasattr(mmap, "MADV_WILLNEED") and len(rows):
         width = mapped.strides[0]
         base = mapped.offset % mmap.ALLOCATIONGRANULARITY  # where row 0 sits in the mapping
-        starts = base + np.asarray(rows, dtype=np.int64) * width
+        starts = base + np.unique(np.asarray(rows, dtype=np.int64)) * width
         pages = starts - starts % mmap.PAGESIZE
+        ends = np.maximum.accumulate(starts + width)
+        # one call per run of touching pages (a document's mentions are consecutive rows)
+        first = np.flatnonzero(np.r_[True, pages[1:] > ends[:-1]])
+        last = np.r_[first[1:] - 1, len(pages) - 1]
         advise, need = mapped._mmap.madvise, mmap.MADV_WILLNEED
-        for page, length in zip(pages.tolist(), (starts + width - pages).tolist()):
-            advise(need, page, length)
+        for page, end in zip(pages[first].tolist(), ends[last].tolist()):
+            advise(need, page, end - page)
 
 
 def refine_of(index: faiss.Index) -> faiss.IndexRefine:
