@@ -14,9 +14,7 @@ import torch
 
 from ner_retriever.choices import COMPONENTS
 from ner_retriever.errors import ConfigError
-from ner_retriever.models.hooks import Stop as _Stop
-from ner_retriever.models.hooks import component_module as _component_module
-from ner_retriever.models.hooks import transformer_blocks
+from ner_retriever.models.hooks import capturing, transformer_blocks
 from ner_retriever.models.joint import PROBE_TEXT, JointPass, resume_block
 from ner_retriever.models.loading import load_model
 from ner_retriever.models.quantize import check_precision
@@ -169,31 +167,11 @@ class TransformerEncoder:
         for i, row in enumerate(batch_ids):
             input_ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
-        captured: dict[tuple[int, str], torch.Tensor] = {}
-        handles = []
-
-        def make_hook(key, slot):
-            def hook(_module, _inputs, output):
-                out = output[0] if isinstance(output, tuple) else output
-                if slot is not None:
-                    out = out.chunk(3, dim=-1)[slot]
-                captured[key] = out.detach() if on_device else out.detach().float().cpu()
-                if len(captured) == len(targets):
-                    raise _Stop
-            return hook
-
-        for key in targets:
-            module, slot = _component_module(self._blocks[key[0]], key[1])
-            handles.append(module.register_forward_hook(make_hook(key, slot)))
-        try:
-            with torch.inference_mode():
-                self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device))
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        return [captured[key] for key in targets]
+        keep = (lambda out: out.detach()) if on_device else \
+            (lambda out: out.detach().float().cpu())
+        with capturing(self._blocks, targets, keep) as captured, torch.inference_mode():
+            self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device))
+        return [captured[i] for i in range(len(targets))]
 
     def _probe_dim(self) -> int:
         probe = self._capture([self._prefix + [self._pad_id] + self._suffix], self.config.targets)

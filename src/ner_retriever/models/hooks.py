@@ -1,9 +1,12 @@
 """Where a vector is read inside a Hugging Face model: its list of transformer blocks, the module
 whose output is a block's query / key / value (or the block itself, for its hidden state), and
-the exception that stops a forward pass once what was asked for is captured. Shared by the
-document pass (``encoder``) and the query pass (``query``)."""
+the hooks that read them and stop a forward pass once what was asked for is captured
+(``capturing``). Shared by the document pass (``encoder``) and the query pass (``query``)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -50,3 +53,32 @@ def component_module(block: torch.nn.Module, component: str) -> tuple[torch.nn.M
         if packed is not None:
             return packed, COMPONENTS.index(component)
     raise ConfigError(f"block type {type(block).__name__!r} has no {component!r} projection")
+
+
+@contextmanager
+def capturing(blocks: torch.nn.ModuleList, targets: Sequence[tuple[int, str]],
+              keep: Callable[[torch.Tensor], torch.Tensor] = lambda out: out
+              ) -> Iterator[dict[int, torch.Tensor]]:
+    """Run a forward pass inside this block to read the (block, component) ``targets``: the
+    yielded dict gets ``keep(activation)`` of target ``i`` at key ``i``, the pass stops once
+    every target is read (:class:`Stop`, swallowed here), and the hooks are removed after."""
+    captured: dict[int, torch.Tensor] = {}
+
+    def make_hook(i: int, slot: int | None):
+        def hook(_module, _inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            captured[i] = keep(out if slot is None else out.chunk(3, dim=-1)[slot])
+            if len(captured) == len(targets):
+                raise Stop
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(i, slot))
+               for i, (module, slot) in enumerate(component_module(blocks[b], c)
+                                                  for b, c in targets)]
+    try:
+        yield captured
+    except Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()

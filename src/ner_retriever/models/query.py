@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from ner_retriever.errors import ConfigError
-from ner_retriever.models.hooks import Stop, component_module, transformer_blocks
+from ner_retriever.models.hooks import capturing, component_module, transformer_blocks
 from ner_retriever.models.quantize import check_precision, faster, int8_available, int8_copy
 from ner_retriever.models.windows import last_tokens, tokenize
 
@@ -71,16 +71,10 @@ class QueryPass:
         """Keys and values of the stable prefix in blocks up to the deepest one a vector
         reads (fp32 model)."""
         enc, cache = self.enc, DynamicCache()
-        handle = enc._blocks[enc.config.deepest].register_forward_hook(_stop)
         ids = torch.tensor([self._stable], device=enc.device)
-        try:
-            with torch.inference_mode():
-                enc.model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                          cache=cache, use_cache=True)
-        except Stop:
-            pass
-        finally:
-            handle.remove()
+        with capturing(enc._blocks, [(enc.config.deepest, "hidden")]), torch.inference_mode():
+            enc.model(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache,
+                      use_cache=True)
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _choose(self) -> None:
@@ -161,33 +155,11 @@ class QueryPass:
                                              for k, v in self._past]) if cached else DynamicCache()
         blocks = enc._blocks if model is enc.model else transformer_blocks(model)
         targets = enc.config.targets
-        captured: dict[int, torch.Tensor] = {}
-
-        def make_hook(i: int, slot: int | None):
-            def hook(_module, _inputs, output):
-                out = output[0] if isinstance(output, tuple) else output
-                captured[i] = out if slot is None else out.chunk(3, dim=-1)[slot]
-                if len(captured) == len(targets):
-                    raise Stop
-            return hook
-
-        handles = [module.register_forward_hook(make_hook(i, slot))
-                   for i, (module, slot) in enumerate(component_module(blocks[b], c)
-                                                      for b, c in targets)]
-        try:
-            with torch.inference_mode():
-                model(input_ids=input_ids.to(enc.device), attention_mask=mask.to(enc.device),
-                      cache=cache, use_cache=True)
-        except Stop:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
+        with capturing(blocks, targets) as captured, torch.inference_mode():
+            model(input_ids=input_ids.to(enc.device), attention_mask=mask.to(enc.device),
+                  cache=cache, use_cache=True)
         last = torch.tensor([pos - p for _, pos in todo])
         out = torch.cat([captured[i] for i in range(len(targets))], dim=-1)
         return out[torch.arange(n), last].float().cpu().numpy()
 
-
-def _stop(*_args) -> None:
-    raise Stop
 
