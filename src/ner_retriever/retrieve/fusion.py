@@ -51,12 +51,12 @@ class Calibration:
     mention_docs: np.ndarray
     mention_vectors: np.ndarray
     names: tuple[np.ndarray, np.ndarray] | None
-    population: int = 0  # live documents the sample was drawn from (0: the sample's size)
+    population: int  # live documents the sample was drawn from
 
     @property
     def scale(self) -> float:
         """Documents of the corpus per document of the sample."""
-        return max(self.population, len(self.keys)) / max(len(self.keys), 1)
+        return self.population / max(len(self.keys), 1)
 
 
 class RankingSource(Protocol):
@@ -225,16 +225,16 @@ def fused_candidates(source: RankingSource, q: Queries, k: int, cfg: FusionConfi
     rows, doc_index, vectors = source.mentions(candidates)
     sims = vectors @ np.asarray(q.mention, np.float32)
     pooled = pooled_mention_scores(sims, doc_index, len(candidates), cfg.mention_temperature)
-    sample = calibration_scores(source, q, cfg)
-    mention_stats, dense_stats = score_stats(sample[0]), score_stats(sample[1])
+    cal_mention, cal_dense, cal_names = calibration_scores(source, q, cfg)
+    mention_stats, dense_stats = score_stats(cal_mention), score_stats(cal_dense)
     dense = source.document_vectors(candidates) @ np.asarray(q.dense, np.float32)
     names = row_names = name_stats = None
-    if sample[2] is not None:
+    if cal_names is not None:
         name_docs, name_vectors = source.names(candidates)
         name_sims = name_vectors @ np.asarray(q.names, np.float32)
         names = document_max(name_sims[None], name_docs, len(candidates))[0]
         row_names = name_sims if len(name_sims) == len(rows) else names[doc_index]
-        name_stats = score_stats(sample[2])
+        name_stats = score_stats(cal_names)
     fused = fuse(pooled.astype(np.float64), dense, mention_stats, dense_stats, cfg.weight,
                  names, name_stats, cfg.name_weight)
     row_fused = fuse(sims.astype(np.float64), dense[doc_index], mention_stats, dense_stats,
@@ -313,8 +313,7 @@ def allowed_estimate(source: RankingSource, q: Queries, cfg: FusionConfig, thres
     if allowed is None:
         return expected
     population = source.calibration(cfg.calibration_docs).population
-    return min(expected, len(allowed)) if not population else \
-        int(np.ceil(expected * min(1.0, len(allowed) / population)))
+    return int(np.ceil(expected * min(1.0, len(allowed) / max(population, 1))))
 
 
 def start_size(expected: int) -> int:
