@@ -24,7 +24,7 @@ import numpy as np
 from ner_retriever.config import FusionConfig
 from ner_retriever.retrieve.fusion import (ALL_WIDEN, Candidates, Queries, RankingSource,
                                            allowed_estimate, final_queries, fused_candidates,
-                                           rank_all, start_size)
+                                           passing_estimate, rank_all, start_size)
 from ner_retriever.retrieve.pooling import DocumentHits
 
 
@@ -33,34 +33,36 @@ def rank_types(source: RankingSource, queries: Sequence[Queries], cfg: FusionCon
     """Each type's documents past ``threshold``, in the order of ``queries``; fewer than
     ``len(queries)`` when some type passes none of the documents the others pass."""
     finals = [final_queries(source, q, cfg, allowed) for q in queries]
-    order, _ = _rarest_first(source, finals, cfg, threshold, allowed)
-    ranked = _among_passing(source, [finals[t] for t in order], cfg, threshold, allowed)
+    order, expected = _rarest_first(source, finals, cfg, threshold)
+    ranked = _among_passing(source, [finals[t] for t in order], [expected[t] for t in order],
+                            cfg, threshold, allowed)
     return _in_query_order(ranked, order)
 
 
 def _rarest_first(source: RankingSource, finals: Sequence[Queries], cfg: FusionConfig,
-                  threshold: float, allowed: np.ndarray | None) -> tuple[list[int], int]:
+                  threshold: float) -> tuple[list[int], list[int]]:
     """Type positions, the type the calibration sample expects fewest documents to pass
     first (the later types are ranked among the documents it passes, so the fewer the
-    cheaper; the answer does not depend on the order), and that type's expected count."""
-    expected = [allowed_estimate(source, f, cfg, threshold, allowed) for f in finals]
-    order = sorted(range(len(finals)), key=lambda t: expected[t])
-    return order, expected[order[0]]
+    cheaper; the answer does not depend on the order), and each type's
+    :func:`passing_estimate` (in query order)."""
+    expected = [passing_estimate(source, f, cfg, threshold) for f in finals]
+    return sorted(range(len(finals)), key=lambda t: expected[t]), expected
 
 
-def _among_passing(source: RankingSource, finals: Sequence[Queries], cfg: FusionConfig,
-                   threshold: float, allowed: np.ndarray | None,
+def _among_passing(source: RankingSource, finals: Sequence[Queries], expected: Sequence[int],
+                   cfg: FusionConfig, threshold: float, allowed: np.ndarray | None,
                    first: Candidates | None = None) -> list[Candidates]:
-    """Each of ``finals`` (final queries) ranked exhaustively among the documents every
-    earlier one passed; ``first``: the first type's ranking already made, ``finals`` then
-    the later types'. Stops at a type that passes nothing."""
+    """Each of ``finals`` (final queries, with their :func:`passing_estimate`) ranked
+    exhaustively among the documents every earlier one passed; ``first``: the first type's
+    ranking already made, ``finals`` then the later types'. Stops at a type that passes
+    nothing."""
     ranked: list[Candidates] = [] if first is None else [first]
     if first is not None:
         allowed = first.keys
-    for q in finals:
+    for q, count in zip(finals, expected):
         if allowed is not None and not len(allowed):
             break
-        ranked.append(rank_all(source, q, cfg, threshold, allowed, final=True))
+        ranked.append(rank_all(source, q, cfg, threshold, allowed, final=True, expected=count))
         allowed = ranked[-1].keys
     return ranked
 
@@ -85,14 +87,15 @@ def top_types(source: RankingSource, queries: Sequence[Queries], cfg: FusionConf
     :func:`rank_all` assumes, a document outside its top n scores below that). None when a
     type passes no document."""
     finals = [final_queries(source, q, cfg, allowed) for q in queries]
-    order, expected = _rarest_first(source, finals, cfg, threshold, allowed)
+    order, expected = _rarest_first(source, finals, cfg, threshold)
     lead, later = finals[order[0]], [finals[t] for t in order[1:]]
-    n = start_size(expected)
+    n = start_size(allowed_estimate(source, lead, cfg, threshold, allowed, expected[order[0]]))
     while True:
         first = fused_candidates(source, lead, n, cfg, allowed)
         passing = first.fused >= threshold
         exhausted = int(passing.sum()) < n or len(first.keys) < cfg.candidates(n)
-        ranked = _among_passing(source, later, cfg, threshold, None, first.select(passing))
+        ranked = _among_passing(source, later, [expected[t] for t in order[1:]], cfg, threshold,
+                                None, first.select(passing))
         if len(ranked) < len(queries) and exhausted:
             return None
         hits = all_types(_in_query_order(ranked, order), k, per_doc) \

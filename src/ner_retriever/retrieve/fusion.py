@@ -289,15 +289,17 @@ def hybrid_rank(source: RankingSource, q: Queries, k: int, cfg: FusionConfig,
 
 
 def rank_all(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: float,
-             allowed: np.ndarray | None = None, final: bool = False) -> Candidates:
+             allowed: np.ndarray | None = None, final: bool = False,
+             expected: int | None = None) -> Candidates:
     """Every (allowed) document whose fused score is at least ``threshold`` (exhaustive mode):
-    the ranking of :func:`hybrid_rank`, its ``k`` widened from ALL_START until the k-th
-    document falls below the cut-off or the corpus runs out. ``final``: ``q`` already holds
-    the final pass's queries (:func:`final_queries`), so no feedback pass runs."""
+    the ranking of :func:`hybrid_rank`, its ``k`` widened from :func:`start_size` until the
+    k-th document falls below the cut-off or the corpus runs out. ``final``: ``q`` already
+    holds the final pass's queries (:func:`final_queries`), so no feedback pass runs;
+    ``expected``: its :func:`passing_estimate`, when already made."""
     allowed = check_allowed(allowed)
     if not final:
         q = final_queries(source, q, cfg, allowed)
-    k = start_size(allowed_estimate(source, q, cfg, threshold, allowed))
+    k = start_size(allowed_estimate(source, q, cfg, threshold, allowed, expected))
     while True:
         ranked = fused_candidates(source, q, k, cfg, allowed)
         passing = ranked.fused >= threshold
@@ -307,9 +309,11 @@ def rank_all(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: fl
 
 
 def allowed_estimate(source: RankingSource, q: Queries, cfg: FusionConfig, threshold: float,
-                     allowed: np.ndarray | None = None) -> int:
-    """:func:`passing_estimate` among the ``allowed`` documents (their share of it)."""
-    expected = passing_estimate(source, q, cfg, threshold)
+                     allowed: np.ndarray | None = None, expected: int | None = None) -> int:
+    """:func:`passing_estimate` (``expected``, when already made) among the ``allowed``
+    documents: their share of it."""
+    if expected is None:
+        expected = passing_estimate(source, q, cfg, threshold)
     if allowed is None:
         return expected
     population = source.calibration(cfg.calibration_docs).population
