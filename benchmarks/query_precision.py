@@ -1,6 +1,6 @@
-"""Quality effect of int8 queries: end-to-end R-Precision (detected mentions, default hybrid +
-names + feedback, as a search ranks) with the query pass in fp32 and in int8, on the same
-documents, vectors and detector; only the type descriptions' LM pass differs.
+"""Quality effect of fp16 / int8 query weights: end-to-end R-Precision (detected mentions,
+default hybrid + names + feedback, as a search ranks) with the query pass in fp32, fp16 and
+int8, on the same documents, vectors and detector; only the type descriptions' LM pass differs.
 
 Usage (figures in docs/PERFORMANCE.md):
     .venv/bin/python benchmarks/query_precision.py \\
@@ -21,6 +21,7 @@ from ner_retriever.evaluation.descriptions import load_descriptions
 from ner_retriever.evaluation.evaluate import EvalOptions, build_encoder, evaluate
 
 METHODS = ("ner-retriever", "hybrid")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def mean_r_precision(report: dict, method: str) -> float:
@@ -40,14 +41,14 @@ def main() -> None:
         path, _, names = spec.rpartition(":")
         eval_set = load_eval_set([path], load_descriptions(names), sample=args.sample)
         got = {}
-        for precision in ("fp32", "int8"):
+        for precision in PRECISIONS:
             encoder.set_query_precision(precision)
             report = evaluate(eval_set, opts, encoder)
             got[precision] = {m: mean_r_precision(report, m) for m in METHODS}
         rows.append({"file": path, **{f"{p}_{m}": round(v, 4) for p, r in got.items()
                                       for m, v in r.items()},
-                     **{f"loss_{m}": round(got["fp32"][m] - got["int8"][m], 4)
-                        for m in METHODS}})
+                     **{f"loss_{p}_{m}": round(got["fp32"][m] - got[p][m], 4)
+                        for p in PRECISIONS[1:] for m in METHODS}})
         print(json.dumps(rows[-1]), flush=True)
 
 

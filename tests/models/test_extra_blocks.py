@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ner_retriever.errors import ConfigError
 from ner_retriever.models.encoder import EncoderConfig, TransformerEncoder
-from ner_retriever.models.quantize import int8_available
+from ner_retriever.models.quantize import quantized_available
 from tests.models.test_encode import SPANS, TEXT, tiny
 from tests.models.test_query import QUERIES, document_pass
 
@@ -81,8 +81,8 @@ def test_query_pass_gives_the_document_vectors(two_block):
     assert len(two_block.query_pass._stable) > 1  # the cached prefix covers both blocks
 
 
-@pytest.mark.skipif(not int8_available(__import__("torch").device("cpu")),
-                    reason="no int8 engine on this CPU")
+@pytest.mark.skipif(not quantized_available(__import__("torch").device("cpu")),
+                    reason="no fbgemm / x86 quantized engine on this CPU")
 def test_int8_queries_keep_the_read_projections_in_fp32(two_block):
     exact = document_pass(two_block, QUERIES)
     two_block.set_query_precision("int8")

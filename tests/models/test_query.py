@@ -1,7 +1,8 @@
 """The query pass (models/query.py) on the tiny random Llama: with the template prefix's keys
 and values cached it gives the document pass's vectors (the exact path it replaces), alone or
-batched; int8 is a switch (fp32 / int8 / auto), deterministic per query, recorded nowhere in
-the documents' vectors; an index records the precision its vectors were made in."""
+batched; fp16 and int8 weights are a switch (fp32 / fp16 / int8 / auto), deterministic per
+query, recorded nowhere in the documents' vectors; an index records the precision its vectors
+were made in."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from ner_retriever.errors import ConfigError
-from ner_retriever.models.quantize import int8_available
+from ner_retriever.models.quantize import quantized_available
 
 QUERIES = ["politician", "river", "football club", "musical instrument of the baroque era",
            "a", "mentions"]
@@ -34,8 +35,30 @@ def test_cached_prefix_pass_equals_the_document_pass(tiny_encoder):
     assert tiny_encoder.query_pass.precision == "fp32"
 
 
-@pytest.mark.skipif(not int8_available(__import__("torch").device("cpu")),
-                    reason="no int8 engine on this CPU")
+NO_ENGINE = not quantized_available(__import__("torch").device("cpu"))
+
+
+@pytest.mark.skipif(NO_ENGINE, reason="no fbgemm / x86 quantized engine on this CPU")
+def test_fp16_weights_are_within_float_tolerance_and_batch(tiny_encoder):
+    exact = document_pass(tiny_encoder, QUERIES)
+    try:
+        tiny_encoder.set_query_precision("fp16")
+        got = tiny_encoder.encode_queries(QUERIES)
+        assert tiny_encoder.query_pass.precision == "fp16"
+        assert not np.array_equal(got, exact)  # really the fp16 copy
+        np.testing.assert_allclose(got, exact, rtol=2e-3, atol=2e-3)
+        alone = np.stack([tiny_encoder.encode_queries([q])[0] for q in QUERIES])
+        np.testing.assert_allclose(alone, got, atol=1e-5)  # batched: no neighbour dependence
+        tiny_encoder.set_query_precision("auto")
+        tiny_encoder.encode_queries(QUERIES[:1])
+        assert tiny_encoder.query_pass.precision in ("fp32", "fp16")
+        fp32_ms, fp16_ms = tiny_encoder.query_pass.probe_ms
+        assert fp32_ms > 0 and fp16_ms > 0
+    finally:
+        tiny_encoder.set_query_precision("fp32")
+
+
+@pytest.mark.skipif(NO_ENGINE, reason="no fbgemm / x86 quantized engine on this CPU")
 def test_int8_is_a_switch_and_each_query_is_embedded_alone(tiny_encoder):
     exact = document_pass(tiny_encoder, QUERIES)
     try:
@@ -48,11 +71,6 @@ def test_int8_is_a_switch_and_each_query_is_embedded_alone(tiny_encoder):
         np.testing.assert_array_equal(alone, got)  # no dependence on the batch
         cos = (got * exact).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(exact, axis=1)
         assert cos.min() > 0.9
-        tiny_encoder.set_query_precision("auto")
-        tiny_encoder.encode_queries(QUERIES[:1])
-        assert tiny_encoder.query_pass.precision in ("fp32", "int8")
-        fp32_ms, int8_ms = tiny_encoder.query_pass.probe_ms
-        assert fp32_ms > 0 and int8_ms > 0
     finally:
         tiny_encoder.set_query_precision("fp32")
     np.testing.assert_allclose(tiny_encoder.encode_queries(QUERIES), exact, atol=1e-5)
@@ -92,8 +110,7 @@ def test_an_example_mention_is_its_document_pass_vector(tiny_encoder):
         np.testing.assert_array_equal(tiny_encoder.encode_example(text, start, end), want)
 
 
-@pytest.mark.skipif(not int8_available(__import__("torch").device("cpu")),
-                    reason="no int8 engine on this CPU")
+@pytest.mark.skipif(NO_ENGINE, reason="no fbgemm / x86 quantized engine on this CPU")
 def test_an_int8_example_is_close_to_the_document_pass(tiny_encoder):
     try:
         tiny_encoder.set_query_precision("int8")

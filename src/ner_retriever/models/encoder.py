@@ -52,8 +52,9 @@ class TransformerEncoder:
 
     def __init__(self, config: EncoderConfig | None = None, model=None, tokenizer=None,
                  device: str | None = None, query_precision: str = "fp32"):
-        """``query_precision``: how queries run (``models.query``): fp32, int8, or auto (int8
-        where a probe on first use measures it faster); documents always run at ``precision``."""
+        """``query_precision``: how queries run (``models.query``): fp32, fp16, int8, or auto
+        (fp16 weights where a probe on first use measures them faster); documents always run
+        at ``precision``."""
         config = config or EncoderConfig()
         if model is None:
             model, tokenizer = load_model(config.model)
@@ -82,13 +83,13 @@ class TransformerEncoder:
 
     @property
     def query_pass(self) -> QueryPass:
-        """The query side (built on first use: the int8 probe runs then)."""
+        """The query side (built on first use: the precision probe runs then)."""
         if self._query_pass is None:
             self._query_pass = QueryPass(self, self._query_precision)
         return self._query_pass
 
     def set_query_precision(self, precision: str) -> None:
-        """fp32 / int8 / auto for the queries embedded from now on."""
+        """fp32 / fp16 / int8 / auto for the queries embedded from now on."""
         if check_precision(precision) != self._query_precision:
             self._query_precision, self._query_pass = precision, None
 

@@ -5,7 +5,8 @@ template, but faster than the document pass can do it.
   model's keys and values there are computed once, and each query runs only its own tokens
   (exact: the states do not depend on what follows, checked by the encoder's causality probe).
 * On CPUs where it measures faster (``quantize.faster``, probed on first use), those tokens
-  go through an int8 copy of the linear layers (``precision``: auto / fp32 / int8).
+  go through a copy of the linear layers with fp16 weights (``precision``: auto / fp32 /
+  fp16 / int8; ``models.quantize``).
 
 Anything this pass cannot do exactly (a bidirectional model, a query longer than a window, a
 text whose tokens do not start with the cached ones) goes through the document pass."""
@@ -21,7 +22,8 @@ from transformers import DynamicCache
 
 from ner_retriever.errors import ConfigError
 from ner_retriever.models.hooks import capturing, component_module, transformer_blocks
-from ner_retriever.models.quantize import check_precision, faster, int8_available, int8_copy
+from ner_retriever.models.quantize import (check_precision, faster, quantized_available,
+                                           quantized_copy)
 from ner_retriever.models.windows import last_tokens, tokenize
 
 # Two words that tell which template tokens do not depend on the query (see ``_stable``).
@@ -34,11 +36,11 @@ class QueryPass:
     def __init__(self, enc: Any, precision: str = "fp32"):
         self.enc = enc
         self.requested = check_precision(precision)
-        if precision == "int8" and not int8_available(enc.device):
-            raise ConfigError(f"int8 queries need a CPU with an int8 engine (fbgemm / x86); "
-                              f"this model runs on {enc.device}")
+        if precision in ("fp16", "int8") and not quantized_available(enc.device):
+            raise ConfigError(f"{precision} queries need a CPU with the fbgemm / x86 "
+                              f"quantized engine; this model runs on {enc.device}")
         self.precision: str | None = None  # decided on first use ("auto": by the probe)
-        self.probe_ms: tuple[float, float] | None = None  # (fp32, int8) query times
+        self.probe_ms: tuple[float, float] | None = None  # (fp32, fp16) query times (auto)
         self._model = enc.model
         template = enc.config.query_template
         self._slot = template.index("{}")
@@ -78,24 +80,25 @@ class QueryPass:
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _choose(self) -> None:
-        """Settle the precision: int8 when asked, or on "auto" when the probe measures it
-        faster on this machine; fp32 otherwise."""
+        """Settle the precision: fp16 / int8 when asked, fp16 on "auto" when the probe
+        measures it faster on this machine; fp32 otherwise."""
         enc = self.enc
         self.precision = "fp32"
-        if self.requested == "fp32" or self._past is None or not int8_available(enc.device):
+        if self.requested == "fp32" or self._past is None or not quantized_available(enc.device):
             return
         names = {id(m): name for name, m in enc.model.named_modules()}
         read = {names[id(component_module(enc._blocks[b], c)[0])] for b, c in enc.config.targets}
-        int8 = int8_copy(enc.model, enc._blocks, enc.config.deepest,
-                         lambda name, _module: name in read)  # what is read stays fp32
+        wanted = "fp16" if self.requested == "auto" else self.requested
+        twin = quantized_copy(enc.model, enc._blocks, enc.config.deepest, wanted,
+                              lambda name: name in read)  # what is read stays fp32
         if self.requested == "auto":
             probe = [self._ids(w) for w in PROBE_WORDS]
-            win, t32, t8 = faster(lambda: self._run(enc.model, probe),
-                                  lambda: self._run(int8, probe))
-            self.probe_ms = (1e3 * t32, 1e3 * t8)
+            win, t32, t16 = faster(lambda: self._run(enc.model, probe),
+                                   lambda: self._run(twin, probe))
+            self.probe_ms = (1e3 * t32, 1e3 * t16)
             if not win:
                 return
-        self._model, self.precision = int8, "int8"
+        self._model, self.precision = twin, wanted
 
     # -- the pass ------------------------------------------------------------------------------
     def encode(self, queries: Sequence[str], batch_size: int = 16) -> np.ndarray:
@@ -105,7 +108,7 @@ class QueryPass:
         todo = [self._ids(q) for q in queries]
         fast = [i for i, t in enumerate(todo) if t is not None and self._cached(t[0])]
         out = np.zeros((len(queries), self.enc.dim), np.float32)
-        if self.precision == "int8":  # int8 activations are scaled per batch: one at a time,
+        if self.precision == "int8":  # int8 activations are scaled per call: one at a time,
             batch_size = 1            # so a query's vector never depends on its neighbours
         for b in range(0, len(fast), batch_size):
             part = fast[b:b + batch_size]
@@ -119,12 +122,12 @@ class QueryPass:
 
     def encode_example(self, text: str, start: int, end: int) -> np.ndarray:
         """The vector of the mention ``text[start:end]`` in its text (query by example), as
-        ``encode_spans`` gives it, through this pass's precision (int8 where chosen)."""
+        ``encode_spans`` gives it, through this pass's precision (fp16 / int8 where chosen)."""
         if self.precision is None:
             self._choose()
         enc = self.enc
         exact = lambda: enc.encode_spans([text], [[(start, end)]])[0][0]  # noqa: E731
-        if self.precision != "int8" or not enc.causal:
+        if self.precision == "fp32" or not enc.causal:
             return exact()
         ids, starts, ends = tokenize(enc.tokenizer, text)
         pos = int(last_tokens(starts, ends, np.array([end], np.int64))[0])

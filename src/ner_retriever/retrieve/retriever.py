@@ -137,10 +137,10 @@ class Retriever:
              precision: str | None = None) -> Retriever:
         """Reopen an index with the encoder, head and detector it was built with.
 
-        ``precision``: how queries run (fp32, int8, or auto = int8 where a probe measures it
-        faster; ``models.query``). None: auto for an encoder built here on a hybrid index
-        (int8 queries cost no R-Precision there, docs/PERFORMANCE.md), fp32 on a mention-only
-        one; a given ``encoder`` keeps its own unless ``precision`` is given."""
+        ``precision``: how queries run (fp32, fp16, int8, or auto = fp16 weights where a probe
+        measures them faster; ``models.query``). None: auto for an encoder built here on a
+        hybrid index (fp16 queries cost no R-Precision there, docs/PERFORMANCE.md), fp32 on a
+        mention-only one; a given ``encoder`` keeps its own unless ``precision`` is given."""
         config = Index.read_config(path)
         expected = EncoderConfig(**config.encoder.settings())
         if encoder is not None and encoder.config.identity() != expected.identity():
