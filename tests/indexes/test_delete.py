@@ -207,3 +207,30 @@ def test_bad_input_is_a_clear_error(tmp_path):
             reader.delete(["d1"])
         with pytest.raises(IndexStateError, match="read-only: cannot compact"):
             reader.compact()
+
+
+def test_name_vectors_read_again_come_verified_from_the_cache(tmp_path):
+    index = build(tmp_path / "idx", TYPES["flat"], n_docs=20, hybrid=True)
+    keys = [int(k) for k in index._keys_of([f"d{i}" for i in range(20)])]
+    first = index.document_names(keys[:12])
+    assert index.name_cache.held > 0
+    again = index.document_names(keys[::-1])  # 12 cached, 8 read, another order
+    fresh = Index.open(tmp_path / "idx").document_names(keys[::-1])
+    for got, want in zip(again, fresh):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(first[1], index.document_names(keys[:12])[1])
+    index.delete(["d0"])
+    assert len(index.document_names(keys[:1])[0]) == 0  # a deleted document's names are gone
+    index.close()
+
+
+def test_the_name_cache_keeps_to_its_budget():
+    from ner_retriever.indexes.catalog import NameCache
+    cache = NameCache(budget=3 * 8)
+    cache.put({k: np.zeros((2, 2), np.float16) for k in range(5)})  # 8 bytes each
+    assert cache.held == 24 and set(cache.get(range(5))) == {2, 3, 4}
+    cache.get([2])  # used: kept over 3 and 4
+    cache.put({9: np.zeros((2, 2), np.float16)})
+    assert set(cache.get(range(10))) == {2, 4, 9}
+    cache.drop([2, 7])
+    assert cache.held == 16

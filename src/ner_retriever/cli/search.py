@@ -44,7 +44,7 @@ def search(
     mode: Annotated[ModeOpt, typer.Option(help="auto (hybrid when the index has document vectors), hybrid, or mentions (best-mention cosine only)")] = ModeOpt("auto"),
     feedback: Annotated[Optional[int], typer.Option(min=0, help="hybrid: rank again with the queries moved toward the first ranking's top N documents (0: off; default 20)")] = None,
     as_json: JsonOption = False,
-    precision: Annotated[Optional[str], typer.Option(help="query pass: fp32, fp16, int8, or auto (fp16 weights where a start-up probe measures them faster; the default on hybrid indexes)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="query pass: fp32, fp16, int8, or auto (fp16 weights where a start-up probe measures them faster; the default)")] = None,
     where: Annotated[Optional[list[str]], typer.Option("--where", help="metadata filter, repeatable (all must hold): field=value, field>=n, field<=n")] = None,
     must: Annotated[Optional[str], typer.Option("--must", help="only documents whose text contains this word or phrase (case-insensitive)")] = None,
     like: Annotated[Optional[str], typer.Option("--like", help='query by example instead of a description: "They sailed down the [[Danube]] to Vienna." (the mention in double brackets) or a bare name')] = None,

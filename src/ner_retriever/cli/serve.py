@@ -30,7 +30,7 @@ def serve(
     body_timeout: Annotated[float, typer.Option(
         help="seconds a client has to send a request body (then 408)")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
-    precision: Annotated[Optional[str], typer.Option(help="query pass: fp32, fp16, int8, or auto (fp16 weights where a start-up probe measures them faster; the default on hybrid indexes)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="query pass: fp32, fp16, int8, or auto (fp16 weights where a start-up probe measures them faster; the default)")] = None,
 ) -> None:
     """Serve an index over HTTP: JSON API (OpenAPI docs at /docs) and a search page at /."""
     import uvicorn

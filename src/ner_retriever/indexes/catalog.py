@@ -5,6 +5,8 @@ checked against its checksum (a corrupt row is an error naming the index, never 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -14,11 +16,49 @@ from ner_retriever.indexes.schema import CATALOG_NAME, row_checksum
 from ner_retriever.types import Document, Mention
 
 IN_LIST_CHUNK = 500  # ids per SQL IN (...) list: under SQLite's variable limit
+# Verified name vectors kept in memory, most recently read first, up to this many bytes (fp16):
+# every ranking pass reads its candidates' names, and checking each row's checksum was half of
+# a read's cost. A document key never changes its names (a replaced document gets a new key).
+NAME_CACHE_BYTES = 64 * 2**20
+
+
+class NameCache:
+    """Decoded, checksum-verified name vectors by document key, least recently used dropped
+    first once ``budget`` bytes are held."""
+
+    def __init__(self, budget: int = NAME_CACHE_BYTES):
+        self.budget, self.held = budget, 0
+        self._rows: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, keys: Iterable[int]) -> dict[int, np.ndarray]:
+        with self._lock:
+            found = {k: self._rows[k] for k in keys if k in self._rows}
+            for k in found:
+                self._rows.move_to_end(k)
+            return found
+
+    def put(self, rows: dict[int, np.ndarray]) -> None:
+        with self._lock:
+            for k, part in rows.items():
+                if k not in self._rows:
+                    self._rows[k] = part
+                    self.held += part.nbytes
+            while self.held > self.budget and self._rows:
+                self.held -= self._rows.popitem(last=False)[1].nbytes
+
+    def drop(self, keys: Iterable[int]) -> None:
+        """Forget deleted or replaced documents."""
+        with self._lock:
+            for k in keys:
+                part = self._rows.pop(int(k), None)
+                if part is not None:
+                    self.held -= part.nbytes
 
 
 class CatalogReads:
-    """The catalog half of an index (``self._db``, ``self.path``, ``self.lock``, the row map
-    and the store come from :class:`~ner_retriever.indexes.index.Index`)."""
+    """The catalog half of an index (``self._db``, ``self.path``, ``self.lock``, the row map,
+    the store and ``self.name_cache`` come from :class:`~ner_retriever.indexes.index.Index`)."""
 
     def _select_in(self, sql: str, values: Iterable) -> list[tuple]:
         """Rows of ``sql`` whose ``{in}`` is a list of ``values``, run in chunks of IN_LIST_CHUNK (under
@@ -155,22 +195,24 @@ class CatalogReads:
 
     def document_names(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Name vectors of the given documents' mentions, in :meth:`document_mentions` order:
-        ``(doc_index, float32 vectors)``."""
+        ``(doc_index, float32 vectors)``; rows read before come from :class:`NameCache`."""
         dim = self.config.names.dim if self.config.names else 0
-        position = {int(k): i for i, k in enumerate(keys)}
-        found = sorted((position[key], key, blob, checksum) for key, blob, checksum in
-                       self._select_in("SELECT doc_key, vectors, checksum FROM doc_names "
-                                       "WHERE doc_key IN ({in})", position))
-        doc_index, parts = [], []
-        for pos, key, blob, checksum in found:
+        keys = [int(k) for k in keys]
+        parts = self.name_cache.get(keys)
+        read = {}
+        for key, blob, checksum in self._select_in("SELECT doc_key, vectors, checksum FROM "
+                                                   "doc_names WHERE doc_key IN ({in})",
+                                                   [k for k in keys if k not in parts]):
             if checksum != row_checksum(key, blob.hex()) or len(blob) % (2 * dim):
                 raise self._corrupt_row(key, "the name vectors of document")
-            part = np.frombuffer(blob, dtype="<f2").reshape(-1, dim)
-            doc_index.append(np.full(len(part), pos, np.int64))
-            parts.append(part)
-        if not parts:
+            read[key] = np.frombuffer(blob, dtype="<f2").reshape(-1, dim)
+        self.name_cache.put(read)
+        parts.update(read)
+        present = [(i, parts[k]) for i, k in enumerate(keys) if k in parts]
+        if not present:
             return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-        return np.concatenate(doc_index), np.concatenate(parts).astype(np.float32)
+        return (np.concatenate([np.full(len(p), i, np.int64) for i, p in present]),
+                np.concatenate([p for _, p in present]).astype(np.float32))
 
     @property
     def doc_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from ner_retriever.config import IfExists, check_if_exists
 from ner_retriever.errors import ConfigError, DuplicateDocumentError, IndexStateError
 from ner_retriever.indexes.base import STORES, Segment, VectorStore, file_sha256, make_store
 from ner_retriever.types import Document, Mention
-from ner_retriever.indexes.catalog import CatalogReads
+from ner_retriever.indexes.catalog import CatalogReads, NameCache
 from ner_retriever.indexes.deletion import (CompactStats, compact_index, delete_documents,
                                             drop_documents)
 from ner_retriever.indexes.schema import (CATALOG_NAME, CONFIG_NAME, FORMAT_VERSION, LOCK_NAME,
@@ -40,6 +40,7 @@ class Index(CatalogReads):
         # Held by every read that spans several queries and by every commit: readers on the
         # writer's connection must never see a batch that is not committed yet.
         self.lock = threading.RLock()
+        self.name_cache = NameCache()
         self._lock: FileLock | None = None
         if writable:
             self._lock = FileLock(str(path / LOCK_NAME))
@@ -221,7 +222,9 @@ class Index(CatalogReads):
     def _mark_dead(self, rows: np.ndarray, keys: np.ndarray) -> None:
         """After a commit that dropped documents (deleted or replaced): unmap their mention
         rows and mark their dense vectors not live, so no ranking returns them (the vectors
-        stay in FAISS segments until :meth:`compact`), and let the store forget them."""
+        stay in FAISS segments until :meth:`compact`), and let the store and the name cache
+        forget them."""
+        self.name_cache.drop(keys)
         rows = rows[rows < len(self._row_doc)]
         self._row_doc[rows] = -1
         if self.config.dense is not None and len(keys):

@@ -26,18 +26,25 @@ class DocumentHits:
 
 
 def group_by_document(scores: np.ndarray, rows: np.ndarray, doc_keys: np.ndarray,
-                      per_doc: int) -> list[DocumentHits]:
-    """Group one query's neighbour list (sorted by score) into documents, best first."""
-    docs: dict[int, DocumentHits] = {}
-    for score, row, key in zip(scores.tolist(), rows.tolist(), doc_keys.tolist()):
-        if key < 0:
-            continue
-        entry = docs.get(key)
-        if entry is None:
-            entry = docs[key] = DocumentHits(key, score)
-        if len(entry.hits) < per_doc:
-            entry.hits.append((row, score))
-    return sorted(docs.values(), key=lambda d: (-d.score, d.doc_key))
+                      per_doc: int, limit: int | None = None) -> list[DocumentHits]:
+    """Group one query's neighbour list (sorted by score) into documents, best first (ties by
+    key), each with its first ``per_doc`` rows; rows of key -1 (removed) are skipped.
+    ``limit``: only that many documents are built (a list of thousands of rows is grouped
+    with numpy; only the returned documents become objects)."""
+    keep = np.asarray(doc_keys) >= 0
+    scores, rows, keys = np.asarray(scores)[keep], np.asarray(rows)[keep], \
+        np.asarray(doc_keys)[keep]
+    if not len(keys):
+        return []
+    unique, first = np.unique(keys, return_index=True)  # first = the best row (list order)
+    best = scores[first]
+    order = np.lexsort((unique, -best))[:limit]
+    grouped = np.argsort(keys, kind="stable")  # rows by key, list order within a key
+    starts = np.searchsorted(keys[grouped], unique)
+    ends = np.minimum(np.searchsorted(keys[grouped], unique, side="right"), starts + per_doc)
+    return [DocumentHits(int(unique[d]), float(best[d]),
+                         [(int(rows[j]), float(scores[j])) for j in grouped[starts[d]:ends[d]]])
+            for d in order.tolist()]
 
 
 def top_documents(search: Callable[[int], tuple[np.ndarray, np.ndarray]],
@@ -50,9 +57,9 @@ def top_documents(search: Callable[[int], tuple[np.ndarray, np.ndarray]],
     fetch = min(ntotal, max(overfetch * k, MIN_FETCH))
     while True:
         scores, rows = search(fetch)
-        grouped = group_by_document(scores, rows, doc_keys(rows), per_doc)
+        grouped = group_by_document(scores, rows, doc_keys(rows), per_doc, limit=k)
         if len(grouped) >= k or fetch >= ntotal:
-            return grouped[:k]
+            return grouped
         fetch = min(ntotal, fetch * WIDEN)
 
 

@@ -138,9 +138,9 @@ class Retriever:
         """Reopen an index with the encoder, head and detector it was built with.
 
         ``precision``: how queries run (fp32, fp16, int8, or auto = fp16 weights where a probe
-        measures them faster; ``models.query``). None: auto for an encoder built here on a
-        hybrid index (fp16 queries cost no R-Precision there, docs/PERFORMANCE.md), fp32 on a
-        mention-only one; a given ``encoder`` keeps its own unless ``precision`` is given."""
+        measures them faster; ``models.query``). None: auto for an encoder built here (fp16
+        queries score as fp32 does to four decimals, docs/PERFORMANCE.md); a given
+        ``encoder`` keeps its own unless ``precision`` is given."""
         config = Index.read_config(path)
         expected = EncoderConfig(**config.encoder.settings())
         if encoder is not None and encoder.config.identity() != expected.identity():
@@ -157,8 +157,7 @@ class Retriever:
                 raise ConfigError(f"index {path}: head settings differ from the recorded ones: "
                                   f"{Path(path) / HEAD_DIR / 'head.json'}")
         if encoder is None:
-            auto = "auto" if config.dense is not None else "fp32"
-            encoder = TransformerEncoder(expected, query_precision=precision or auto)
+            encoder = TransformerEncoder(expected, query_precision=precision or "auto")
         elif precision is not None:
             encoder.set_query_precision(precision)
         return cls(Index.open(path, writable=writable), encoder, config.detector, head)

@@ -80,7 +80,7 @@ class IndexSource:
         sims = vectors @ np.asarray(query, np.float32)
         order = np.lexsort((rows, -sims))
         return group_by_document(sims[order], rows[order], allowed[doc_index[order]],
-                                 per_doc)[:k]
+                                 per_doc, limit=k)
 
     def _document_count(self) -> int:
         """Documents in the index, counted once per number of mention rows."""
