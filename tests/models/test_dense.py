@@ -70,3 +70,21 @@ def test_minilm_places_related_texts_closer():
                             "The prime minister talked with the head of state.",
                             "Bake the bread for forty minutes."])
     assert a @ b > a @ c + 0.2
+
+
+def test_query_precision_fp16_is_within_float_tolerance_and_fp32_is_exact(tiny_folder):
+    from ner_retriever.errors import ConfigError
+    from ner_retriever.models.quantize import quantized_available
+
+    exact = DenseEncoder(str(tiny_folder)).encode(TEXTS)
+    np.testing.assert_array_equal(DenseEncoder(str(tiny_folder)).encode_queries(TEXTS), exact)
+    if quantized_available(__import__("torch").device("cpu")):
+        half = DenseEncoder(str(tiny_folder), query_precision="fp16")
+        got = half.encode_queries(TEXTS)
+        assert not np.array_equal(got, exact)  # the fp16 copy ran
+        np.testing.assert_allclose(got, exact, atol=2e-3)
+        np.testing.assert_array_equal(half.encode(TEXTS), exact)  # documents stay fp32
+        auto = DenseEncoder(str(tiny_folder), query_precision="auto")
+        np.testing.assert_allclose(auto.encode_queries(TEXTS), exact, atol=2e-3)
+    with pytest.raises(ConfigError, match="query precision"):
+        DenseEncoder(str(tiny_folder), query_precision="bf16")

@@ -88,6 +88,11 @@ class TransformerEncoder:
             self._query_pass = QueryPass(self, self._query_precision)
         return self._query_pass
 
+    @property
+    def query_precision(self) -> str:
+        """The precision asked for queries (``query_pass.precision``: what was chosen)."""
+        return self._query_precision
+
     def set_query_precision(self, precision: str) -> None:
         """fp32 / fp16 / int8 / auto for the queries embedded from now on."""
         if check_precision(precision) != self._query_precision:

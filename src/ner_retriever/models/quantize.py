@@ -75,6 +75,20 @@ def quantized_copy(model: torch.nn.Module, blocks: torch.nn.ModuleList, upto: in
     return twin
 
 
+def half_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose Linear layers all hold fp16 weights (fp32 activations); every
+    other tensor (embeddings, norms) is shared, not copied."""
+    linear = {id(t) for m in model.modules() if isinstance(m, torch.nn.Linear)
+              for t in m.parameters()}
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers()) if id(t) not in linear}
+    twin = copy.deepcopy(model, memo)
+    with warnings.catch_warnings():  # torch marks the eager quantisation API deprecated
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(
+            twin, {torch.nn.Linear: torch.ao.quantization.float16_dynamic_qconfig}, inplace=True)
+    return twin
+
+
 def best_time(run: Callable[[], object], runs: int = PROBE_RUNS) -> float:
     """The fastest of ``runs`` timed calls (after one untimed warm-up)."""
     run()

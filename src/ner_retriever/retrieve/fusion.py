@@ -13,7 +13,7 @@ the filter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -38,6 +38,9 @@ class Queries:
     mention: np.ndarray
     dense: np.ndarray
     names: np.ndarray
+    # calibration_scores of these queries, by calibration sample: a search ranks the same final
+    # queries several times (a type's passing estimate, its ranking, a widened ranking)
+    _calibrated: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -247,10 +250,15 @@ def calibration_scores(source: RankingSource, q: Queries, cfg: FusionConfig
     """Each side's scores of the calibration sample's documents (mention: soft maximum, dense,
     best name or None without names): what standardises each side."""
     cal = source.calibration(cfg.calibration_docs)
+    key = (id(cal), cfg.mention_temperature)
+    known = q._calibrated.get(key)
+    if known is not None and known[0] is cal:  # the same sample (it is held: no id reuse)
+        return known[1]
     mention = pooled_mention_scores(cal.mention_vectors @ np.asarray(q.mention, np.float32),
                                     cal.mention_docs, len(cal.keys), cfg.mention_temperature)
     dense = cal.documents @ np.asarray(q.dense, np.float32)
     names = None if cal.names is None else best_name_scores(q.names, *cal.names, len(cal.keys))
+    q._calibrated[key] = (cal, (mention, dense, names))
     return mention, dense, names
 
 

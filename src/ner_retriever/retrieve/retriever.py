@@ -187,10 +187,13 @@ class Retriever:
     # -- embedding -----------------------------------------------------------------------------
     @property
     def dense(self) -> DenseEncoder | None:
-        """The document encoder of a hybrid index (loaded on first use), else None."""
+        """The document encoder of a hybrid index (loaded on first use), else None; its
+        queries follow the encoder's query precision (fp32 stays fp32, else fp16 weights
+        where faster)."""
         cfg = self.index.config.dense
         if cfg is not None and self._dense is None:
-            self._dense = DenseEncoder(cfg.model, cfg.max_length)
+            precision = getattr(self.encoder, "query_precision", "fp32")
+            self._dense = DenseEncoder(cfg.model, cfg.max_length, query_precision=precision)
             if self._dense.dim != cfg.dim:
                 raise ConfigError(f"index {self.index.path}: dense model {cfg.model} gives "
                                   f"{self._dense.dim}-d vectors, the index holds {cfg.dim}-d")
@@ -207,7 +210,7 @@ class Retriever:
         vectors = self.embed_queries(queries)
         if not self._hybrid(mode):
             return vectors
-        return np.hstack([vectors, self.dense.encode(list(queries))]).astype(np.float32)
+        return np.hstack([vectors, self.dense.encode_queries(list(queries))]).astype(np.float32)
 
     def embedder(self) -> BatchEmbedder:
         """The detect -> encode -> project steps with this index's settings."""
@@ -301,7 +304,7 @@ class Retriever:
         vector = to_index_space(self.head,
                                 self.encoder.encode_example(ex.text, ex.start, ex.end)[None])
         if hybrid:
-            vector = np.hstack([vector, self.dense.encode([ex.mention])])
+            vector = np.hstack([vector, self.dense.encode_queries([ex.mention])])
         return vector.astype(np.float32)
 
     def run(self, req: SearchRequest, vectors: np.ndarray) -> list[SearchResult]:
