@@ -53,6 +53,17 @@ def quantized_available(device: torch.device) -> bool:
     return device.type == "cpu" and any(e in engines for e in INT8_ENGINES)
 
 
+def _twin(model: torch.nn.Module, copied: set[int], spec: dict) -> torch.nn.Module:
+    """A copy of ``model`` in which only the tensors whose ids are in ``copied`` are copied
+    (every other one is shared), with the layers ``spec`` names dynamically quantised."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers()) if id(t) not in copied}
+    twin = copy.deepcopy(model, memo)
+    with warnings.catch_warnings():  # torch marks the eager quantisation API deprecated
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(twin, spec, inplace=True)
+    return twin
+
+
 def quantized_copy(model: torch.nn.Module, blocks: torch.nn.ModuleList, upto: int,
                    precision: str, keep: Callable[[str], bool]) -> torch.nn.Module:
     """A copy of ``model`` whose Linear layers in blocks ``0..upto`` hold ``precision``
@@ -60,19 +71,14 @@ def quantized_copy(model: torch.nn.Module, blocks: torch.nn.ModuleList, upto: in
     keeps KEEP_FP16 layers in fp16. Every other tensor (embeddings, later blocks) is shared,
     not copied."""
     inside = {id(t) for b in blocks[:upto + 1] for t in (*b.parameters(), *b.buffers())}
-    memo = {id(t): t for t in (*model.parameters(), *model.buffers()) if id(t) not in inside}
-    twin = copy.deepcopy(model, memo)
     names = {id(m): name for name, m in model.named_modules()}
     inner = tuple(f"{names[id(b)]}." for b in blocks[:upto + 1])
     half, eight = (torch.ao.quantization.float16_dynamic_qconfig,
                    torch.ao.quantization.per_channel_dynamic_qconfig)
     spec = {name: half if precision == "fp16" or any(k in name for k in KEEP_FP16) else eight
-            for name, module in twin.named_modules()
+            for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and name.startswith(inner) and not keep(name)}
-    with warnings.catch_warnings():  # torch marks the eager quantisation API deprecated
-        warnings.simplefilter("ignore")
-        torch.ao.quantization.quantize_dynamic(twin, spec, inplace=True)
-    return twin
+    return _twin(model, inside, spec)
 
 
 def half_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -80,13 +86,7 @@ def half_copy(model: torch.nn.Module) -> torch.nn.Module:
     other tensor (embeddings, norms) is shared, not copied."""
     linear = {id(t) for m in model.modules() if isinstance(m, torch.nn.Linear)
               for t in m.parameters()}
-    memo = {id(t): t for t in (*model.parameters(), *model.buffers()) if id(t) not in linear}
-    twin = copy.deepcopy(model, memo)
-    with warnings.catch_warnings():  # torch marks the eager quantisation API deprecated
-        warnings.simplefilter("ignore")
-        torch.ao.quantization.quantize_dynamic(
-            twin, {torch.nn.Linear: torch.ao.quantization.float16_dynamic_qconfig}, inplace=True)
-    return twin
+    return _twin(model, linear, {torch.nn.Linear: torch.ao.quantization.float16_dynamic_qconfig})
 
 
 def best_time(run: Callable[[], object], runs: int = PROBE_RUNS) -> float:

@@ -250,10 +250,9 @@ def calibration_scores(source: RankingSource, q: Queries, cfg: FusionConfig
     """Each side's scores of the calibration sample's documents (mention: soft maximum, dense,
     best name or None without names): what standardises each side."""
     cal = source.calibration(cfg.calibration_docs)
-    key = (id(cal), cfg.mention_temperature)
-    known = q._calibrated.get(key)
-    if known is not None and known[0] is cal:  # the same sample (it is held: no id reuse)
-        return known[1]
+    key = (id(cal), cfg.mention_temperature)  # the sample is held with its scores: no id reuse
+    if key in q._calibrated:
+        return q._calibrated[key][1]
     mention = pooled_mention_scores(cal.mention_vectors @ np.asarray(q.mention, np.float32),
                                     cal.mention_docs, len(cal.keys), cfg.mention_temperature)
     dense = cal.documents @ np.asarray(q.dense, np.float32)

@@ -40,8 +40,9 @@ def group_by_document(scores: np.ndarray, rows: np.ndarray, doc_keys: np.ndarray
     best = scores[first]
     order = np.lexsort((unique, -best))[:limit]
     grouped = np.argsort(keys, kind="stable")  # rows by key, list order within a key
-    starts = np.searchsorted(keys[grouped], unique)
-    ends = np.minimum(np.searchsorted(keys[grouped], unique, side="right"), starts + per_doc)
+    by_key = keys[grouped]
+    starts = np.searchsorted(by_key, unique)
+    ends = np.minimum(np.searchsorted(by_key, unique, side="right"), starts + per_doc)
     return [DocumentHits(int(unique[d]), float(best[d]),
                          [(int(rows[j]), float(scores[j])) for j in grouped[starts[d]:ends[d]]])
             for d in order.tolist()]
